@@ -1,0 +1,14 @@
+"""nbnorm — batch normalization and its statistics as Numba kernels.
+
+Public functions (see each docstring for the math and the shapes):
+:func:`moments`, :func:`batch_norm_forward`, :func:`batch_norm_inference`,
+:func:`batch_norm_backward`.  NumPy arrays run on the CPU; arrays exposing
+``__cuda_array_interface__`` run on the GPU; results come back as the
+caller's array type.
+"""
+from ._api import batch_norm_backward, batch_norm_forward, batch_norm_inference, moments
+from ._layout import AxisError
+
+__version__ = "0.1.0"
+__all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
+           "AxisError", "__version__"]

@@ -1,0 +1,164 @@
+"""Public functions: validate, route to a backend, return the caller's array type.
+
+Shapes: ``x`` has any shape; ``axis`` names the dimensions reduced over; a
+*statistic* has ``x.shape`` with the ``axis`` dimensions removed (as
+``np.mean(x, axis)``), and ``mean``, ``var``, ``invstd``, ``weight``,
+``bias``, ``running_*``, ``dweight`` and ``dbias`` all have that shape.
+"""
+from __future__ import annotations
+
+import warnings
+from math import prod
+
+import numpy as np
+
+from . import _router
+from . import _validate as V
+from ._layout import normalize_axis, stat_shape
+
+__all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward"]
+
+
+def _setup(fname, x, axis, **others):
+    """Route the call, check ``x`` and ``axis``; returns backend, arrays, axis."""
+    if x is None:
+        raise TypeError(f"{fname}: x is required, got None")
+    backend, arrays = _router.dispatch(x=x, **others)
+    xa = arrays["x"]
+    return backend, arrays, xa
+
+
+def moments(x, axis=None, *, ddof=0, keepdims=False):
+    """Mean and variance of ``x`` over ``axis`` in one pass (Welford/Chan).
+
+    ``mean = Σx/n`` and ``var = Σ(x − mean)²/(n − ddof)`` with ``n`` the
+    number of elements reduced into each statistic; ``axis=None`` reduces
+    over all axes.  float16/float32 input gives float32 statistics, float64
+    (and promoted integer/bool) input gives float64.  An empty reduction
+    gives NaN with a ``RuntimeWarning``, as NumPy does.
+    """
+    backend, arrays, xa = _setup("moments", x, axis)
+    V.float_input(xa, "x", allow_int=True)
+    ddof = V.ddof_value(ddof)
+    ax = normalize_axis(axis, xa.ndim)
+    if np.dtype(xa.dtype).kind in "iub":
+        xa = backend.asarray(xa.astype(np.float64), "x")
+    n = prod(xa.shape[d] for d in ax)
+    if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
+        msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"
+        warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
+    mean, var = backend.moments(xa, ax, ddof)
+    if keepdims:
+        kshape = tuple(1 if d in ax else s for d, s in enumerate(xa.shape))
+        mean, var = mean.reshape(kshape), var.reshape(kshape)
+    return backend.wrap(mean, x), backend.wrap(var, x)
+
+
+def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mean=None,
+                       running_var=None, momentum=0.1, out=None):
+    """Training-mode batch normalization over ``axis``.
+
+    ``y = (x − mean)·invstd·weight + bias`` with the batch's biased variance
+    and ``invstd = 1/√(var + eps)``.  Returns ``(y, mean, invstd)``: ``y`` of
+    ``x``'s shape and dtype; ``mean``/``invstd`` statistic-shaped, float32
+    (float64 for float64 ``x``) — what :func:`batch_norm_backward` needs.
+
+    ``running_mean``/``running_var``, when given, are updated in place as in
+    PyTorch: ``r ← (1 − momentum)·r + momentum·stat`` with the *unbiased*
+    variance ``var·n/(n − 1)`` for ``running_var``.  Statistics that are not
+    finite (NaN/inf in the batch) leave their running entries unchanged and
+    raise a ``RuntimeWarning``.  ``out`` receives ``y`` (it may be ``x``).
+    """
+    backend, a, xa = _setup("batch_norm_forward", x, axis, weight=weight, bias=bias,
+                            running_mean=running_mean, running_var=running_var, out=out)
+    V.float_input(xa, "x")
+    ax = normalize_axis(axis, xa.ndim)
+    sshape = stat_shape(xa.shape, ax)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        V.stat_array(a[name], name, sshape, ax)
+    if (a["running_mean"] is None) != (a["running_var"] is None):
+        raise ValueError("running_mean, running_var: pass both or neither")
+    for name in ("running_mean", "running_var"):
+        if a[name] is not None:
+            V.writable(a[name], name)
+    V.out_array(a["out"], xa)
+    V.no_partial_overlap(a["out"], "out", xa)
+    eps = V.eps_value(eps)
+    momentum = V.momentum_value(momentum)
+    n = prod(xa.shape[d] for d in ax)
+    if prod(xa.shape) == 0:
+        raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}; nothing to normalize")
+    if n < 2:
+        raise ValueError(
+            f"x: expected more than 1 value per statistic when training, got {n} "
+            f"(x.shape {tuple(xa.shape)} reduced over axis {ax})")
+    y, mean, var, invstd = backend.forward(xa, a["weight"], a["bias"], ax, eps, a["out"])
+    if a["running_mean"] is not None:
+        skipped = backend.update_running(a["running_mean"], mean, momentum, 1.0)
+        skipped += backend.update_running(a["running_var"], var, momentum, n / (n - 1))
+        if skipped:
+            warnings.warn(
+                "batch_norm_forward: non-finite batch statistics; running_mean/running_var "
+                "left unchanged where they occur", RuntimeWarning, stacklevel=2)
+    return backend.wrap(y, x), backend.wrap(mean, x), backend.wrap(invstd, x)
+
+
+def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5, out=None):
+    """Batch normalization with given statistics (no reduction).
+
+    ``y = (x − mean)/√(var + eps)·weight + bias``, computed as one
+    multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
+    """
+    backend, a, xa = _setup("batch_norm_inference", x, axis, mean=mean, var=var,
+                            weight=weight, bias=bias, out=out)
+    V.float_input(xa, "x")
+    ax = normalize_axis(axis, xa.ndim)
+    sshape = stat_shape(xa.shape, ax)
+    for name in ("mean", "var"):
+        if a[name] is None:
+            raise TypeError(f"batch_norm_inference: {name} is required, got None")
+    for name in ("mean", "var", "weight", "bias"):
+        V.stat_array(a[name], name, sshape, ax)
+    V.out_array(a["out"], xa)
+    V.no_partial_overlap(a["out"], "out", xa)
+    eps = V.eps_value(eps)
+    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, a["out"])
+    return backend.wrap(y, x)
+
+
+def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True, out=None):
+    """Gradients of :func:`batch_norm_forward` (``training=True``) or of
+    normalization with frozen statistics (``training=False``).
+
+    With ``x̂ = (x − mean)·invstd``: ``dweight = Σ dy·x̂``, ``dbias = Σ dy`` and
+
+    - training: ``dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))``;
+    - frozen:   ``dx = dy·weight·invstd``.
+
+    Returns ``(dx, dweight, dbias)``; ``dx`` has ``x``'s dtype (written to
+    ``out`` when given; it may be ``dy``), ``dweight``/``dbias`` are
+    statistic-shaped float32 (float64 for float64 ``x``).
+    """
+    if dy is None:
+        raise TypeError("batch_norm_backward: dy is required, got None")
+    backend, a, xa = _setup("batch_norm_backward", x, axis, dy=dy, mean=mean, invstd=invstd,
+                            weight=weight, out=out)
+    V.float_input(xa, "x")
+    dya = a["dy"]
+    V.float_input(dya, "dy")
+    V.shape_is(dya, "dy", xa.shape, "that of x")
+    V.same_dtype(dya, "dy", xa.dtype, "x")
+    ax = normalize_axis(axis, xa.ndim)
+    sshape = stat_shape(xa.shape, ax)
+    for name in ("mean", "invstd"):
+        if a[name] is None:
+            raise TypeError(f"batch_norm_backward: {name} is required, got None")
+    for name in ("mean", "invstd", "weight"):
+        V.stat_array(a[name], name, sshape, ax)
+    V.out_array(a["out"], xa)
+    V.no_partial_overlap(a["out"], "out", xa, dya)
+    if prod(xa.shape) == 0:
+        raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}")
+    dx, dweight, dbias = backend.backward(dya, xa, a["mean"], a["invstd"], a["weight"], ax,
+                                          bool(training), a["out"])
+    return backend.wrap(dx, x), backend.wrap(dweight, x), backend.wrap(dbias, x)

@@ -1,0 +1,116 @@
+"""Typed element access for the CPU kernels.
+
+Numba's CPU target has no float16 type, so float16 arrays reach the kernels
+as their raw ``uint16`` bits (a zero-copy ``view``) and are converted here:
+``load`` returns float32 for float16/float32 storage and float64 for float64;
+``store`` rounds to the storage type (round-to-nearest-even for float16).
+``acc_zero`` is the block accumulator: float32 for 16/32-bit storage,
+float64 for float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """Reinterpret a float32 as uint32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, u):
+    """Reinterpret the low 32 bits of an integer as float32."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if u.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif u.bitwidth < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+_MAGIC = np.uint32((254 - 15) << 23)          # 2**112: rebias exponent 15 → 127
+_WAS_INFNAN = np.uint32((127 + 16) << 23)     # 2**16: at or above it the half was inf/nan
+_F16_MAX = np.uint32((127 + 16) << 23)
+_F32_INF = np.uint32(255 << 23)
+_DENORM_MAGIC = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
+
+
+@njit(cache=True)
+def half_to_float(h):
+    """IEEE binary16 bits → float32 (exact, subnormals/inf/nan included)."""
+    h = np.uint32(h)
+    o = _bits_f32((h & np.uint32(0x7FFF)) << np.uint32(13)) * _bits_f32(_MAGIC)
+    u = _f32_bits(o)
+    if o >= _bits_f32(_WAS_INFNAN):
+        u |= np.uint32(255 << 23)
+    return _bits_f32(u | ((h & np.uint32(0x8000)) << np.uint32(16)))
+
+
+@njit(cache=True)
+def float_to_half(f):
+    """float32 → IEEE binary16 bits, rounding to nearest even."""
+    u = _f32_bits(np.float32(f))
+    sign = u & np.uint32(0x80000000)
+    u ^= sign
+    if u >= _F16_MAX:
+        o = np.uint32(0x7E00) if u > _F32_INF else np.uint32(0x7C00)
+    elif u < np.uint32(113 << 23):
+        o = _f32_bits(_bits_f32(u) + _bits_f32(_DENORM_MAGIC)) - _DENORM_MAGIC
+    else:
+        odd = (u >> np.uint32(13)) & np.uint32(1)
+        u += np.uint32(((15 - 127) << 23) & 0xFFFFFFFF) + np.uint32(0xFFF) + odd
+        o = u >> np.uint32(13)
+    return np.uint16(o | (sign >> np.uint32(16)))
+
+
+def load(a, i):
+    """``a[i]`` as a float (float32 for float16 bits)."""
+
+
+def store(a, i, v):
+    """``a[i] = v``, rounded to ``a``'s storage type."""
+
+
+def acc_zero(a):
+    """Zero of the block-accumulator type for storage ``a``."""
+
+
+@overload(load, inline="always")
+def _load(a, i):
+    if a.dtype == types.uint16:
+        return lambda a, i: half_to_float(a[i])
+    return lambda a, i: a[i]
+
+
+@overload(store, inline="always")
+def _store(a, i, v):
+    if a.dtype == types.uint16:
+        def impl(a, i, v):
+            a[i] = float_to_half(np.float32(v))
+        return impl
+    def impl(a, i, v):
+        a[i] = v
+    return impl
+
+
+@overload(acc_zero, inline="always")
+def _acc_zero(a):
+    if a.dtype == types.float64:
+        return lambda a: np.float64(0.0)
+    return lambda a: np.float32(0.0)

@@ -1,0 +1,231 @@
+"""CPU backend: NumPy arrays in and out, Numba kernels in between.
+
+Receives validated arrays from :mod:`nbnorm._api`, builds the
+:class:`~nbnorm._layout.Plan`, picks the kernel shape and the chunking, and
+allocates outputs.  No full-size temporary is created: ``x``/``dy`` are read
+in place through flat views, outputs are written in place.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .. import _layout, _welford
+from . import kernels as K
+
+name = "cpu"
+
+MIN_ITEMS = 64            # work items to aim for (load balance across threads)
+MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
+FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
+
+
+def asarray(obj, argname):
+    """Host arrays are used as they are; array-likes go through ``np.asarray``."""
+    return obj if isinstance(obj, np.ndarray) else np.asarray(obj)
+
+
+def wrap(result, like):
+    """Results are NumPy arrays already."""
+    return result
+
+
+# ------------------------------------------------------------------ helpers
+def _flat(a):
+    """1-D view of ``a``'s memory from its lowest address (float16 → uint16 bits)."""
+    if a.dtype == np.float16:
+        a = a.view(np.uint16)
+    strides = _layout.element_strides(a, "array")
+    span, _ = _layout.flat_extent(a.shape, strides)
+    if span == 0:
+        return np.empty(0, a.dtype)
+    lo = a[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)]
+    return as_strided(lo, shape=(span,), strides=(a.dtype.itemsize,))
+
+
+def _plan(shape, axis, *arrays):
+    return _layout.make_plan(shape, axis, [_layout.element_strides(a, "array") for a in arrays])
+
+
+def _kernel_args(plan, order):
+    """Plan arrays for a kernel whose operands are ``order`` (plan rows)."""
+    order = list(order)
+    return (plan.kept_sizes, plan.stat_strides,
+            np.ascontiguousarray(plan.kept_strides[order]), plan.red_sizes,
+            np.ascontiguousarray(plan.red_strides[order]), np.ascontiguousarray(plan.bases[order]))
+
+
+def _chunking(n_items, n, min_chunk=MIN_CHUNK):
+    """``(chunk, n_chunks)``: split a range of ``n`` so that ``n_items·n_chunks``
+    reaches ``MIN_ITEMS`` without chunks shorter than ``min_chunk``."""
+    n_chunks = 1
+    if n_items < MIN_ITEMS:
+        n_chunks = max(1, min(-(-MIN_ITEMS // max(n_items, 1)), n // max(min_chunk, 1)))
+    chunk = max(-(-n // n_chunks), 1)
+    return chunk, -(-n // chunk)
+
+
+def _tiling(plan):
+    """Channels-last ``(tile, n_outer·n_tiles)``."""
+    inner = int(plan.kept_sizes[-1])
+    tile = min(inner, K.TILE)
+    return tile, (plan.n_stats // inner) * (-(-inner // tile))
+
+
+def stat_dtype(dtype):
+    """Statistics are float64 for float64 input, float32 otherwise."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def _fusable(plan, itemsize, n_inputs):
+    return (not plan.inner_kept and plan.n_stats >= MIN_ITEMS
+            and plan.n * itemsize * n_inputs <= FUSE_BYTES)
+
+
+def _raw_moments(x, plan):
+    """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays."""
+    xf = _flat(x)
+    args = _kernel_args(plan, [0])
+    if plan.inner_kept:
+        tile, n_items = _tiling(plan)
+        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
+        pm = np.empty((n_chunks, plan.n_stats))
+        pv = np.empty((n_chunks, plan.n_stats))
+        K.moments_outer(xf, args, tile, chunk, n_chunks, pm, pv)
+    else:
+        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
+        pm = np.empty((n_chunks, plan.n_stats))
+        pv = np.empty((n_chunks, plan.n_stats))
+        K.moments_inner(xf, args, chunk, n_chunks, pm, pv)
+    if n_chunks == 1:
+        return pm[0], pv[0]
+    mean = np.empty(plan.n_stats)
+    m2 = np.empty(plan.n_stats)
+    K.merge_moments(pm, pv, plan.n, chunk, mean, m2)
+    return mean, m2
+
+
+def _affine(out, u, v, axis, ca, cb, cc):
+    """``out = u·ca + v·cb + cc`` per statistic (``v`` may be None)."""
+    plan = _plan(u.shape, axis, out, u, u if v is None else v)
+    args = _kernel_args(plan, [0, 1, 2])
+    of, uf = _flat(out), _flat(u)
+    vf = None if v is None else _flat(v)
+    if plan.inner_kept:
+        tile, n_items = _tiling(plan)
+        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
+        K.affine_outer(of, uf, vf, args, tile, chunk, n_chunks, ca, cb, cc)
+    else:
+        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
+        K.affine_inner(of, uf, vf, args, chunk, n_chunks, ca, cb, cc)
+
+
+def _stat_vector(a, n_stats, fill):
+    """A statistic-shaped parameter as a flat float64 vector (``fill`` if None)."""
+    if a is None:
+        return np.full(n_stats, fill)
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(n_stats)
+
+
+def empty_like(x):
+    """Output of ``x``'s shape, dtype and memory order."""
+    return np.empty_like(x, order="K")
+
+
+# ---------------------------------------------------------------- operations
+def moments(x, axis, ddof):
+    """``(mean, var)`` with ``var = M2/(n − ddof)``, statistic-shaped, in
+    :func:`stat_dtype`; NaN for empty reductions (``M2/0`` as NumPy)."""
+    shape = _layout.stat_shape(x.shape, axis)
+    sd = stat_dtype(x.dtype)
+    plan = _plan(x.shape, axis, x)
+    if plan.n == 0 or plan.n_stats == 0:
+        return np.full(shape, np.nan, sd), np.full(shape, np.nan, sd)
+    mean, m2 = _raw_moments(x, plan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = m2 / max(plan.n - ddof, 0)
+    return mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape)
+
+
+def forward(x, weight, bias, axis, eps, out):
+    """Training forward: ``(y, mean, biased var, invstd)``; stats float64."""
+    y = empty_like(x) if out is None else out
+    shape = _layout.stat_shape(x.shape, axis)
+    plan = _plan(x.shape, axis, x, y)
+    w = _stat_vector(weight, plan.n_stats, 1.0)
+    b = _stat_vector(bias, plan.n_stats, 0.0)
+    if _fusable(plan, x.dtype.itemsize, 1):
+        mean = np.empty(plan.n_stats)
+        var = np.empty(plan.n_stats)
+        invstd = np.empty(plan.n_stats)
+        K.forward_fused_inner(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
+                              mean, var, invstd)
+    else:
+        mean, m2 = _raw_moments(x, plan)
+        var = m2 / plan.n
+        invstd = _welford.invstd_of(var, eps)
+        alpha, beta = _welford.forward_coefficients(mean, invstd, w, b)
+        _affine(y, x, None, axis, alpha, alpha, beta)
+    sd = stat_dtype(x.dtype)
+    return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
+            invstd.astype(sd).reshape(shape))
+
+
+def inference(x, mean, var, weight, bias, axis, eps, out):
+    """``y = (x − mean)/√(var + eps)·weight + bias`` with given statistics."""
+    y = empty_like(x) if out is None else out
+    n_stats = int(np.prod(_layout.stat_shape(x.shape, axis), dtype=np.int64))
+    invstd = _welford.invstd_of(_stat_vector(var, n_stats, 0.0), eps)
+    alpha, beta = _welford.forward_coefficients(
+        _stat_vector(mean, n_stats, 0.0), invstd,
+        _stat_vector(weight, n_stats, 1.0), _stat_vector(bias, n_stats, 0.0))
+    _affine(y, x, None, axis, alpha, alpha, beta)
+    return y
+
+
+def backward(dy, x, mean, invstd, weight, axis, training, out):
+    """``(dx, dweight, dbias)``; dweight/dbias float64 of the statistic shape."""
+    dx = empty_like(x) if out is None else out
+    shape = _layout.stat_shape(x.shape, axis)
+    plan = _plan(x.shape, axis, dy, x, dx)
+    mu = np.ascontiguousarray(mean, dtype=stat_dtype(x.dtype)).reshape(plan.n_stats)
+    inv = _stat_vector(invstd, plan.n_stats, 0.0)
+    w = _stat_vector(weight, plan.n_stats, 1.0)
+    dweight = np.empty(plan.n_stats)
+    dbias = np.empty(plan.n_stats)
+    sd = stat_dtype(x.dtype)
+    if _fusable(plan, x.dtype.itemsize, 2):
+        K.backward_fused_inner(_flat(dy), _flat(x), _flat(dx), _kernel_args(plan, [0, 1, 2]),
+                               mu, inv, w, bool(training), dweight, dbias)
+        return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
+    args = _kernel_args(plan, [0, 1])
+    dyf, xf = _flat(dy), _flat(x)
+    if plan.inner_kept:
+        tile, n_items = _tiling(plan)
+        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
+        p1 = np.empty((n_chunks, plan.n_stats))
+        p2 = np.empty((n_chunks, plan.n_stats))
+        K.dual_sums_outer(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
+    else:
+        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
+        p1 = np.empty((n_chunks, plan.n_stats))
+        p2 = np.empty((n_chunks, plan.n_stats))
+        K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
+    K.merge_sums(p1, p2, dbias, dweight)
+    a, b, c = _welford.backward_coefficients(plan.n, mu, inv, w, dbias, dweight, training)
+    if training:
+        _affine(dx, dy, x, axis, a, b, c)
+    else:
+        _affine(dx, dy, None, axis, a, a, np.zeros_like(a))
+    dweight *= inv
+    return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
+
+
+def update_running(running, batch, momentum, scale):
+    """``running ← (1 − momentum)·running + momentum·scale·batch`` in place,
+    for the statistics where ``batch`` is finite; returns how many were skipped."""
+    batch = batch.astype(np.float64) * scale
+    new = (1.0 - momentum) * running.astype(np.float64) + momentum * batch
+    ok = np.isfinite(batch)
+    running[...] = np.where(ok, new, running)
+    return int(ok.size - np.count_nonzero(ok))

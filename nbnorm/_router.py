@@ -1,0 +1,97 @@
+"""Pick the backend of a call from the types of its array arguments.
+
+- NumPy arrays and other host array-likes (lists, scalars) → ``cpu``;
+- objects exposing ``__cuda_array_interface__`` (Numba device arrays, CuPy,
+  PyTorch CUDA tensors) and the CUDA simulator's device arrays → ``cuda``.
+
+Backends register a *claim* (a predicate on one argument) and a loader that
+imports the backend module on first use, so ``import nbnorm`` never imports
+``numba.cuda``.  A backend module provides ``asarray(obj, argname)``,
+``wrap(result, like)`` and the operations (``moments``, ``forward``,
+``inference``, ``backward``, ``update_running``, ``empty_like``,
+``stat_dtype``).  A new backend (e.g. Dask) is one more :func:`register`
+call; the API functions do not change.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    claims: Callable[[object], bool]
+    module: str
+
+
+_REGISTRY: list[_Entry] = []
+_HOST = "cpu"
+
+
+def register(name, claims, module):
+    """Register backend ``name``: ``claims(obj)`` says an argument belongs to
+    it; ``module`` is the dotted path of its implementation (imported lazily)."""
+    _REGISTRY.insert(0, _Entry(name, claims, module))
+
+
+def is_cuda_array(obj):
+    """True for ``__cuda_array_interface__`` objects and simulator device arrays."""
+    t = type(obj)
+    if hasattr(t, "__cuda_array_interface__"):
+        try:  # PyTorch CPU tensors define the attribute but raise on access
+            obj.__cuda_array_interface__
+        except (AttributeError, RuntimeError, TypeError, ValueError):
+            return False
+        return True
+    return t.__module__.startswith("numba.cuda.simulator") and hasattr(obj, "copy_to_host")
+
+
+register(_HOST, lambda obj: True, "nbnorm._cpu.backend")
+register("cuda", is_cuda_array, "nbnorm._cuda.backend")
+
+
+def _claim(obj):
+    for entry in _REGISTRY:
+        if entry.claims(obj):
+            return entry
+    raise AssertionError("the host backend claims everything")  # pragma: no cover
+
+
+def _describe(obj):
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def load(name):
+    """The backend module registered as ``name``."""
+    for entry in _REGISTRY:
+        if entry.name == name:
+            return importlib.import_module(entry.module)
+    raise KeyError(name)
+
+
+def dispatch(**arrays):
+    """``(backend, converted)`` for the named array arguments of one call.
+
+    ``None`` values are passed through.  All other arguments must belong to
+    one backend; mixing host and device arrays raises ``TypeError``.
+    """
+    owner = None
+    owner_arg = None
+    for argname, obj in arrays.items():
+        if obj is None:
+            continue
+        entry = _claim(obj)
+        if owner is None:
+            owner, owner_arg = entry, argname
+        elif entry is not owner:
+            raise TypeError(
+                f"{argname} is a {entry.name} array ({_describe(obj)}) but {owner_arg} is a "
+                f"{owner.name} array ({_describe(arrays[owner_arg])}): pass every array "
+                f"argument on the same device"
+            )
+    backend = load((owner or _claim(0)).name)
+    converted = {k: (None if v is None else backend.asarray(v, k)) for k, v in arrays.items()}
+    return backend, converted
