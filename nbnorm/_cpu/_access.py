@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 
@@ -42,6 +43,35 @@ def _bits_f32(typingctx, u):
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(u), codegen
+
+
+@intrinsic
+def window(typingctx, a, off, m):
+    """``a[off:off + m]`` of a 1-D C-contiguous array, without reference
+    counting (the view's meminfo is NULL), for hot loops in parallel kernels:
+    slicing would increment one shared atomic counter from every thread.
+    The caller guarantees ``0 <= off`` and ``off + m <= a.size``."""
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        return None
+    view = a.copy(layout="C")
+
+    def codegen(context, builder, sig, args):
+        ary, o, n = args
+        src = context.make_array(a)(context, builder, ary)
+        dst = context.make_array(view)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(a.dtype)))
+        context.populate_array(
+            dst,
+            data=builder.gep(src.data, [o]),
+            shape=cgutils.pack_array(builder, [n]),
+            strides=cgutils.pack_array(builder, [itemsize]),
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return dst._getvalue()
+
+    return view(a, types.intp, types.intp), codegen
 
 
 _MAGIC = np.uint32((254 - 15) << 23)          # 2**112: rebias exponent 15 → 127
@@ -91,6 +121,10 @@ def acc_zero(a):
     """Zero of the block-accumulator type for storage ``a``."""
 
 
+def acc_cast(a, v):
+    """``v`` converted to the block-accumulator type for storage ``a``."""
+
+
 @overload(load, inline="always")
 def _load(a, i):
     if a.dtype == types.uint16:
@@ -114,3 +148,10 @@ def _acc_zero(a):
     if a.dtype == types.float64:
         return lambda a: np.float64(0.0)
     return lambda a: np.float32(0.0)
+
+
+@overload(acc_cast, inline="always")
+def _acc_cast(a, v):
+    if a.dtype == types.float64:
+        return lambda a, v: np.float64(v)
+    return lambda a, v: np.float32(v)

@@ -7,6 +7,9 @@ in place through flat views, outputs are written in place.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -18,6 +21,7 @@ name = "cpu"
 MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
+SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
 
 
 def asarray(obj, argname):
@@ -106,11 +110,12 @@ def _raw_moments(x, plan):
 
 
 def _affine(out, u, v, axis, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` per statistic (``v`` may be None)."""
-    plan = _plan(u.shape, axis, out, u, u if v is None else v)
-    args = _kernel_args(plan, [0, 1, 2])
-    of, uf = _flat(out), _flat(u)
-    vf = None if v is None else _flat(v)
+    """``out = u·ca + v·cb + cc`` per statistic (``v`` None: ``u`` with ``cb = 0``)."""
+    if v is None:
+        v, cb = u, np.zeros_like(ca)
+    plan = _plan(u.shape, axis, u, out, v)
+    args = _kernel_args(plan, [1, 0, 2])
+    of, uf, vf = _flat(out), _flat(u), _flat(v)
     if plan.inner_kept:
         tile, n_items = _tiling(plan)
         chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
@@ -132,7 +137,32 @@ def empty_like(x):
     return np.empty_like(x, order="K")
 
 
+@contextmanager
+def _threads_for(n_elements):
+    """Run small problems on the calling thread only."""
+    if n_elements >= SERIAL_ELEMENTS:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _sized(fn):
+    """Decorate an operation so its thread count follows the size of ``x``."""
+    def wrapper(*args):
+        with _threads_for(args[0].size * (2 if fn.__name__ == "backward" else 1)):
+            return fn(*args)
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
 # ---------------------------------------------------------------- operations
+@_sized
 def moments(x, axis, ddof):
     """``(mean, var)`` with ``var = M2/(n − ddof)``, statistic-shaped, in
     :func:`stat_dtype`; NaN for empty reductions (``M2/0`` as NumPy)."""
@@ -147,6 +177,7 @@ def moments(x, axis, ddof):
     return mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape)
 
 
+@_sized
 def forward(x, weight, bias, axis, eps, out):
     """Training forward: ``(y, mean, biased var, invstd)``; stats float64."""
     y = empty_like(x) if out is None else out
@@ -165,12 +196,13 @@ def forward(x, weight, bias, axis, eps, out):
         var = m2 / plan.n
         invstd = _welford.invstd_of(var, eps)
         alpha, beta = _welford.forward_coefficients(mean, invstd, w, b)
-        _affine(y, x, None, axis, alpha, alpha, beta)
+        _affine(y, x, None, axis, alpha, None, beta)
     sd = stat_dtype(x.dtype)
     return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
             invstd.astype(sd).reshape(shape))
 
 
+@_sized
 def inference(x, mean, var, weight, bias, axis, eps, out):
     """``y = (x − mean)/√(var + eps)·weight + bias`` with given statistics."""
     y = empty_like(x) if out is None else out
@@ -179,10 +211,11 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     alpha, beta = _welford.forward_coefficients(
         _stat_vector(mean, n_stats, 0.0), invstd,
         _stat_vector(weight, n_stats, 1.0), _stat_vector(bias, n_stats, 0.0))
-    _affine(y, x, None, axis, alpha, alpha, beta)
+    _affine(y, x, None, axis, alpha, None, beta)
     return y
 
 
+@_sized
 def backward(dy, x, mean, invstd, weight, axis, training, out):
     """``(dx, dweight, dbias)``; dweight/dbias float64 of the statistic shape."""
     dx = empty_like(x) if out is None else out
@@ -216,7 +249,7 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     if training:
         _affine(dx, dy, x, axis, a, b, c)
     else:
-        _affine(dx, dy, None, axis, a, a, np.zeros_like(a))
+        _affine(dx, dy, None, axis, a, None, np.zeros_like(a))
     dweight *= inv
     return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
 

@@ -25,14 +25,15 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _welford
-from ._access import acc_zero, load, store
+from ._access import acc_cast, acc_zero, load, store, window
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
 
 _FAST = {"reassoc", "contract", "nsz", "arcp"}   # NaN/inf still propagate
 _jit = njit(cache=True, fastmath=_FAST)
-_pjit = njit(cache=True, fastmath=_FAST, parallel=True)
+_pjit = njit(cache=True, fastmath=_FAST, parallel=True)  # prange indices are cast to int64:
+# uint64 parfor indices would turn index arithmetic into float64
 
 chan_merge = njit(cache=True)(_welford.chan_merge)
 shifted_moments = njit(cache=True)(_welford.shifted_moments)
@@ -62,28 +63,86 @@ def run_at(pos, end, rsz, rstr):
     return offset(o, rsz[:-1], rstr[:-1]) + i * rstr[-1], min(inner - i, end - pos)
 
 
+# ------------------------------------------------------------- run math
+# Each takes (array, offset, stride) per operand.  Call sites pass a window
+# with literal offset 0 and stride 1 when every stride is 1: after inlining
+# the loop is provably in bounds and unit-stride, and LLVM vectorizes it.
+@_jit
+def run_sums(x, o, s, m, c):
+    """``Σ(x − c)``, ``Σ(x − c)²`` over ``x[o + i·s]``, ``i < m``."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    for i in range(m):
+        v = load(x, o + i * s) - c
+        s1 += v
+        s2 += v * v
+    return s1, s2
+
+
+@_jit
+def run_dual(dy, od, sd, x, ox, sx, m, mu):
+    """``Σ dy`` and ``Σ dy·(x − mu)`` over a run."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    for i in range(m):
+        g = load(dy, od + i * sd)
+        s1 += g
+        s2 += g * (load(x, ox + i * sx) - mu)
+    return s1, s2
+
+
+@_jit
+def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc):
+    """``out = u·ca + v·cb + cc`` over a run (float64 arithmetic)."""
+    for i in range(m):
+        store(out, oo + i * so, load(u, ou + i * su) * ca + load(v, ov + i * sv) * cb + cc)
+
+
+@_jit
+def sums_at(x, o, s, m, c):
+    if s == 1:
+        return run_sums(window(x, o, m), 0, 1, m, c)
+    return run_sums(x, o, s, m, c)
+
+
+@_jit
+def dual_at(dy, od, sd, x, ox, sx, m, mu):
+    if sd == 1 and sx == 1:
+        return run_dual(window(dy, od, m), 0, 1, window(x, ox, m), 0, 1, m, mu)
+    return run_dual(dy, od, sd, x, ox, sx, m, mu)
+
+
+@_jit
+def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc):
+    if so == 1 and su == 1 and sv == 1:
+        run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, window(v, ov, m), 0, 1, m, ca, cb, cc)
+    else:
+        run_affine(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc)
+
+
 # ------------------------------------------- reduction-inner range helpers
 @_jit
 def sums_about(x, xb, rsz, rstr, a, b, c):
     """``Σ(x − c)`` and ``Σ(x − c)²`` over reduction indices ``[a, b)``."""
     s1 = acc_zero(x)
     s2 = acc_zero(x)
-    st = rstr[-1]
     pos = a
     while pos < b:
         off, m = run_at(pos, b, rsz, rstr)
-        off += xb
-        for i in range(m):
-            v = load(x, off + i * st) - c
-            s1 += v
-            s2 += v * v
+        t1, t2 = sums_at(x, xb + off, rstr[-1], m, c)
+        s1 += t1
+        s2 += t2
         pos += m
     return s1, s2
 
 
 @_jit
 def welford_range(x, xb, rsz, rstr, a, b):
-    """Exact ``(mean, M2)`` (float64) of reduction indices ``[a, b)``."""
+    """Exact ``(mean, M2)`` (float64) of reduction indices ``[a, b)``.
+
+    Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block mean,
+    a second pass (from L1) the corrected ``M2``; blocks merge by Chan.
+    """
     n = 0.0
     mean = 0.0
     m2 = 0.0
@@ -91,9 +150,9 @@ def welford_range(x, xb, rsz, rstr, a, b):
         e = min(blk + BLOCK, b)
         nb = e - blk
         off, _ = run_at(blk, e, rsz, rstr)
-        c = load(x, xb + off)
+        c = acc_cast(x, load(x, xb + off))
         s1, _ = sums_about(x, xb, rsz, rstr, blk, e, c)
-        c = c + s1 / nb
+        c = acc_cast(x, c + s1 / nb)
         s1, s2 = sums_about(x, xb, rsz, rstr, blk, e, c)
         mb, m2b = shifted_moments(float(nb), float(c), float(s1), float(s2))
         n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
@@ -105,24 +164,17 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     """``(Σ dy, Σ dy·(x − mu))`` (float64) over reduction indices ``[a, b)``."""
     t1 = 0.0
     t2 = 0.0
-    sd = rstr_dy[-1]
-    sx = rstr_x[-1]
-    inner = rsz[-1]
     for blk in range(a, b, BLOCK):
         e = min(blk + BLOCK, b)
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
         while pos < e:
-            o = pos // inner
-            i = pos - o * inner
-            m = min(inner - i, e - pos)
-            od = db + offset(o, rsz[:-1], rstr_dy[:-1]) + i * sd
-            ox = xb + offset(o, rsz[:-1], rstr_x[:-1]) + i * sx
-            for j in range(m):
-                g = load(dy, od + j * sd)
-                s1 += g
-                s2 += g * (load(x, ox + j * sx) - mu)
+            od, m = run_at(pos, e, rsz, rstr_dy)
+            ox, _ = run_at(pos, e, rsz, rstr_x)
+            u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
+            s1 += u1
+            s2 += u2
             pos += m
         t1 += s1
         t2 += s2
@@ -131,38 +183,34 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
 
 @_jit
 def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` (``v`` None: ``u·ca + cc``) over ``[a, b)``."""
-    so = rstr_o[-1]
-    su = rstr_u[-1]
-    sv = rstr_v[-1]
-    inner = rsz[-1]
+    """``out = u·ca + v·cb + cc`` over reduction indices ``[a, b)``."""
     pos = a
     while pos < b:
-        o = pos // inner
-        i = pos - o * inner
-        m = min(inner - i, b - pos)
-        oo = ob + offset(o, rsz[:-1], rstr_o[:-1]) + i * so
-        ou = ub + offset(o, rsz[:-1], rstr_u[:-1]) + i * su
-        if v is None:
-            for j in range(m):
-                store(out, oo + j * so, load(u, ou + j * su) * ca + cc)
-        else:
-            ov = vb + offset(o, rsz[:-1], rstr_v[:-1]) + i * sv
-            for j in range(m):
-                store(out, oo + j * so, load(u, ou + j * su) * ca + load(v, ov + j * sv) * cb + cc)
+        oo, m = run_at(pos, b, rsz, rstr_o)
+        ou, _ = run_at(pos, b, rsz, rstr_u)
+        ov, _ = run_at(pos, b, rsz, rstr_v)
+        affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
+                  m, ca, cb, cc)
         pos += m
 
 
 # ------------------------------------------------ reduction-inner kernels
+@_jit
+def _count(rsz):
+    n = 1
+    for s in rsz:
+        n *= s
+    return n
+
+
 @_pjit
 def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
     """Chunk partials ``(mean, M2)`` into ``part_*[c, stat]``; ``p`` = plan arrays."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
+    n = _count(rsz)
     n_stats = part_mean.shape[1]
-    for item in prange(n_stats * n_chunks):
+    for i_ in prange(n_stats * n_chunks):
+        item = np.int64(i_)
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
@@ -175,11 +223,10 @@ def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
 def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
     """Chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``; operands (dy, x)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
+    n = _count(rsz)
     n_stats = part_s1.shape[1]
-    for item in prange(n_stats * n_chunks):
+    for i_ in prange(n_stats * n_chunks):
+        item = np.int64(i_)
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
@@ -191,13 +238,11 @@ def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
 
 @_pjit
 def affine_inner(out, u, v, p, chunk, n_chunks, ca, cb, cc):
-    """``out = u·ca[s] + v·cb[s] + cc[s]`` (``v`` may be None); operands (out, u, v)."""
+    """``out = u·ca[s] + v·cb[s] + cc[s]``; operands (out, u, v)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
-    n_stats = ca.size
-    for item in prange(n_stats * n_chunks):
+    n = _count(rsz)
+    for i_ in prange(ca.size * n_chunks):
+        item = np.int64(i_)
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
@@ -212,17 +257,16 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
     """Training forward, one statistic per work item, its data still in cache
     for the normalization pass: one read of ``x`` from memory, one write."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
-    for k in prange(mean_out.size):
+    n = _count(rsz)
+    for i_ in prange(mean_out.size):
+        k = np.int64(i_)
         s = offset(k, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0])
         mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n)
         var = m2 / n
         invstd = invstd_of(var, eps)
         alpha, beta = forward_coefficients(mean, invstd, weight[s], bias[s])
-        affine_range(out, bases[1] + offset(k, ksz, kstr[1]), x, xb, None, 0,
+        affine_range(out, bases[1] + offset(k, ksz, kstr[1]), x, xb, x, xb,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n, alpha, 0.0, beta)
         mean_out[s] = mean
         var_out[s] = var
@@ -234,10 +278,9 @@ def backward_fused_inner(dy, x, out, p, mean, invstd, weight, training, dweight,
     """Backward, one statistic per work item: the reduction and the
     elementwise pass share one read of ``dy`` and ``x`` from memory."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
-    for k in prange(dweight.size):
+    n = _count(rsz)
+    for i_ in prange(dweight.size):
+        k = np.int64(i_)
         s = offset(k, ksz, kstat)
         db = bases[0] + offset(k, ksz, kstr[0])
         xb = bases[1] + offset(k, ksz, kstr[1])
@@ -252,8 +295,9 @@ def backward_fused_inner(dy, x, out, p, mean, invstd, weight, training, dweight,
 
 # ------------------------------------------------- kept-inner (channels-last)
 @_jit
-def _outer_item(item, n_tiles, n_chunks, ksz, tile):
+def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
     """(outer statistic, first inner statistic, tile width, chunk) of a work item."""
+    item = np.int64(i_)
     c = item % n_chunks
     rest = item // n_chunks
     t = rest % n_tiles
@@ -262,19 +306,73 @@ def _outer_item(item, n_tiles, n_chunks, ksz, tile):
     return ko, j0, min(tile, ksz[-1] - j0), c
 
 
+@_jit
+def row_shifted(s1, s2, x, o, s, shift, second):
+    """``s1 += x − shift`` (and ``s2 += (x − shift)²`` when ``second``) along a row."""
+    for j in range(s1.size):
+        v = load(x, o + j * s) - shift[j]
+        s1[j] += v
+        if second:
+            s2[j] += v * v
+
+
+@_jit
+def row_shifted_at(s1, s2, x, o, s, shift, second):
+    if s == 1:
+        row_shifted(s1, s2, x[o:o + s1.size], 0, 1, shift, second)
+    else:
+        row_shifted(s1, s2, x, o, s, shift, second)
+
+
+@_jit
+def row_dual(s1, s2, dy, od, sd, x, ox, sx, mu):
+    """``s1 += dy``, ``s2 += dy·(x − mu)`` along a row."""
+    for j in range(s1.size):
+        g = load(dy, od + j * sd)
+        s1[j] += g
+        s2[j] += g * (load(x, ox + j * sx) - mu[j])
+
+
+@_jit
+def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
+    nt = s1.size
+    if sd == 1 and sx == 1:
+        row_dual(s1, s2, window(dy, od, nt), 0, 1, window(x, ox, nt), 0, 1, mu)
+    else:
+        row_dual(s1, s2, dy, od, sd, x, ox, sx, mu)
+
+
+@_jit
+def row_affine(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc):
+    """``out = u·ca + v·cb + cc`` along a row, coefficients per column."""
+    for j in range(ca.size):
+        store(out, oo + j * so, load(u, ou + j * su) * ca[j] + load(v, ov + j * sv) * cb[j] + cc[j])
+
+
+@_jit
+def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc):
+    nt = ca.size
+    if so == 1 and su == 1 and sv == 1:
+        row_affine(window(out, oo, nt), 0, 1, window(u, ou, nt), 0, 1, window(v, ov, nt), 0, 1, ca, cb, cc)
+    else:
+        row_affine(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc)
+
+
 @_pjit
 def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
-    """Channels-last chunk partials ``(mean, M2)`` into ``part_*[c, stat]``."""
+    """Channels-last chunk partials ``(mean, M2)`` into ``part_*[c, stat]``.
+
+    Blocks of ``BLOCK // tile`` rows: the first row is the shift, a shifted
+    sum gives the block means, a second pass the corrected ``M2`` per column.
+    """
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
+    n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = part_mean.shape[1] // ksz[-1]
     sj = kstr[0][-1]
     ss = kstat[-1]
-    for item in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(item, n_tiles, n_chunks, ksz, tile)
+    for i_ in prange(n_outer * n_tiles * n_chunks):
+        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
         xb = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * sj
         sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
         a = c * chunk
@@ -293,21 +391,15 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
             o0 = xb + offset(blk, rsz, rstr[0])
             for j in range(nt):
                 shift[j] = load(x, o0 + j * sj)
-                s1[j] = zero
+            s1[:] = zero
             for r in range(blk, e):
-                o = xb + offset(r, rsz, rstr[0])
-                for j in range(nt):
-                    s1[j] += load(x, o + j * sj) - shift[j]
+                row_shifted_at(s1, s2, x, xb + offset(r, rsz, rstr[0]), sj, shift, False)
             for j in range(nt):
                 shift[j] += s1[j] / nb
-                s1[j] = zero
-                s2[j] = zero
+            s1[:] = zero
+            s2[:] = zero
             for r in range(blk, e):
-                o = xb + offset(r, rsz, rstr[0])
-                for j in range(nt):
-                    v = load(x, o + j * sj) - shift[j]
-                    s1[j] += v
-                    s2[j] += v * v
+                row_shifted_at(s1, s2, x, xb + offset(r, rsz, rstr[0]), sj, shift, True)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
@@ -321,16 +413,14 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
 def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     """Channels-last chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
+    n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = part_s1.shape[1] // ksz[-1]
     sd = kstr[0][-1]
     sx = kstr[1][-1]
     ss = kstat[-1]
-    for item in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(item, n_tiles, n_chunks, ksz, tile)
+    for i_ in prange(n_outer * n_tiles * n_chunks):
+        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
         db = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * sd
         xb = bases[1] + offset(ko, ksz[:-1], kstr[1][:-1]) + j0 * sx
         sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
@@ -346,17 +436,11 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
             m[j] = mu[sb + j * ss]
         rows = max(1, BLOCK // nt)
         for blk in range(a, b, rows):
-            e = min(blk + rows, b)
-            for j in range(nt):
-                s1[j] = zero
-                s2[j] = zero
-            for r in range(blk, e):
-                od = db + offset(r, rsz, rstr[0])
-                ox = xb + offset(r, rsz, rstr[1])
-                for j in range(nt):
-                    g = load(dy, od + j * sd)
-                    s1[j] += g
-                    s2[j] += g * (load(x, ox + j * sx) - m[j])
+            s1[:] = zero
+            s2[:] = zero
+            for r in range(blk, min(blk + rows, b)):
+                row_dual_at(s1, s2, dy, db + offset(r, rsz, rstr[0]), sd,
+                            x, xb + offset(r, rsz, rstr[1]), sx, m)
             for j in range(nt):
                 t1[j] += s1[j]
                 t2[j] += s2[j]
@@ -367,25 +451,22 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
 
 @_pjit
 def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
-    """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]`` (``v`` may be None)."""
+    """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]``; operands (out, u, v)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
-    n = 1
-    for s in rsz:
-        n *= s
+    n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = ca.size // ksz[-1]
     so = kstr[0][-1]
     su = kstr[1][-1]
     sv = kstr[2][-1]
     ss = kstat[-1]
-    for item in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(item, n_tiles, n_chunks, ksz, tile)
+    for i_ in prange(n_outer * n_tiles * n_chunks):
+        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
         ob = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * so
         ub = bases[1] + offset(ko, ksz[:-1], kstr[1][:-1]) + j0 * su
         vb = bases[2] + offset(ko, ksz[:-1], kstr[2][:-1]) + j0 * sv
         sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
         a = c * chunk
-        b = min(a + chunk, n)
         la = np.empty(nt)
         lb = np.empty(nt)
         lc = np.empty(nt)
@@ -393,16 +474,9 @@ def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
             la[j] = ca[sb + j * ss]
             lb[j] = cb[sb + j * ss]
             lc[j] = cc[sb + j * ss]
-        for r in range(a, b):
-            oo = ob + offset(r, rsz, rstr[0])
-            ou = ub + offset(r, rsz, rstr[1])
-            if v is None:
-                for j in range(nt):
-                    store(out, oo + j * so, load(u, ou + j * su) * la[j] + lc[j])
-            else:
-                ov = vb + offset(r, rsz, rstr[2])
-                for j in range(nt):
-                    store(out, oo + j * so, load(u, ou + j * su) * la[j] + load(v, ov + j * sv) * lb[j] + lc[j])
+        for r in range(a, min(a + chunk, n)):
+            row_affine_at(out, ob + offset(r, rsz, rstr[0]), so, u, ub + offset(r, rsz, rstr[1]), su,
+                          v, vb + offset(r, rsz, rstr[2]), sv, la, lb, lc)
 
 
 # ------------------------------------------------------- chunk merging
@@ -410,7 +484,8 @@ def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
 def merge_moments(part_mean, part_m2, n, chunk, mean_out, m2_out):
     """Fold chunk partials in order: ``(mean, M2)`` per statistic (float64)."""
     n_chunks, n_stats = part_mean.shape
-    for s in prange(n_stats):
+    for i_ in prange(n_stats):
+        s = np.int64(i_)
         cnt = 0.0
         mean = 0.0
         m2 = 0.0
@@ -425,7 +500,8 @@ def merge_moments(part_mean, part_m2, n, chunk, mean_out, m2_out):
 def merge_sums(part_s1, part_s2, s1_out, s2_out):
     """Sum chunk partials in order, per statistic (float64)."""
     n_chunks, n_stats = part_s1.shape
-    for s in prange(n_stats):
+    for i_ in prange(n_stats):
+        s = np.int64(i_)
         t1 = 0.0
         t2 = 0.0
         for c in range(n_chunks):
