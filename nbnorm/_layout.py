@@ -65,7 +65,7 @@ def stat_shape(shape, axis):
     return tuple(s for d, s in enumerate(shape) if d not in axis)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: plans are cached
 class Plan:
     """Canonical loop nest of a reduction over ``axis`` for several operands.
 

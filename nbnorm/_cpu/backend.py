@@ -8,6 +8,7 @@ in place through flat views, outputs are written in place.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numba
 import numpy as np
@@ -39,6 +40,8 @@ def _flat(a):
     """1-D view of ``a``'s memory from its lowest address (float16 → uint16 bits)."""
     if a.dtype == np.float16:
         a = a.view(np.uint16)
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
     strides = _layout.element_strides(a, "array")
     span, _ = _layout.flat_extent(a.shape, strides)
     if span == 0:
@@ -48,15 +51,27 @@ def _flat(a):
 
 
 def _plan(shape, axis, *arrays):
-    return _layout.make_plan(shape, axis, [_layout.element_strides(a, "array") for a in arrays])
+    """The :class:`~nbnorm._layout.Plan` of ``arrays`` (all of ``shape``)."""
+    return _cached_plan(tuple(shape), axis, tuple(
+        tuple(_layout.element_strides(a, "array")) for a in arrays))
 
 
-def _kernel_args(plan, order):
-    """Plan arrays for a kernel whose operands are ``order`` (plan rows)."""
+@lru_cache(maxsize=256)
+def _cached_plan(shape, axis, strides):
+    return _layout.make_plan(shape, axis, [list(s) for s in strides])
+
+
+@lru_cache(maxsize=256)
+def _cached_args(plan, order):
     order = list(order)
     return (plan.kept_sizes, plan.stat_strides,
             np.ascontiguousarray(plan.kept_strides[order]), plan.red_sizes,
             np.ascontiguousarray(plan.red_strides[order]), np.ascontiguousarray(plan.bases[order]))
+
+
+def _kernel_args(plan, order):
+    """Plan arrays for a kernel whose operands are ``order`` (plan rows)."""
+    return _cached_args(plan, tuple(order))
 
 
 def _chunking(n_items, n, min_chunk=MIN_CHUNK):
