@@ -42,7 +42,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     ddof = V.ddof_value(ddof)
     ax = normalize_axis(axis, xa.ndim)
     if np.dtype(xa.dtype).kind in "iub":
-        xa = backend.asarray(xa.astype(np.float64), "x")
+        xa = backend.astype(xa, np.float64)
     n = prod(xa.shape[d] for d in ax)
     if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
         msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"

@@ -7,9 +7,9 @@
 Backends register a *claim* (a predicate on one argument) and a loader that
 imports the backend module on first use, so ``import nbnorm`` never imports
 ``numba.cuda``.  A backend module provides ``asarray(obj, argname)``,
-``wrap(result, like)`` and the operations (``moments``, ``forward``,
-``inference``, ``backward``, ``update_running``, ``empty_like``,
-``stat_dtype``).  A new backend (e.g. Dask) is one more :func:`register`
+``wrap(result, like)``, ``astype(a, dtype)``, ``stat_dtype(dtype)`` and the
+operations ``moments``, ``forward``, ``inference``, ``backward`` and
+``update_running``.  A new backend (e.g. Dask) is one more :func:`register`
 call; the API functions do not change.
 """
 from __future__ import annotations

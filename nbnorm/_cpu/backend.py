@@ -35,6 +35,11 @@ def wrap(result, like):
     return result
 
 
+def astype(a, dtype):
+    """``a`` converted to ``dtype`` (integer input to ``moments``)."""
+    return np.asarray(a, dtype=dtype)
+
+
 # ------------------------------------------------------------------ helpers
 def _flat(a):
     """1-D view of ``a``'s memory from its lowest address (float16 → uint16 bits)."""

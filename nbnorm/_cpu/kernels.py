@@ -44,10 +44,11 @@ backward_coefficients = njit(cache=True)(_welford.backward_coefficients)
 
 # ---------------------------------------------------------------- indexing
 @_jit
-def offset(lin, sizes, strides):
-    """Offset of C-order linear index ``lin`` over ``sizes`` with ``strides``."""
+def offset(lin, sizes, strides, nd):
+    """Offset of C-order linear index ``lin`` over the first ``nd`` of ``sizes``
+    with ``strides`` (no slicing: views would touch a shared refcount)."""
     off = 0
-    for d in range(sizes.size - 1, -1, -1):
+    for d in range(nd - 1, -1, -1):
         q = lin // sizes[d]
         off += (lin - q * sizes[d]) * strides[d]
         lin = q
@@ -60,7 +61,7 @@ def run_at(pos, end, rsz, rstr):
     inner = rsz[-1]
     o = pos // inner
     i = pos - o * inner
-    return offset(o, rsz[:-1], rstr[:-1]) + i * rstr[-1], min(inner - i, end - pos)
+    return offset(o, rsz, rstr, rsz.size - 1) + i * rstr[-1], min(inner - i, end - pos)
 
 
 # ------------------------------------------------------------- run math
@@ -214,8 +215,8 @@ def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
-        s = offset(k, ksz, kstat)
-        xb = bases[0] + offset(k, ksz, kstr[0])
+        s = offset(k, ksz, kstat, ksz.size)
+        xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, min(a + chunk, n))
 
 
@@ -230,9 +231,9 @@ def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
-        s = offset(k, ksz, kstat)
+        s = offset(k, ksz, kstat, ksz.size)
         part_s1[c, s], part_s2[c, s] = dual_sums_range(
-            dy, bases[0] + offset(k, ksz, kstr[0]), x, bases[1] + offset(k, ksz, kstr[1]),
+            dy, bases[0] + offset(k, ksz, kstr[0], ksz.size), x, bases[1] + offset(k, ksz, kstr[1], ksz.size),
             rsz, rstr[0], rstr[1], a, min(a + chunk, n), mean[s])
 
 
@@ -246,9 +247,9 @@ def affine_inner(out, u, v, p, chunk, n_chunks, ca, cb, cc):
         k = item // n_chunks
         c = item - k * n_chunks
         a = c * chunk
-        s = offset(k, ksz, kstat)
-        affine_range(out, bases[0] + offset(k, ksz, kstr[0]), u, bases[1] + offset(k, ksz, kstr[1]),
-                     v, bases[2] + offset(k, ksz, kstr[2]), rsz, rstr[0], rstr[1], rstr[2],
+        s = offset(k, ksz, kstat, ksz.size)
+        affine_range(out, bases[0] + offset(k, ksz, kstr[0], ksz.size), u, bases[1] + offset(k, ksz, kstr[1], ksz.size),
+                     v, bases[2] + offset(k, ksz, kstr[2], ksz.size), rsz, rstr[0], rstr[1], rstr[2],
                      a, min(a + chunk, n), ca[s], cb[s], cc[s])
 
 
@@ -260,13 +261,13 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
     n = _count(rsz)
     for i_ in prange(mean_out.size):
         k = np.int64(i_)
-        s = offset(k, ksz, kstat)
-        xb = bases[0] + offset(k, ksz, kstr[0])
+        s = offset(k, ksz, kstat, ksz.size)
+        xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n)
         var = m2 / n
         invstd = invstd_of(var, eps)
         alpha, beta = forward_coefficients(mean, invstd, weight[s], bias[s])
-        affine_range(out, bases[1] + offset(k, ksz, kstr[1]), x, xb, x, xb,
+        affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, x, xb,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n, alpha, 0.0, beta)
         mean_out[s] = mean
         var_out[s] = var
@@ -281,13 +282,13 @@ def backward_fused_inner(dy, x, out, p, mean, invstd, weight, training, dweight,
     n = _count(rsz)
     for i_ in prange(dweight.size):
         k = np.int64(i_)
-        s = offset(k, ksz, kstat)
-        db = bases[0] + offset(k, ksz, kstr[0])
-        xb = bases[1] + offset(k, ksz, kstr[1])
+        s = offset(k, ksz, kstat, ksz.size)
+        db = bases[0] + offset(k, ksz, kstr[0], ksz.size)
+        xb = bases[1] + offset(k, ksz, kstr[1], ksz.size)
         s1, s2 = dual_sums_range(dy, db, x, xb, rsz, rstr[0], rstr[1], 0, n, mean[s])
         ca, cb, cc = backward_coefficients(float(n), float(mean[s]), float(invstd[s]),
                                            float(weight[s]), s1, s2, training)
-        affine_range(out, bases[2] + offset(k, ksz, kstr[2]), dy, db, x, xb,
+        affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x, xb,
                      rsz, rstr[2], rstr[0], rstr[1], 0, n, ca, cb, cc)
         dweight[s] = s2 * invstd[s]
         dbias[s] = s1
@@ -366,6 +367,7 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
     sum gives the block means, a second pass the corrected ``M2`` per column.
     """
     ksz, kstat, kstr, rsz, rstr, bases = p
+    r0 = rstr[0]
     n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = part_mean.shape[1] // ksz[-1]
@@ -373,8 +375,8 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
         ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
-        xb = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * sj
-        sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
+        xb = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * sj
+        sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
         zero = acc_zero(x)
@@ -388,18 +390,18 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
-            o0 = xb + offset(blk, rsz, rstr[0])
+            o0 = xb + offset(blk, rsz, r0, rsz.size)
             for j in range(nt):
                 shift[j] = load(x, o0 + j * sj)
             s1[:] = zero
             for r in range(blk, e):
-                row_shifted_at(s1, s2, x, xb + offset(r, rsz, rstr[0]), sj, shift, False)
+                row_shifted_at(s1, s2, x, xb + offset(r, rsz, r0, rsz.size), sj, shift, False)
             for j in range(nt):
                 shift[j] += s1[j] / nb
             s1[:] = zero
             s2[:] = zero
             for r in range(blk, e):
-                row_shifted_at(s1, s2, x, xb + offset(r, rsz, rstr[0]), sj, shift, True)
+                row_shifted_at(s1, s2, x, xb + offset(r, rsz, r0, rsz.size), sj, shift, True)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
@@ -413,6 +415,8 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
 def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     """Channels-last chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``."""
     ksz, kstat, kstr, rsz, rstr, bases = p
+    r0 = rstr[0]
+    r1 = rstr[1]
     n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = part_s1.shape[1] // ksz[-1]
@@ -421,9 +425,9 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
         ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
-        db = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * sd
-        xb = bases[1] + offset(ko, ksz[:-1], kstr[1][:-1]) + j0 * sx
-        sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
+        db = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * sd
+        xb = bases[1] + offset(ko, ksz, kstr[1], ksz.size - 1) + j0 * sx
+        sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
         zero = acc_zero(x)
@@ -439,8 +443,8 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
             s1[:] = zero
             s2[:] = zero
             for r in range(blk, min(blk + rows, b)):
-                row_dual_at(s1, s2, dy, db + offset(r, rsz, rstr[0]), sd,
-                            x, xb + offset(r, rsz, rstr[1]), sx, m)
+                row_dual_at(s1, s2, dy, db + offset(r, rsz, r0, rsz.size), sd,
+                            x, xb + offset(r, rsz, r1, rsz.size), sx, m)
             for j in range(nt):
                 t1[j] += s1[j]
                 t2[j] += s2[j]
@@ -453,6 +457,9 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
 def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
     """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]``; operands (out, u, v)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
+    r0 = rstr[0]
+    r1 = rstr[1]
+    r2 = rstr[2]
     n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = ca.size // ksz[-1]
@@ -462,10 +469,10 @@ def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
         ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
-        ob = bases[0] + offset(ko, ksz[:-1], kstr[0][:-1]) + j0 * so
-        ub = bases[1] + offset(ko, ksz[:-1], kstr[1][:-1]) + j0 * su
-        vb = bases[2] + offset(ko, ksz[:-1], kstr[2][:-1]) + j0 * sv
-        sb = offset(ko, ksz[:-1], kstat[:-1]) + j0 * ss
+        ob = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * so
+        ub = bases[1] + offset(ko, ksz, kstr[1], ksz.size - 1) + j0 * su
+        vb = bases[2] + offset(ko, ksz, kstr[2], ksz.size - 1) + j0 * sv
+        sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         la = np.empty(nt)
         lb = np.empty(nt)
@@ -475,8 +482,8 @@ def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
             lb[j] = cb[sb + j * ss]
             lc[j] = cc[sb + j * ss]
         for r in range(a, min(a + chunk, n)):
-            row_affine_at(out, ob + offset(r, rsz, rstr[0]), so, u, ub + offset(r, rsz, rstr[1]), su,
-                          v, vb + offset(r, rsz, rstr[2]), sv, la, lb, lc)
+            row_affine_at(out, ob + offset(r, rsz, r0, rsz.size), so, u, ub + offset(r, rsz, r1, rsz.size), su,
+                          v, vb + offset(r, rsz, r2, rsz.size), sv, la, lb, lc)
 
 
 # ------------------------------------------------------- chunk merging
