@@ -1,0 +1,590 @@
+"""CUDA kernels over a :class:`nbnorm._layout.Plan`.
+
+Every full-size operand is a flat 1-D device view starting at its lowest
+address; element ``(k, r)`` of operand ``p`` (statistic ``k`` in plan order,
+reduction index ``r``) sits at
+
+    bases[p] + offset(k, kept_sizes, kept_strides[p]) + offset(r, red_sizes, red_strides[p])
+
+and statistic ``k`` is stored at position ``offset(k, kept_sizes, stat_strides)``
+of the C-ordered statistic vectors.  Two thread mappings, chosen by the
+plan's innermost dimension:
+
+- ``*_rows`` — innermost dimension reduced (NCHW over (0, 2, 3), rows of
+  (N, D)).  A work item is (statistic, chunk of its reduction range); ``G``
+  consecutive threads (1 ≤ G ≤ ``TPB``, a power of two) share one item and
+  stride through it, so a warp reads contiguous memory.  Few long
+  reductions get many chunks (many blocks per statistic); many short ones
+  get one chunk and ``G`` down to a warp or less.
+- ``*_cols`` — innermost dimension kept (channels-last, axis=0 of (N, D)).
+  A block is ``TX`` adjacent statistics × ``TY`` rows (``TX·TY = TPB``); a
+  work item is (outer statistic, tile of ``TX`` statistics, chunk of rows).
+
+Reductions keep ``ACC_N`` independent Welford accumulators per thread
+(sharing one reciprocal ``1/count`` per round), merge them and then merge
+across the warp (shuffles; shared memory on the simulator) and across warps
+(shared memory) with Chan's formula.  Per-chunk partials ``(n, mean, M2)``
+land in ``(n_chunks, n_stats)`` arrays that ``finalize_welford`` merges in
+float64.  The backward reduction does the same with plain sums
+``(Σdy, Σdy·(x − mean))``.
+
+Element kernels are built per accumulator type by :func:`element_kernels`
+(float32 for float16/float32 storage, float64 for float64).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import config, cuda, float32, float64
+
+from .. import _welford
+
+SIM = bool(config.ENABLE_CUDASIM)
+WARP = 32
+TPB = 64 if SIM else 256       # threads per block (the simulator runs each thread in Python)
+ACC_N = 4                      # independent Welford accumulators per thread
+FULL_MASK = 0xFFFFFFFF
+
+chan_merge = cuda.jit(device=True)(_welford.chan_merge)
+invstd_of = cuda.jit(device=True)(_welford.invstd_of)
+forward_coefficients = cuda.jit(device=True)(_welford.forward_coefficients)
+backward_coefficients = cuda.jit(device=True)(_welford.backward_coefficients)
+
+
+@cuda.jit(device=True)
+def sum_merge(a0, a1, a2, b0, b1, b2):
+    """Merge two partial ``(Σ, Σ, Σ)`` triples."""
+    return a0 + b0, a1 + b1, a2 + b2
+
+
+@cuda.jit(device=True)
+def offset(lin, sizes, strides, p, nd):
+    """Σ_d index_d·strides[p, d] for C-order linear index ``lin`` over ``sizes[:nd]``."""
+    off = 0
+    for d in range(nd - 1, -1, -1):
+        sz = sizes[d]
+        q = lin // sz
+        off += (lin - q * sz) * strides[p, d]
+        lin = q
+    return off
+
+
+def _make_block_reduce(combine):
+    """Block-level merge of ``(s0, s1, s2)`` triples with ``combine``."""
+
+    @cuda.jit(device=True)
+    def warp_reduce(s0, s1, s2, tid, ml, wspan, stride, sh0, sh1, sh2):
+        """Merge ``wspan`` members of one warp, ``stride`` lanes apart; member
+        ``ml`` (0 ≤ ml < wspan) at thread ``tid``; the result is valid at
+        ``ml == 0``.  Called by every thread of the block."""
+        if SIM:
+            cuda.syncthreads()
+            sh0[tid] = s0
+            sh1[tid] = s1
+            sh2[tid] = s2
+            cuda.syncthreads()
+            off = wspan // 2
+            while off > 0:
+                if ml < off:
+                    t = tid + off * stride
+                    s0, s1, s2 = combine(s0, s1, s2, sh0[t], sh1[t], sh2[t])
+                    sh0[tid] = s0
+                    sh1[tid] = s1
+                    sh2[tid] = s2
+                cuda.syncthreads()
+                off //= 2
+        else:
+            off = wspan // 2
+            while off > 0:
+                delta = off * stride
+                t0 = cuda.shfl_down_sync(FULL_MASK, s0, delta)
+                t1 = cuda.shfl_down_sync(FULL_MASK, s1, delta)
+                t2 = cuda.shfl_down_sync(FULL_MASK, s2, delta)
+                s0, s1, s2 = combine(s0, s1, s2, t0, t1, t2)
+                off //= 2
+        return s0, s1, s2
+
+    @cuda.jit(device=True)
+    def block_reduce(s0, s1, s2, tid, m, stride, span, sh0, sh1, sh2):
+        """Merge the ``span`` members ``tid = first + m·stride`` of a group
+        (``span``, ``stride`` powers of two, ``stride ≤ 32``); the result is
+        valid at ``m == 0``.  Called by every thread of the block."""
+        wspan = span
+        if stride * span > WARP:
+            wspan = WARP // stride
+        s0, s1, s2 = warp_reduce(s0, s1, s2, tid, m % wspan, wspan, stride, sh0, sh1, sh2)
+        if span > wspan:
+            cuda.syncthreads()
+            if m % wspan == 0:
+                sh0[tid] = s0
+                sh1[tid] = s1
+                sh2[tid] = s2
+            cuda.syncthreads()
+            if m == 0:
+                for j in range(1, span // wspan):
+                    t = tid + j * wspan * stride
+                    s0, s1, s2 = combine(s0, s1, s2, sh0[t], sh1[t], sh2[t])
+        return s0, s1, s2
+
+    return block_reduce
+
+
+welford_block_reduce = _make_block_reduce(chan_merge)
+sum_block_reduce = _make_block_reduce(sum_merge)
+
+
+def element_kernels(acc):
+    """Kernels that touch full-size operands, accumulating in ``acc``.
+
+    Common arguments: flat operand views; the plan arrays ``ks`` (kept sizes),
+    ``ss`` (stat strides, shape (1, nk)), ``kst`` (kept strides, (nops, nk)),
+    ``rs`` (reduced sizes), ``rst`` (reduced strides, (nops, nr)), ``bases``;
+    operand rows ``p*``; ``n`` (reduction length); ``chunk``/``n_chunks``;
+    rows kernels take ``G`` (threads per item), cols kernels ``TX`` (adjacent
+    statistics per block) and ``n_tiles`` (tiles per outer statistic).
+    """
+
+    @cuda.jit(device=True)
+    def welford_finish(cnt, mu, m2):
+        tn, tm, tv = cnt[0], mu[0], m2[0]
+        for u in range(1, ACC_N):
+            tn, tm, tv = chan_merge(tn, tm, tv, cnt[u], mu[u], m2[u])
+        return tn, tm, tv
+
+    @cuda.jit
+    def welford_rows(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, G,
+                     pn, pm, pv):
+        """Partial ``(n, mean, M2)`` of each (statistic, chunk) → ``p*[c, s]``."""
+        sh0 = cuda.shared.array(TPB, acc)
+        sh1 = cuda.shared.array(TPB, acc)
+        sh2 = cuda.shared.array(TPB, acc)
+        cnt = cuda.local.array(ACC_N, acc)
+        mu = cuda.local.array(ACC_N, acc)
+        m2 = cuda.local.array(ACC_N, acc)
+        for u in range(ACC_N):
+            cnt[u] = acc(0)
+            mu[u] = acc(0)
+            m2[u] = acc(0)
+        tid = cuda.threadIdx.x
+        lane = tid % G
+        item = cuda.blockIdx.x * (TPB // G) + tid // G
+        nk = ks.size
+        nr = rs.size
+        active = item < n_stats * n_chunks
+        k = 0
+        c = 0
+        if active:
+            k = item // n_chunks
+            c = item - k * n_chunks
+            b = min(c * chunk + chunk, n)
+            koff = bases[p] + offset(k, ks, kst, p, nk)
+            inner = rs[nr - 1]
+            sin = rst[p, nr - 1]
+            pos = c * chunk + lane
+            o = pos // inner
+            i = pos - o * inner
+            ooff = offset(o, rs, rst, p, nr - 1)
+            rounds = 0
+            while pos < b:
+                rounds += 1
+                r = acc(1) / acc(rounds)
+                for u in range(ACC_N):
+                    if pos < b:
+                        v = acc(x[koff + ooff + i * sin])
+                        d = v - mu[u]
+                        mu[u] += d * r
+                        m2[u] += d * (v - mu[u])
+                        cnt[u] += acc(1)
+                        pos += G
+                        i += G
+                        if i >= inner:
+                            q = i // inner
+                            o += q
+                            i -= q * inner
+                            ooff = offset(o, rs, rst, p, nr - 1)
+        tn, tm, tv = welford_finish(cnt, mu, m2)
+        tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, lane, 1, G, sh0, sh1, sh2)
+        if active and lane == 0:
+            j = c * n_stats + offset(k, ks, ss, 0, nk)
+            pn[j] = tn
+            pm[j] = tm
+            pv[j] = tv
+
+    @cuda.jit
+    def welford_cols(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, TX,
+                     n_tiles, pn, pm, pv):
+        """Channels-last partial ``(n, mean, M2)`` → ``p*[c, s]``."""
+        sh0 = cuda.shared.array(TPB, acc)
+        sh1 = cuda.shared.array(TPB, acc)
+        sh2 = cuda.shared.array(TPB, acc)
+        cnt = cuda.local.array(ACC_N, acc)
+        mu = cuda.local.array(ACC_N, acc)
+        m2 = cuda.local.array(ACC_N, acc)
+        for u in range(ACC_N):
+            cnt[u] = acc(0)
+            mu[u] = acc(0)
+            m2[u] = acc(0)
+        tid = cuda.threadIdx.x
+        tx = tid % TX
+        ty = tid // TX
+        TY = TPB // TX
+        nk = ks.size
+        nr = rs.size
+        kin = ks[nk - 1]
+        item = cuda.blockIdx.x
+        c = item % n_chunks
+        t = item // n_chunks
+        ko = t // n_tiles
+        kk = (t - ko * n_tiles) * TX + tx
+        active = kk < kin
+        k = ko * kin + kk
+        if active:
+            koff = bases[p] + offset(k, ks, kst, p, nk)
+            b = min(c * chunk + chunk, n)
+            r = c * chunk + ty
+            rounds = 0
+            while r < b:
+                rounds += 1
+                rc = acc(1) / acc(rounds)
+                for u in range(ACC_N):
+                    if r < b:
+                        v = acc(x[koff + offset(r, rs, rst, p, nr)])
+                        d = v - mu[u]
+                        mu[u] += d * rc
+                        m2[u] += d * (v - mu[u])
+                        cnt[u] += acc(1)
+                        r += TY
+        tn, tm, tv = welford_finish(cnt, mu, m2)
+        tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, ty, TX, TY, sh0, sh1, sh2)
+        if active and ty == 0:
+            j = c * n_stats + offset(k, ks, ss, 0, nk)
+            pn[j] = tn
+            pm[j] = tm
+            pv[j] = tv
+
+    @cuda.jit
+    def dual_sums_rows(dy, x, ks, ss, kst, rs, rst, bases, pd, px, mu, n, n_stats, chunk,
+                       n_chunks, G, p1, p2):
+        """Partial ``(Σdy, Σdy·(x − mu))`` of each (statistic, chunk) → ``p*[c, s]``."""
+        sh0 = cuda.shared.array(TPB, acc)
+        sh1 = cuda.shared.array(TPB, acc)
+        sh2 = cuda.shared.array(TPB, acc)
+        tid = cuda.threadIdx.x
+        lane = tid % G
+        item = cuda.blockIdx.x * (TPB // G) + tid // G
+        nk = ks.size
+        nr = rs.size
+        active = item < n_stats * n_chunks
+        s1 = acc(0)
+        s2 = acc(0)
+        c = 0
+        s = 0
+        if active:
+            k = item // n_chunks
+            c = item - k * n_chunks
+            s = offset(k, ks, ss, 0, nk)
+            m = acc(mu[s])
+            b = min(c * chunk + chunk, n)
+            doff = bases[pd] + offset(k, ks, kst, pd, nk)
+            xoff = bases[px] + offset(k, ks, kst, px, nk)
+            inner = rs[nr - 1]
+            sd = rst[pd, nr - 1]
+            sx = rst[px, nr - 1]
+            pos = c * chunk + lane
+            o = pos // inner
+            i = pos - o * inner
+            od = offset(o, rs, rst, pd, nr - 1)
+            ox = offset(o, rs, rst, px, nr - 1)
+            while pos < b:
+                g = acc(dy[doff + od + i * sd])
+                s1 += g
+                s2 += g * (acc(x[xoff + ox + i * sx]) - m)
+                pos += G
+                i += G
+                if i >= inner:
+                    q = i // inner
+                    o += q
+                    i -= q * inner
+                    od = offset(o, rs, rst, pd, nr - 1)
+                    ox = offset(o, rs, rst, px, nr - 1)
+        s1, s2, _ = sum_block_reduce(s1, s2, acc(0), tid, lane, 1, G, sh0, sh1, sh2)
+        if active and lane == 0:
+            p1[c * n_stats + s] = s1
+            p2[c * n_stats + s] = s2
+
+    @cuda.jit
+    def dual_sums_cols(dy, x, ks, ss, kst, rs, rst, bases, pd, px, mu, n, n_stats, chunk,
+                       n_chunks, TX, n_tiles, p1, p2):
+        """Channels-last partial ``(Σdy, Σdy·(x − mu))`` → ``p*[c, s]``."""
+        sh0 = cuda.shared.array(TPB, acc)
+        sh1 = cuda.shared.array(TPB, acc)
+        sh2 = cuda.shared.array(TPB, acc)
+        tid = cuda.threadIdx.x
+        tx = tid % TX
+        ty = tid // TX
+        TY = TPB // TX
+        nk = ks.size
+        nr = rs.size
+        kin = ks[nk - 1]
+        item = cuda.blockIdx.x
+        c = item % n_chunks
+        t = item // n_chunks
+        ko = t // n_tiles
+        kk = (t - ko * n_tiles) * TX + tx
+        active = kk < kin
+        k = ko * kin + kk
+        s1 = acc(0)
+        s2 = acc(0)
+        s = 0
+        if active:
+            s = offset(k, ks, ss, 0, nk)
+            m = acc(mu[s])
+            doff = bases[pd] + offset(k, ks, kst, pd, nk)
+            xoff = bases[px] + offset(k, ks, kst, px, nk)
+            b = min(c * chunk + chunk, n)
+            r = c * chunk + ty
+            while r < b:
+                g = acc(dy[doff + offset(r, rs, rst, pd, nr)])
+                s1 += g
+                s2 += g * (acc(x[xoff + offset(r, rs, rst, px, nr)]) - m)
+                r += TY
+        s1, s2, _ = sum_block_reduce(s1, s2, acc(0), tid, ty, TX, TY, sh0, sh1, sh2)
+        if active and ty == 0:
+            p1[c * n_stats + s] = s1
+            p2[c * n_stats + s] = s2
+
+    @cuda.jit
+    def affine_rows(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_v, ca, cb, cc,
+                    n, n_stats, chunk, n_chunks, G):
+        """``out = u·ca[s] + v·cb[s] + cc[s]`` (``u·ca[s] + cc[s]`` without ``v``)."""
+        tid = cuda.threadIdx.x
+        lane = tid % G
+        item = cuda.blockIdx.x * (TPB // G) + tid // G
+        nk = ks.size
+        nr = rs.size
+        if item < n_stats * n_chunks:
+            k = item // n_chunks
+            c = item - k * n_chunks
+            s = offset(k, ks, ss, 0, nk)
+            a = ca[s]
+            bc = cb[s]
+            cst = cc[s]
+            b = min(c * chunk + chunk, n)
+            boff = bases[po] + offset(k, ks, kst, po, nk)
+            buff = bases[pu] + offset(k, ks, kst, pu, nk)
+            bvff = bases[pv] + offset(k, ks, kst, pv, nk)
+            inner = rs[nr - 1]
+            so = rst[po, nr - 1]
+            su = rst[pu, nr - 1]
+            sv = rst[pv, nr - 1]
+            pos = c * chunk + lane
+            o = pos // inner
+            i = pos - o * inner
+            oo = offset(o, rs, rst, po, nr - 1)
+            ou = offset(o, rs, rst, pu, nr - 1)
+            ov = offset(o, rs, rst, pv, nr - 1)
+            while pos < b:
+                y = acc(u[buff + ou + i * su]) * a + cst
+                if has_v:
+                    y += acc(v[bvff + ov + i * sv]) * bc
+                out[boff + oo + i * so] = y
+                pos += G
+                i += G
+                if i >= inner:
+                    q = i // inner
+                    o += q
+                    i -= q * inner
+                    oo = offset(o, rs, rst, po, nr - 1)
+                    ou = offset(o, rs, rst, pu, nr - 1)
+                    ov = offset(o, rs, rst, pv, nr - 1)
+
+    @cuda.jit
+    def affine_cols(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_v, ca, cb, cc,
+                    n, n_stats, chunk, n_chunks, TX, n_tiles):
+        """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]``."""
+        tid = cuda.threadIdx.x
+        tx = tid % TX
+        ty = tid // TX
+        TY = TPB // TX
+        nk = ks.size
+        nr = rs.size
+        kin = ks[nk - 1]
+        item = cuda.blockIdx.x
+        c = item % n_chunks
+        t = item // n_chunks
+        ko = t // n_tiles
+        kk = (t - ko * n_tiles) * TX + tx
+        if kk < kin:
+            k = ko * kin + kk
+            s = offset(k, ks, ss, 0, nk)
+            a = ca[s]
+            bc = cb[s]
+            cst = cc[s]
+            boff = bases[po] + offset(k, ks, kst, po, nk)
+            buff = bases[pu] + offset(k, ks, kst, pu, nk)
+            bvff = bases[pv] + offset(k, ks, kst, pv, nk)
+            b = min(c * chunk + chunk, n)
+            r = c * chunk + ty
+            while r < b:
+                y = acc(u[buff + offset(r, rs, rst, pu, nr)]) * a + cst
+                if has_v:
+                    y += acc(v[bvff + offset(r, rs, rst, pv, nr)]) * bc
+                out[boff + offset(r, rs, rst, po, nr)] = y
+                r += TY
+
+    return {
+        "welford_rows": welford_rows, "welford_cols": welford_cols,
+        "dual_sums_rows": dual_sums_rows, "dual_sums_cols": dual_sums_cols,
+        "affine_rows": affine_rows, "affine_cols": affine_cols,
+    }
+
+
+ELEMENT = {np.dtype(np.float32): element_kernels(float32),
+           np.dtype(np.float64): element_kernels(float64)}
+
+
+# ------------------------------------------------------ per-statistic kernels
+@cuda.jit
+def finalize_welford(pn, pm, pv, n_chunks, n_stats, inv_dof, training, eps, w, has_w, bias,
+                     has_b, mean_out, var_out, invstd_out, alpha, beta):
+    """Chan-merge the ``n_chunks`` partials of each statistic in float64.
+
+    ``var = M2·inv_dof``; with ``training``: ``invstd = 1/√(var + eps)`` and
+    ``(α, β)`` with ``y = x·α + β`` (weight/bias 1/0 when absent).
+    """
+    s = cuda.grid(1)
+    if s >= n_stats:
+        return
+    cn = 0.0
+    cm = 0.0
+    cv = 0.0
+    for c in range(n_chunks):
+        j = c * n_stats + s
+        cn, cm, cv = chan_merge(cn, cm, cv, float64(pn[j]), float64(pm[j]), float64(pv[j]))
+    var = cv * inv_dof
+    mean_out[s] = cm
+    var_out[s] = var
+    if training:
+        inv = invstd_of(var, eps)
+        wt = w[s] if has_w else 1.0
+        bs = bias[s] if has_b else 0.0
+        a, b = forward_coefficients(cm, inv, wt, bs)
+        invstd_out[s] = inv
+        alpha[s] = a
+        beta[s] = b
+
+
+@cuda.jit
+def finalize_sums(p1, p2, n_chunks, n_stats, n, mu, inv, w, has_w, training, dweight, dbias,
+                  ca, cb, cc):
+    """Sum the partials of ``(Σdy, Σdy·(x − mean))`` in float64; write
+    ``dbias = Σdy``, ``dweight = Σdy·(x − mean)·invstd`` and the ``(A, B, C)``
+    of ``dx = dy·A + x·B + C`` (see ``_welford.backward_coefficients``)."""
+    s = cuda.grid(1)
+    if s >= n_stats:
+        return
+    t1 = 0.0
+    t2 = 0.0
+    for c in range(n_chunks):
+        t1 += float64(p1[c * n_stats + s])
+        t2 += float64(p2[c * n_stats + s])
+    wt = w[s] if has_w else 1.0
+    a, b, c3 = backward_coefficients(float64(n), mu[s], inv[s], wt, t1, t2, training)
+    dbias[s] = t1
+    dweight[s] = t2 * inv[s]
+    ca[s] = a
+    cb[s] = b
+    cc[s] = c3
+
+
+@cuda.jit
+def inference_coefficients(mean, var, w, has_w, bias, has_b, eps, alpha, beta):
+    """``(α, β)`` of ``y = x·α + β = (x − mean)/√(var + eps)·w + b``."""
+    s = cuda.grid(1)
+    if s >= mean.size:
+        return
+    wt = w[s] if has_w else 1.0
+    bs = bias[s] if has_b else 0.0
+    a, b = forward_coefficients(mean[s], invstd_of(var[s], eps), wt, bs)
+    alpha[s] = a
+    beta[s] = b
+
+
+@cuda.jit
+def gather(src, base, sizes, strides, out):
+    """``out[i] = src[base + offset(i, sizes, strides)]`` (C order, converting)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = src[base + offset(i, sizes, strides, 0, sizes.size)]
+
+
+@cuda.jit
+def update_running(run, base, sizes, strides, batch, momentum, scale, skipped):
+    """``run ← (1 − momentum)·run + momentum·scale·batch`` where finite; counts the rest."""
+    i = cuda.grid(1)
+    if i >= batch.size:
+        return
+    b = float64(batch[i]) * scale
+    if b - b == 0.0:
+        j = base + offset(i, sizes, strides, 0, sizes.size)
+        run[j] = (1.0 - momentum) * float64(run[j]) + momentum * b
+    else:
+        cuda.atomic.add(skipped, 0, 1)
+
+
+# ------------------------------------------------------------ kernel listing
+_STORE = ("float16", "float32", "float64")
+_ACC = {"float16": "float32", "float32": "float32", "float64": "float64"}
+_PLAN = "int64[::1], int64[:, ::1], int64[:, ::1], int64[::1], int64[:, ::1], int64[::1]"
+_PARAM = ("float64[::1], boolean")
+
+
+def kernel_signatures():
+    """Every kernel with every signature the backend launches it with:
+    a list of ``(name, python function, [signature strings])``.
+
+    ``T`` is the storage dtype (float16/32/64), ``A`` its accumulator type
+    (float32/float32/float64); scalar ints are int64, floats float64.
+    """
+    out = []
+    el = {}
+    for t in _STORE:
+        a = _ACC[t]
+        el.setdefault(a, []).append(t)
+    specs = {
+        "welford_rows": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, "
+                        "{A}[::1], {A}[::1], {A}[::1])",
+        "welford_cols": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, int64, "
+                        "{A}[::1], {A}[::1], {A}[::1])",
+        "dual_sums_rows": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
+                          "int64, int64, int64, int64, {A}[::1], {A}[::1])",
+        "dual_sums_cols": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
+                          "int64, int64, int64, int64, int64, {A}[::1], {A}[::1])",
+        "affine_rows": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
+                       "{A}[::1], {A}[::1], {A}[::1], int64, int64, int64, int64, int64)",
+        "affine_cols": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
+                       "{A}[::1], {A}[::1], {A}[::1], int64, int64, int64, int64, int64, int64)",
+    }
+    for a, stores in el.items():
+        kernels = ELEMENT[np.dtype(a)]
+        for name, spec in specs.items():
+            sigs = [spec.format(T=t, A=a, P=_PLAN) for t in stores]
+            out.append((f"{name}[{a}]", kernels[name], sigs))
+    # statistics are stored in the accumulator type (float32 or float64)
+    out.append(("finalize_welford", finalize_welford, [
+        f"void({a}[::1], {a}[::1], {a}[::1], int64, int64, float64, boolean, float64, "
+        f"{_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], {a}[::1], {a}[::1])"
+        for a in ("float32", "float64")]))
+    out.append(("finalize_sums", finalize_sums, [
+        f"void({a}[::1], {a}[::1], int64, int64, int64, float64[::1], float64[::1], {_PARAM}, "
+        f"boolean, {a}[::1], {a}[::1], {a}[::1], {a}[::1], {a}[::1])"
+        for a in ("float32", "float64")]))
+    out.append(("inference_coefficients", inference_coefficients, [
+        f"void(float64[::1], float64[::1], {_PARAM}, {_PARAM}, float64, {a}[::1], {a}[::1])"
+        for a in ("float32", "float64")]))
+    out.append(("gather", gather, [
+        f"void({t}[::1], int64, int64[::1], int64[:, ::1], float64[::1])"
+        for t in _STORE + ("int32", "int64", "uint8", "boolean")]))
+    out.append(("update_running", update_running, [
+        f"void({t}[::1], int64, int64[::1], int64[:, ::1], {b}[::1], float64, float64, "
+        f"int64[::1])" for t in _STORE for b in ("float32", "float64")]))
+    return out

@@ -1,0 +1,86 @@
+"""Every CUDA kernel compiles to PTX for sm_80 and sm_90 with every signature
+the backend launches it with (``nbnorm._cuda.kernels.kernel_signatures``).
+
+Runs in a subprocess without ``NUMBA_ENABLE_CUDASIM`` (the simulator replaces
+``numba.cuda`` in-process).  No GPU is needed, only NVVM; compiling a device
+function asks for the current device's compute capability, which the
+subprocess answers with the target one when no GPU is present.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    cc = tuple(int(v) for v in sys.argv[1].split(","))
+    try:
+        from numba.cuda.cudadrv.nvvm import NVVM
+        NVVM()
+    except Exception as e:
+        print(json.dumps({"skip": f"NVVM unavailable: {type(e).__name__}: {e}"}))
+        sys.exit(0)
+    from numba import cuda
+    import numba.cuda.dispatcher as dispatcher
+    try:
+        cuda.get_current_device()
+    except Exception:
+        class _Target:
+            compute_capability = cc
+        dispatcher.get_current_device = lambda: _Target
+    from nbnorm._cuda import kernels as K
+    done, failed, shuffles = [], [], []
+    for name, dispatcher_obj, sigs in K.kernel_signatures():
+        for sig in sigs:
+            try:
+                ptx, _ = cuda.compile_ptx(dispatcher_obj.py_func, sig, cc=cc)
+                assert ".entry" in ptx
+                done.append(name)
+                if "shfl.sync" in ptx:
+                    shuffles.append(name)
+            except Exception as e:
+                failed.append(f"{name} {sig}: {type(e).__name__}: {str(e)[:2000]}")
+    print(json.dumps({"done": done, "failed": failed, "shuffles": shuffles}))
+""")
+
+
+CCS = ["8,0", "9,0"]
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """Both targets compiled concurrently, one subprocess each."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = {cc: subprocess.Popen([sys.executable, "-c", SCRIPT, cc], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cc in CCS}
+    results = {}
+    for cc, p in procs.items():
+        out, err = p.communicate(timeout=900)
+        results[cc] = (p.returncode, out, err)
+    return results
+
+
+@pytest.mark.parametrize("cc", CCS)
+def test_every_kernel_compiles_to_ptx(compiled, cc):
+    rc, out, err = compiled[cc]
+    assert rc == 0 and out.strip(), err[-4000:]
+    res = json.loads(out.strip().splitlines()[-1])
+    if "skip" in res:
+        pytest.skip(res["skip"] + ' (pip install "numba-cuda[cu13]")')
+    assert not res["failed"], "\n".join(res["failed"])
+    names = {n.split("[")[0] for n in res["done"]}
+    assert {"welford_rows", "welford_cols", "dual_sums_rows", "dual_sums_cols", "affine_rows",
+            "affine_cols", "finalize_welford", "finalize_sums", "inference_coefficients",
+            "gather", "update_running"} <= names
+    for name in ("welford_rows", "welford_cols", "dual_sums_rows", "dual_sums_cols"):
+        assert any(s.startswith(name) for s in res["shuffles"]), f"{name}: no warp shuffle"
