@@ -30,7 +30,7 @@ def main(argv=None):
     import numpy as np
 
     import nbnorm
-    from nbnorm._bench import format_table, run_cases
+    from nbnorm._bench import format_table, gpu_available, run_cases, run_cuda_cases
     t_import = time.perf_counter() - t0
 
     shape = (8, 32, 28, 28) if args.quick else tuple(int(s) for s in args.shape.split(","))
@@ -43,8 +43,14 @@ def main(argv=None):
           f"{platform.processor() or platform.machine()} · {numba.get_num_threads()} threads · "
           f"import {t_import:.2f} s")
     rows, copy_bw = run_cases(shape, args.dtype, repeat=repeat, with_peers=not args.no_peers)
-    print(f"copy bandwidth (parallel copy, read + write): {copy_bw / 1e9:.1f} GB/s\n")
+    print(f"copy bandwidth (parallel copy, read + write): {copy_bw / 1e9:.1f} GB/s")
+    if gpu_available():
+        gpu_rows, gpu_bw = run_cuda_cases(shape, args.dtype, repeat=repeat)
+        rows += gpu_rows
+        print(f"GPU copy bandwidth (device to device, read + write): {gpu_bw / 1e9:.0f} GB/s")
+    print()
     print(format_table(rows))
+    print("* vs NumPy: the speed-up over NumPy on the CPU rows, over CuPy on the GPU rows")
     failed = [r for r in rows if not r.ok]
     if failed:
         print(f"\n{len(failed)} check(s) FAILED", file=sys.stderr)

@@ -106,8 +106,8 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
 def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5, out=None):
     """Batch normalization with given statistics (no reduction).
 
-    ``y = (x − mean)/√(var + eps)·weight + bias``, computed as one
-    multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
+    ``y = (x − mean)·α + bias`` with ``α = weight/√(var + eps)``: one
+    subtraction and one multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
     """
     backend, a, xa = _setup("batch_norm_inference", x, axis, mean=mean, var=var,
                             weight=weight, bias=bias, out=out)

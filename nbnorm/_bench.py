@@ -201,8 +201,92 @@ def run_cases(shape, dtype, repeat=5, with_peers=True, layout_names=None, seed=0
     return rows, copy_bw
 
 
+def gpu_available():
+    """True when a real CUDA GPU (not the simulator) can run the CUDA backend."""
+    try:
+        from numba import config, cuda
+    except ImportError:
+        return False
+    if config.ENABLE_CUDASIM:
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def cuda_median_time(fn, repeat):
+    """Median GPU time of ``fn()`` (synchronized), after one warm-up."""
+    from numba import cuda
+    fn()
+    cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def run_cuda_cases(shape, dtype, repeat=5, seed=0):
+    """GPU rows: every operation on Numba device arrays, checked against the
+    float64 reference; GB/s against a device-to-device copy; speed-up over
+    CuPy mean/var/normalize when CuPy is importable."""
+    from numba import cuda
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    base = (rng.standard_normal(shape, dtype=np.float32) * 2 + 3).astype(dtype)
+    grad = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    src = cuda.to_device(base.reshape(-1))
+    dst = cuda.device_array_like(src)
+    copy_bw = 2 * base.nbytes / cuda_median_time(lambda: dst.copy_to_device(src), repeat)
+    try:
+        import cupy as cp
+    except ImportError:
+        cp = None
+    rows = []
+    from ._cuda.backend import to_device_like
+    for lname, (make, axis) in layouts(shape).items():
+        xh, dyh = make(base), make(grad)
+        xd, dyd = to_device_like(xh), to_device_like(dyh)
+        y, mean, invstd = nb.batch_norm_forward(xd, axis=axis)
+        mh, ih = mean.copy_to_host(), invstd.copy_to_host()
+        varh = (1.0 / ih.astype(np.float64) ** 2 - 1e-5).astype(mh.dtype)
+        vard = cuda.to_device(varh)
+        calls = {
+            "moments": (lambda: nb.moments(xd, axis), lambda: ref.moments(xh, axis)),
+            "forward": (lambda: nb.batch_norm_forward(xd, axis=axis)[0],
+                        lambda: ref.batch_norm_forward(xh, axis=axis)[0]),
+            "inference": (lambda: nb.batch_norm_inference(xd, mean, vard, axis=axis),
+                          lambda: ref.batch_norm_inference(xh, mh, varh, axis=axis)),
+            "backward": (lambda: nb.batch_norm_backward(dyd, xd, mean, invstd, axis=axis)[0],
+                         lambda: ref.batch_norm_backward(dyh, xh, mh, ih, axis=axis)[0]),
+        }
+        for op, (fast, slow) in calls.items():
+            got = fast()
+            got = tuple(g.copy_to_host() for g in got) if isinstance(got, tuple) else got.copy_to_host()
+            want = slow()
+            err = (max(_scaled_error(got[0], want[0]), _scaled_error(got[1], want[1]))
+                   if op == "moments" else _scaled_error(got, want))
+            t = cuda_median_time(fast, repeat)
+            t_cp = np.nan
+            if cp is not None and op in ("moments", "forward"):
+                xc = cp.asarray(xd)
+                if op == "moments":
+                    t_cp = cuda_median_time(lambda: (xc.mean(axis=axis), xc.var(axis=axis)), repeat)
+                else:
+                    t_cp = cuda_median_time(
+                        lambda: (xc - xc.mean(axis=axis, keepdims=True))
+                        / cp.sqrt(xc.var(axis=axis, keepdims=True) + 1e-5), repeat)
+            gbps = BYTES[op] * base.nbytes / t
+            rows.append(Row(op, tuple(xh.shape), lname + " (GPU)", dtype.name, t, gbps / 1e9,
+                            gbps / copy_bw, t_cp / t, np.nan, err, err <= TOLERANCE[dtype]))
+    return rows, copy_bw
+
+
 def format_table(rows):
-    head = ("op", "shape", "layout", "dtype", "time ms", "GB/s", "of copy", "vs NumPy", "vs torch",
+    head = ("op", "shape", "layout", "dtype", "time ms", "GB/s", "of copy", "vs NumPy*", "vs torch",
             "max err", "check")
     lines = [head]
     for r in rows:

@@ -16,14 +16,22 @@ Sums of squares (E[x²] − E[x]²) are never formed: they lose every digit when
 """
 from __future__ import annotations
 
+import math
+
 
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Merge two ``(n, mean, M2)`` partial statistics; returns the merged triple."""
+    """Merge two ``(n, mean, M2)`` partial statistics; returns the merged triple.
+
+    Infinite means merge as NumPy's sums do (``inf`` with ``inf`` stays
+    ``inf``; ``inf`` with ``-inf`` is NaN).
+    """
     n = n_a + n_b
     if n_b == 0:
         return n_a, mean_a, m2_a
     f = n_b / n
     delta = mean_b - mean_a
+    if not abs(delta) < math.inf:  # an infinite or NaN mean on either side
+        return n, mean_a * (n_a / n) + mean_b * f, m2_a + m2_b + delta * delta
     return n, mean_a + delta * f, m2_a + m2_b + delta * delta * n_a * f
 
 
@@ -32,8 +40,11 @@ def shifted_moments(n, shift, s1, s2):
 
     ``s1 = Σ (x − shift)`` and ``s2 = Σ (x − shift)²``:
     ``mean = shift + s1/n`` and ``M2 = s2 − s1²/n`` (the corrected two-pass
-    formula; accurate when ``shift`` is near the mean).
+    formula; accurate when ``shift`` is near the mean).  A non-finite
+    ``shift`` (the block held an inf) gives ``(shift, NaN)``.
     """
+    if not (abs(shift) < math.inf):
+        return shift, math.nan
     d = s1 / n
     return shift + d, max(s2 - s1 * d, 0.0)
 
@@ -43,24 +54,27 @@ def invstd_of(var, eps):
     return 1.0 / (var + eps) ** 0.5
 
 
-def forward_coefficients(mean, invstd, weight, bias):
-    """Per-statistic ``(α, β)`` with ``y = x·α + β = (x − mean)·invstd·weight + bias``."""
-    alpha = weight * invstd
-    return alpha, bias - mean * alpha
+def forward_scale(invstd, weight):
+    """``α = weight·invstd``: the forward map is ``y = (x − mean)·α + bias``.
+
+    Subtracting the mean first keeps constant channels at exactly ``bias``
+    and loses nothing to cancellation when |mean| ≫ std.
+    """
+    return weight * invstd
 
 
-def backward_coefficients(n, mean, invstd, weight, sum_dy, sum_dy_xmu, training):
-    """Per-statistic ``(A, B, C)`` with ``dx = dy·A + x·B + C``.
+def backward_coefficients(n, invstd, weight, sum_dy, sum_dy_xmu, training):
+    """Per-statistic ``(a, b, c)`` with ``dx = dy·a + (x − mean)·b + c``.
 
     With ``x̂ = (x − mean)·invstd``, ``dweight = Σ dy·x̂`` and ``dbias = Σ dy``:
 
     - training: ``dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))``, i.e.
-      ``A = weight·invstd``, ``B = −A·invstd²·Σdy(x − mean)/n`` and
-      ``C = −A·Σdy/n − B·mean``;
-    - frozen statistics (``training`` false): ``dx = dy·weight·invstd``.
+      ``a = weight·invstd``, ``b = −a·invstd²·Σdy(x − mean)/n`` and
+      ``c = −a·Σdy/n``;
+    - frozen statistics (``training`` false): ``dx = dy·weight·invstd``
+      (``b = c = 0``; ``x`` is not read).
     """
     a = weight * invstd
     if not training:
         return a, 0.0, 0.0
-    b = -a * invstd * invstd * sum_dy_xmu / n
-    return a, b, -a * sum_dy / n - b * mean
+    return a, -a * invstd * invstd * sum_dy_xmu / n, -a * sum_dy / n

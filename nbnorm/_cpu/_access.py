@@ -81,7 +81,7 @@ _F32_INF = np.uint32(255 << 23)
 _DENORM_MAGIC = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def half_to_float(h):
     """IEEE binary16 bits → float32 (exact, subnormals/inf/nan included)."""
     h = np.uint32(h)
@@ -92,7 +92,7 @@ def half_to_float(h):
     return _bits_f32(u | ((h & np.uint32(0x8000)) << np.uint32(16)))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def float_to_half(f):
     """float32 → IEEE binary16 bits, rounding to nearest even."""
     u = _f32_bits(np.float32(f))
@@ -155,3 +155,26 @@ def _acc_cast(a, v):
     if a.dtype == types.float64:
         return lambda a, v: np.float64(v)
     return lambda a, v: np.float32(v)
+
+
+def maybe_window(a, off, m):
+    """:func:`window` of ``a``, or None when ``a`` is None."""
+
+
+def vterm(v, i, cv, cb):
+    """``(v[i] − cv)·cb``, or 0 when ``v`` is None (decided at compile time,
+    so a missing second input is never multiplied by a zero coefficient)."""
+
+
+@overload(maybe_window, inline="always")
+def _maybe_window(a, off, m):
+    if isinstance(a, types.NoneType):
+        return lambda a, off, m: None
+    return lambda a, off, m: window(a, off, m)
+
+
+@overload(vterm, inline="always")
+def _vterm(v, i, cv, cb):
+    if isinstance(v, types.NoneType):
+        return lambda v, i, cv, cb: 0.0
+    return lambda v, i, cv, cb: (load(v, i) - cv) * cb

@@ -129,20 +129,20 @@ def _raw_moments(x, plan):
     return mean, m2
 
 
-def _affine(out, u, v, axis, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` per statistic (``v`` None: ``u`` with ``cb = 0``)."""
-    if v is None:
-        v, cb = u, np.zeros_like(ca)
-    plan = _plan(u.shape, axis, u, out, v)
+def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic; with ``v``
+    None only the first term (``cv``, ``cb`` are then ignored)."""
+    plan = _plan(u.shape, axis, u, out, u if v is None else v)
     args = _kernel_args(plan, [1, 0, 2])
-    of, uf, vf = _flat(out), _flat(u), _flat(v)
+    of, uf = _flat(out), _flat(u)
+    vf = None if v is None else _flat(v)
     if plan.inner_kept:
         tile, n_items = _tiling(plan)
         chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
-        K.affine_outer(of, uf, vf, args, tile, chunk, n_chunks, ca, cb, cc)
+        K.affine_outer(of, uf, vf, args, tile, chunk, n_chunks, cu, ca, cv, cb, cc)
     else:
         chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        K.affine_inner(of, uf, vf, args, chunk, n_chunks, ca, cb, cc)
+        K.affine_inner(of, uf, vf, args, chunk, n_chunks, cu, ca, cv, cb, cc)
 
 
 def _stat_vector(a, n_stats, fill):
@@ -214,9 +214,10 @@ def forward(x, weight, bias, axis, eps, out):
     else:
         mean, m2 = _raw_moments(x, plan)
         var = m2 / plan.n
-        invstd = _welford.invstd_of(var, eps)
-        alpha, beta = _welford.forward_coefficients(mean, invstd, w, b)
-        _affine(y, x, None, axis, alpha, None, beta)
+        with np.errstate(divide="ignore"):
+            invstd = _welford.invstd_of(var, eps)
+        alpha = _welford.forward_scale(invstd, w)
+        _affine(y, x, None, axis, mean, alpha, mean, alpha, b)
     sd = stat_dtype(x.dtype)
     return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
             invstd.astype(sd).reshape(shape))
@@ -227,11 +228,11 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     """``y = (x − mean)/√(var + eps)·weight + bias`` with given statistics."""
     y = empty_like(x) if out is None else out
     n_stats = int(np.prod(_layout.stat_shape(x.shape, axis), dtype=np.int64))
-    invstd = _welford.invstd_of(_stat_vector(var, n_stats, 0.0), eps)
-    alpha, beta = _welford.forward_coefficients(
-        _stat_vector(mean, n_stats, 0.0), invstd,
-        _stat_vector(weight, n_stats, 1.0), _stat_vector(bias, n_stats, 0.0))
-    _affine(y, x, None, axis, alpha, None, beta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        invstd = _welford.invstd_of(_stat_vector(var, n_stats, 0.0), eps)
+    alpha = _welford.forward_scale(invstd, _stat_vector(weight, n_stats, 1.0))
+    mu = _stat_vector(mean, n_stats, 0.0)
+    _affine(y, x, None, axis, mu, alpha, mu, alpha, _stat_vector(bias, n_stats, 0.0))
     return y
 
 
@@ -248,8 +249,10 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     dbias = np.empty(plan.n_stats)
     sd = stat_dtype(x.dtype)
     if _fusable(plan, x.dtype.itemsize, 2):
-        K.backward_fused_inner(_flat(dy), _flat(x), _flat(dx), _kernel_args(plan, [0, 1, 2]),
-                               mu, inv, w, bool(training), dweight, dbias)
+        xf = _flat(x)
+        K.backward_fused_inner(_flat(dy), xf, xf if training else None, _flat(dx),
+                               _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
+                               dweight, dbias)
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
     args = _kernel_args(plan, [0, 1])
     dyf, xf = _flat(dy), _flat(x)
@@ -265,11 +268,10 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
         p2 = np.empty((n_chunks, plan.n_stats))
         K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
     K.merge_sums(p1, p2, dbias, dweight)
-    a, b, c = _welford.backward_coefficients(plan.n, mu, inv, w, dbias, dweight, training)
-    if training:
-        _affine(dx, dy, x, axis, a, b, c)
-    else:
-        _affine(dx, dy, None, axis, a, None, np.zeros_like(a))
+    a, b, c = _welford.backward_coefficients(plan.n, inv, w, dbias, dweight, training)
+    zero = np.zeros_like(a)
+    b, c = zero + b, zero + c
+    _affine(dx, dy, x if training else None, axis, zero, a, mu.astype(np.float64), b, c)
     dweight *= inv
     return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
 

@@ -25,21 +25,36 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _welford
-from ._access import acc_cast, acc_zero, load, store, window
+from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, window
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
 
-_FAST = {"reassoc", "contract", "nsz", "arcp"}   # NaN/inf still propagate
-_jit = njit(cache=True, fastmath=_FAST)
-_pjit = njit(cache=True, fastmath=_FAST, parallel=True)  # prange indices are cast to int64:
-# uint64 parfor indices would turn index arithmetic into float64
+# Reductions may be reassociated (that is what lets LLVM vectorize a sum);
+# elementwise code may only contract to FMAs: with reassociation LLVM would
+# rewrite (x − mean)·α as x·α − mean·α and lose every digit when |mean| ≫ std.
+# Neither set assumes away NaN or inf.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+_EXACT = {"contract"}
+_jit = njit(cache=True, fastmath=_FAST, error_model="numpy")
+_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy")
+# run/row bodies are inlined at each call site so that LLVM sees the literal
+# offset 0 and stride 1 of the contiguous call and vectorizes that copy
+_inline = njit(cache=True, fastmath=_FAST, error_model="numpy", inline="always")
+_inline_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", inline="always")
+# prange indices are cast to int64: uint64 parfor indices would turn index
+# arithmetic into float64
+_pjit = njit(cache=True, fastmath=_FAST, error_model="numpy", parallel=True)
+_pjit_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", parallel=True)
+# A callee compiled without its own fastmath option inherits its caller's
+# flags, so the merge formulas state theirs: none at all.
+_strict = njit(cache=True, fastmath=False, error_model="numpy")
 
-chan_merge = njit(cache=True)(_welford.chan_merge)
-shifted_moments = njit(cache=True)(_welford.shifted_moments)
-invstd_of = njit(cache=True)(_welford.invstd_of)
-forward_coefficients = njit(cache=True)(_welford.forward_coefficients)
-backward_coefficients = njit(cache=True)(_welford.backward_coefficients)
+chan_merge = _strict(_welford.chan_merge)
+shifted_moments = _strict(_welford.shifted_moments)
+invstd_of = _strict(_welford.invstd_of)
+forward_scale = _strict(_welford.forward_scale)
+backward_coefficients = _strict(_welford.backward_coefficients)
 
 
 # ---------------------------------------------------------------- indexing
@@ -64,23 +79,38 @@ def run_at(pos, end, rsz, rstr):
     return offset(o, rsz, rstr, rsz.size - 1) + i * rstr[-1], min(inner - i, end - pos)
 
 
+@_strict
+def centred(v, c):
+    """``v − c`` without fast-math flags: inside a reassociating sum LLVM
+    could otherwise turn ``Σ(x − c)`` into ``Σx − n·c``, the cancellation
+    that the shift exists to avoid."""
+    return v - c
+
+
+@_jit
+def finite_or_zero(x, c):
+    """A block's shift: its first value, or 0 if that is inf/NaN (an inf
+    shift would turn every other value into NaN); ``x``'s accumulator type."""
+    return acc_cast(x, c) if np.isfinite(c) else acc_cast(x, 0.0)
+
+
 # ------------------------------------------------------------- run math
 # Each takes (array, offset, stride) per operand.  Call sites pass a window
 # with literal offset 0 and stride 1 when every stride is 1: after inlining
 # the loop is provably in bounds and unit-stride, and LLVM vectorizes it.
-@_jit
+@_inline
 def run_sums(x, o, s, m, c):
     """``Σ(x − c)``, ``Σ(x − c)²`` over ``x[o + i·s]``, ``i < m``."""
     s1 = acc_zero(x)
     s2 = acc_zero(x)
     for i in range(m):
-        v = load(x, o + i * s) - c
+        v = centred(load(x, o + i * s), c)
         s1 += v
         s2 += v * v
     return s1, s2
 
 
-@_jit
+@_inline
 def run_dual(dy, od, sd, x, ox, sx, m, mu):
     """``Σ dy`` and ``Σ dy·(x − mu)`` over a run."""
     s1 = acc_zero(x)
@@ -88,15 +118,16 @@ def run_dual(dy, od, sd, x, ox, sx, m, mu):
     for i in range(m):
         g = load(dy, od + i * sd)
         s1 += g
-        s2 += g * (load(x, ox + i * sx) - mu)
+        s2 += g * centred(load(x, ox + i * sx), mu)
     return s1, s2
 
 
-@_jit
-def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` over a run (float64 arithmetic)."""
+@_inline_exact
+def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over a run (float64
+    arithmetic); without ``v`` (None) the second term is absent."""
     for i in range(m):
-        store(out, oo + i * so, load(u, ou + i * su) * ca + load(v, ov + i * sv) * cb + cc)
+        store(out, oo + i * so, (load(u, ou + i * su) - cu) * ca + vterm(v, ov + i * sv, cv, cb) + cc)
 
 
 @_jit
@@ -113,12 +144,13 @@ def dual_at(dy, od, sd, x, ox, sx, m, mu):
     return run_dual(dy, od, sd, x, ox, sx, m, mu)
 
 
-@_jit
-def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc):
+@_exact
+def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
     if so == 1 and su == 1 and sv == 1:
-        run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, window(v, ov, m), 0, 1, m, ca, cb, cc)
+        run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m), 0, 1,
+                   m, cu, ca, cv, cb, cc)
     else:
-        run_affine(out, oo, so, u, ou, su, v, ov, sv, m, ca, cb, cc)
+        run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc)
 
 
 # ------------------------------------------- reduction-inner range helpers
@@ -151,7 +183,7 @@ def welford_range(x, xb, rsz, rstr, a, b):
         e = min(blk + BLOCK, b)
         nb = e - blk
         off, _ = run_at(blk, e, rsz, rstr)
-        c = acc_cast(x, load(x, xb + off))
+        c = finite_or_zero(x, load(x, xb + off))
         s1, _ = sums_about(x, xb, rsz, rstr, blk, e, c)
         c = acc_cast(x, c + s1 / nb)
         s1, s2 = sums_about(x, xb, rsz, rstr, blk, e, c)
@@ -182,16 +214,16 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     return t1, t2
 
 
-@_jit
-def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` over reduction indices ``[a, b)``."""
+@_exact
+def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``."""
     pos = a
     while pos < b:
         oo, m = run_at(pos, b, rsz, rstr_o)
         ou, _ = run_at(pos, b, rsz, rstr_u)
         ov, _ = run_at(pos, b, rsz, rstr_v)
         affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
-                  m, ca, cb, cc)
+                  m, cu, ca, cv, cb, cc)
         pos += m
 
 
@@ -237,9 +269,10 @@ def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
             rsz, rstr[0], rstr[1], a, min(a + chunk, n), mean[s])
 
 
-@_pjit
-def affine_inner(out, u, v, p, chunk, n_chunks, ca, cb, cc):
-    """``out = u·ca[s] + v·cb[s] + cc[s]``; operands (out, u, v)."""
+@_pjit_exact
+def affine_inner(out, u, v, p, chunk, n_chunks, cu, ca, cv, cb, cc):
+    """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` (``v`` may be
+    None); operands (out, u, v)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     for i_ in prange(ca.size * n_chunks):
@@ -250,7 +283,7 @@ def affine_inner(out, u, v, p, chunk, n_chunks, ca, cb, cc):
         s = offset(k, ksz, kstat, ksz.size)
         affine_range(out, bases[0] + offset(k, ksz, kstr[0], ksz.size), u, bases[1] + offset(k, ksz, kstr[1], ksz.size),
                      v, bases[2] + offset(k, ksz, kstr[2], ksz.size), rsz, rstr[0], rstr[1], rstr[2],
-                     a, min(a + chunk, n), ca[s], cb[s], cc[s])
+                     a, min(a + chunk, n), cu[s], ca[s], cv[s], cb[s], cc[s])
 
 
 @_pjit
@@ -266,18 +299,19 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
         mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n)
         var = m2 / n
         invstd = invstd_of(var, eps)
-        alpha, beta = forward_coefficients(mean, invstd, weight[s], bias[s])
-        affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, x, xb,
-                     rsz, rstr[1], rstr[0], rstr[0], 0, n, alpha, 0.0, beta)
+        affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
+                     rsz, rstr[1], rstr[0], rstr[0], 0, n,
+                     mean, forward_scale(invstd, weight[s]), 0.0, 0.0, bias[s])
         mean_out[s] = mean
         var_out[s] = var
         invstd_out[s] = invstd
 
 
 @_pjit
-def backward_fused_inner(dy, x, out, p, mean, invstd, weight, training, dweight, dbias):
+def backward_fused_inner(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias):
     """Backward, one statistic per work item: the reduction and the
-    elementwise pass share one read of ``dy`` and ``x`` from memory."""
+    elementwise pass share one read of ``dy`` and ``x`` from memory.
+    ``x_dx`` is ``x`` in training and None with frozen statistics."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     for i_ in prange(dweight.size):
@@ -286,10 +320,10 @@ def backward_fused_inner(dy, x, out, p, mean, invstd, weight, training, dweight,
         db = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         xb = bases[1] + offset(k, ksz, kstr[1], ksz.size)
         s1, s2 = dual_sums_range(dy, db, x, xb, rsz, rstr[0], rstr[1], 0, n, mean[s])
-        ca, cb, cc = backward_coefficients(float(n), float(mean[s]), float(invstd[s]),
-                                           float(weight[s]), s1, s2, training)
-        affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x, xb,
-                     rsz, rstr[2], rstr[0], rstr[1], 0, n, ca, cb, cc)
+        ca, cb, cc = backward_coefficients(float(n), float(invstd[s]), float(weight[s]),
+                                           s1, s2, training)
+        affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
+                     rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc)
         dweight[s] = s2 * invstd[s]
         dbias[s] = s1
 
@@ -307,11 +341,11 @@ def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
     return ko, j0, min(tile, ksz[-1] - j0), c
 
 
-@_jit
+@_inline
 def row_shifted(s1, s2, x, o, s, shift, second):
     """``s1 += x − shift`` (and ``s2 += (x − shift)²`` when ``second``) along a row."""
     for j in range(s1.size):
-        v = load(x, o + j * s) - shift[j]
+        v = centred(load(x, o + j * s), shift[j])
         s1[j] += v
         if second:
             s2[j] += v * v
@@ -325,13 +359,13 @@ def row_shifted_at(s1, s2, x, o, s, shift, second):
         row_shifted(s1, s2, x, o, s, shift, second)
 
 
-@_jit
+@_inline
 def row_dual(s1, s2, dy, od, sd, x, ox, sx, mu):
     """``s1 += dy``, ``s2 += dy·(x − mu)`` along a row."""
     for j in range(s1.size):
         g = load(dy, od + j * sd)
         s1[j] += g
-        s2[j] += g * (load(x, ox + j * sx) - mu[j])
+        s2[j] += g * centred(load(x, ox + j * sx), mu[j])
 
 
 @_jit
@@ -343,20 +377,36 @@ def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
         row_dual(s1, s2, dy, od, sd, x, ox, sx, mu)
 
 
-@_jit
-def row_affine(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc):
-    """``out = u·ca + v·cb + cc`` along a row, coefficients per column."""
+@_inline_exact
+def row_affine(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` along a row, coefficients
+    per column; without ``v`` (None) the second term is absent."""
     for j in range(ca.size):
-        store(out, oo + j * so, load(u, ou + j * su) * ca[j] + load(v, ov + j * sv) * cb[j] + cc[j])
+        store(out, oo + j * so,
+              (load(u, ou + j * su) - cu[j]) * ca[j] + vterm(v, ov + j * sv, cv[j], cb[j]) + cc[j])
 
 
-@_jit
-def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc):
+@_exact
+def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc):
     nt = ca.size
     if so == 1 and su == 1 and sv == 1:
-        row_affine(window(out, oo, nt), 0, 1, window(u, ou, nt), 0, 1, window(v, ov, nt), 0, 1, ca, cb, cc)
+        row_affine(window(out, oo, nt), 0, 1, window(u, ou, nt), 0, 1, maybe_window(v, ov, nt), 0, 1,
+                   cu, ca, cv, cb, cc)
     else:
-        row_affine(out, oo, so, u, ou, su, v, ov, sv, ca, cb, cc)
+        row_affine(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc)
+
+
+@_jit
+def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift, second):
+    """``s1 += x − shift`` (and ``s2 += (x − shift)²``) over the rows ``[a, b)``,
+    walked run by run so no division is spent per row."""
+    pos = a
+    while pos < b:
+        off, m = run_at(pos, b, rsz, rstr)
+        o = xb + off
+        for r in range(m):
+            row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift, second)
+        pos += m
 
 
 @_pjit
@@ -368,14 +418,15 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
     """
     ksz, kstat, kstr, rsz, rstr, bases = p
     r0 = rstr[0]
+    k0 = kstr[0]
     n = _count(rsz)
     n_tiles = (ksz[-1] + tile - 1) // tile
     n_outer = part_mean.shape[1] // ksz[-1]
-    sj = kstr[0][-1]
+    sj = k0[-1]
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
         ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
-        xb = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * sj
+        xb = bases[0] + offset(ko, ksz, k0, ksz.size - 1) + j0 * sj
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
@@ -392,19 +443,20 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
             nb = e - blk
             o0 = xb + offset(blk, rsz, r0, rsz.size)
             for j in range(nt):
-                shift[j] = load(x, o0 + j * sj)
+                shift[j] = finite_or_zero(x, load(x, o0 + j * sj))
             s1[:] = zero
-            for r in range(blk, e):
-                row_shifted_at(s1, s2, x, xb + offset(r, rsz, r0, rsz.size), sj, shift, False)
+            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, False)
             for j in range(nt):
                 shift[j] += s1[j] / nb
             s1[:] = zero
             s2[:] = zero
-            for r in range(blk, e):
-                row_shifted_at(s1, s2, x, xb + offset(r, rsz, r0, rsz.size), sj, shift, True)
+            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, True)
+            f = nb / (cnt + nb)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
-                _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
+                delta = mb - mean[j]
+                mean[j] += delta * f
+                m2[j] += m2b + delta * delta * cnt * f
             cnt += nb
         for j in range(nt):
             part_mean[c, sb + j * ss] = mean[j]
@@ -440,11 +492,16 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
             m[j] = mu[sb + j * ss]
         rows = max(1, BLOCK // nt)
         for blk in range(a, b, rows):
+            e = min(blk + rows, b)
             s1[:] = zero
             s2[:] = zero
-            for r in range(blk, min(blk + rows, b)):
-                row_dual_at(s1, s2, dy, db + offset(r, rsz, r0, rsz.size), sd,
-                            x, xb + offset(r, rsz, r1, rsz.size), sx, m)
+            pos = blk
+            while pos < e:
+                od, cnt = run_at(pos, e, rsz, r0)
+                ox, _ = run_at(pos, e, rsz, r1)
+                for r in range(cnt):
+                    row_dual_at(s1, s2, dy, db + od + r * r0[-1], sd, x, xb + ox + r * r1[-1], sx, m)
+                pos += cnt
             for j in range(nt):
                 t1[j] += s1[j]
                 t2[j] += s2[j]
@@ -453,9 +510,10 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
             part_s2[c, sb + j * ss] = t2[j]
 
 
-@_pjit
-def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
-    """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]``; operands (out, u, v)."""
+@_pjit_exact
+def affine_outer(out, u, v, p, tile, chunk, n_chunks, cu, ca, cv, cb, cc):
+    """Channels-last ``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]``
+    (``v`` may be None); operands (out, u, v)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     r0 = rstr[0]
     r1 = rstr[1]
@@ -474,16 +532,27 @@ def affine_outer(out, u, v, p, tile, chunk, n_chunks, ca, cb, cc):
         vb = bases[2] + offset(ko, ksz, kstr[2], ksz.size - 1) + j0 * sv
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
+        b = min(a + chunk, n)
+        lu = np.empty(nt)
         la = np.empty(nt)
+        lv = np.empty(nt)
         lb = np.empty(nt)
         lc = np.empty(nt)
         for j in range(nt):
+            lu[j] = cu[sb + j * ss]
             la[j] = ca[sb + j * ss]
+            lv[j] = cv[sb + j * ss]
             lb[j] = cb[sb + j * ss]
             lc[j] = cc[sb + j * ss]
-        for r in range(a, min(a + chunk, n)):
-            row_affine_at(out, ob + offset(r, rsz, r0, rsz.size), so, u, ub + offset(r, rsz, r1, rsz.size), su,
-                          v, vb + offset(r, rsz, r2, rsz.size), sv, la, lb, lc)
+        pos = a
+        while pos < b:
+            oo, cnt = run_at(pos, b, rsz, r0)
+            ou, _ = run_at(pos, b, rsz, r1)
+            ov, _ = run_at(pos, b, rsz, r2)
+            for r in range(cnt):
+                row_affine_at(out, ob + oo + r * r0[-1], so, u, ub + ou + r * r1[-1], su,
+                              v, vb + ov + r * r2[-1], sv, lu, la, lv, lb, lc)
+            pos += cnt
 
 
 # ------------------------------------------------------- chunk merging

@@ -1,0 +1,84 @@
+"""Hypothesis strategies: shapes, axis subsets, dtypes and strided views."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from helpers import FLOATS, relayout
+
+# sizes 1 and 2 are the edge cases of merging and of n − 1; bias towards them
+sides = st.one_of(st.sampled_from([1, 2]), st.integers(1, 7))
+dtypes = st.sampled_from(FLOATS)
+
+
+@st.composite
+def shapes(draw, min_dims=1, max_dims=5, max_size=2000):
+    """Shapes of 1–5 dimensions with small sides (1 and 2 frequent)."""
+    nd = draw(st.integers(min_dims, max_dims))
+    shape = tuple(draw(sides) for _ in range(nd))
+    while np.prod(shape) > max_size:
+        shape = tuple(max(1, s // 2) for s in shape)
+    return shape
+
+
+@st.composite
+def axes(draw, ndim, allow_none=False, allow_empty=False, min_n=1, shape=None):
+    """A random axis subset as an int or a tuple, with random negative aliases.
+
+    With ``shape`` and ``min_n``: at least ``min_n`` elements per statistic
+    (tried by adding axes; ``None`` if impossible).
+    """
+    if allow_none and draw(st.booleans()):
+        chosen = list(range(ndim))
+        return None
+    lo = 0 if allow_empty else 1
+    chosen = draw(st.lists(st.integers(0, ndim - 1), min_size=lo, max_size=ndim, unique=True))
+    if shape is not None and min_n > 1:
+        rest = [d for d in range(ndim) if d not in chosen]
+        while np.prod([shape[d] for d in chosen]) < min_n and rest:
+            chosen.append(rest.pop(0))
+    spelled = [d - ndim if draw(st.booleans()) else d for d in chosen]
+    if len(spelled) == 1 and draw(st.booleans()):
+        return spelled[0]
+    return tuple(spelled)
+
+
+@st.composite
+def layouts(draw, ndim):
+    """Keyword arguments of :func:`helpers.relayout`: memory order of the
+    dimensions, C/F order, a step (gaps filled with NaN), flipped dims."""
+    return dict(
+        perm=tuple(draw(st.permutations(range(ndim)))),
+        order=draw(st.sampled_from("CF")),
+        step=draw(st.sampled_from([1, 1, 2])),
+        start=draw(st.sampled_from([0, 1])),
+        flip=tuple(d for d in range(ndim) if draw(st.booleans())),
+    )
+
+
+@st.composite
+def arrays(draw, shape, dtype, *, loc=None, scale=None):
+    """Random normal values of ``shape``/``dtype`` (drawn offset and scale),
+    stored in a random layout.  Returns the strided array."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    if loc is None:
+        loc = draw(st.sampled_from([0.0, 0.0, 1.0, -3.0, 50.0]))
+    if scale is None:
+        scale = draw(st.sampled_from([1.0, 1.0, 0.01, 10.0]))
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal(shape) * scale + loc).astype(dtype)
+    return relayout(values, **draw(layouts(len(shape))))
+
+
+@st.composite
+def reduction_cases(draw, *, min_n=1, allow_none=False, allow_empty=False, dtype=None, max_dims=5):
+    """``(x, axis)``: a strided float array and an axis spec reducing
+    at least ``min_n`` elements into each statistic."""
+    shape = draw(shapes(max_dims=max_dims))
+    if min_n > 1 and np.prod(shape) < min_n:
+        shape = shape[:-1] + (shape[-1] + min_n,)
+    ax = draw(axes(len(shape), allow_none=allow_none, allow_empty=allow_empty,
+                   min_n=min_n, shape=shape))
+    dt = draw(dtypes) if dtype is None else dtype
+    x = draw(arrays(shape, dt))
+    return x, ax

@@ -1,0 +1,180 @@
+"""nbnorm.batch_norm_backward against the float64 reference and finite differences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nbnorm
+from nbnorm import reference as R
+
+from helpers import (FLOATS, all_axis_subsets, assert_within, backward_bounds, channels_last,
+                     named_layouts, norm_axis, normal, relayout, stat_dtype, stat_shape)
+from strategies import arrays, layouts, reduction_cases
+
+
+def setup(x, axis, seed, with_weight=True):
+    """dy (x's dtype), weight, and the forward statistics of x."""
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(x.shape).astype(x.dtype)
+    sshape = stat_shape(x.shape, norm_axis(axis, x.ndim))
+    w = rng.standard_normal(sshape).astype(stat_dtype(x.dtype)) if with_weight else None
+    _, mean, invstd = nbnorm.batch_norm_forward(x, axis=axis)
+    return dy, w, mean, invstd
+
+
+def check_backward(dy, x, mean, invstd, w, axis, training=True, out=None):
+    saved = [a.copy() for a in (dy, x, mean, invstd)]
+    dx, dw, db = nbnorm.batch_norm_backward(dy, x, mean, invstd, w, axis=axis,
+                                            training=training, out=out)
+    dy0, x0 = saved[0], saved[1]
+    dxr, dwr, dbr = R.batch_norm_backward(dy0, x0, mean, invstd, w, axis=axis,
+                                          training=training)
+    what = f"{x.dtype} {x.shape} x strides {x.strides} dy strides {dy.strides} axis={axis}"
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    sd = stat_dtype(x.dtype)
+    assert dw.dtype == sd and db.dtype == sd
+    assert dw.shape == stat_shape(x.shape, norm_axis(axis, x.ndim))
+    if out is not None:
+        assert dx is out
+    dxb, dwb, dbb = backward_bounds(dy0, x0, axis, mean, invstd, w, training, dxr)
+    assert_within(dx, dxr, dxb, "dx " + what)
+    assert_within(dw, dwr, dwb, "dweight " + what)
+    assert_within(db, dbr, dbb, "dbias " + what)
+    for a, s in zip((dy, x, mean, invstd), saved):
+        if a is not out:
+            np.testing.assert_array_equal(a, s)
+    return dx, dw, db
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_every_axis_subset_and_layout_of_4d(dtype, training):
+    x0 = normal((3, 4, 5, 6), dtype, seed=50, loc=1.0, scale=2.0)
+    for x in named_layouts(x0).values():
+        for ax in all_axis_subsets(4):
+            dy, w, mean, invstd = setup(x, ax, seed=len(ax))
+            check_backward(dy, x, mean, invstd, w, ax, training)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape,axis", [
+    ((4, 2, 128, 130), (0, 2, 3)),     # few channels: chunked sums
+    ((4, 70, 10, 10), (0, 2, 3)),      # many channels: fused kernel
+    ((40000, 3), 0),                   # kept innermost dim
+])
+def test_chunked_fused_and_channels_last_paths(shape, axis, dtype, training):
+    x = normal(shape, dtype, seed=51, loc=-1.0)
+    dy, w, mean, invstd = setup(x, axis, seed=2)
+    check_backward(dy, x, mean, invstd, w, axis, training)
+    if len(shape) == 4:
+        check_backward(channels_last(dy), channels_last(x), mean, invstd, w, axis, training)
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=reduction_cases(min_n=2), training=st.booleans(), with_weight=st.booleans(),
+       seed=st.integers(0, 99), data=st.data())
+def test_random_views_and_out(case, training, with_weight, seed, data):
+    x, ax = case
+    dy, w, mean, invstd = setup(x, ax, seed, with_weight)
+    dy = relayout(dy, **data.draw(layouts(x.ndim)))
+    check_backward(dy, x, mean, invstd, w, ax, training)
+    target = data.draw(st.sampled_from(["new", "dy", "x"]))
+    if target == "new":
+        out = data.draw(arrays(x.shape, x.dtype))
+    elif target == "dy":
+        out = dy = dy.copy()
+    else:
+        out = x = x.copy()
+    check_backward(dy, x, mean, invstd, w, ax, training, out=out)
+
+
+@pytest.mark.parametrize("dtype,loc", [(np.float32, 1e4), (np.float64, 1e8)])
+def test_large_offset(dtype, loc):
+    x = normal((6, 3, 20, 20), dtype, seed=52, loc=loc)
+    for xv in named_layouts(x).values():
+        dy, w, mean, invstd = setup(xv, (0, 2, 3), seed=3)
+        check_backward(dy, xv, mean, invstd, w, (0, 2, 3))
+
+
+# ------------------------------------------------------ finite differences
+def fd_check(loss, params, grads, h=1e-6, rtol=1e-6):
+    """Central differences of ``loss`` w.r.t. every entry of every array in
+    ``params`` against ``grads``."""
+    for p, g in zip(params, grads):
+        num = np.empty(p.shape)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            step = h * max(1.0, abs(old))
+            p[i] = old + step
+            up = loss()
+            p[i] = old - step
+            down = loss()
+            p[i] = old
+            num[i] = (up - down) / (2 * step)
+        scale = np.abs(num).max() + 1e-12
+        np.testing.assert_allclose(g, num, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 3, 2, 2), (0, 2, 3)), ((5, 3), 0),
+                                        ((2, 3, 4), (0, 2)), ((3, 2, 2, 2), (1, 3))])
+def test_training_gradient_matches_finite_differences(shape, axis):
+    """L = Σ y·g through batch_norm_forward; dL/dx, dL/dw, dL/db from backward."""
+    x = normal(shape, np.float64, seed=53, loc=0.3)
+    sshape = stat_shape(shape, norm_axis(axis, len(shape)))
+    rng = np.random.default_rng(54)
+    w = rng.standard_normal(sshape) + 1.0
+    b = rng.standard_normal(sshape)
+    g = rng.standard_normal(shape)
+
+    def loss():
+        return float(np.sum(nbnorm.batch_norm_forward(x, w, b, axis=axis, eps=1e-3)[0] * g))
+
+    _, mean, invstd = nbnorm.batch_norm_forward(x, w, b, axis=axis, eps=1e-3)
+    for xv, gv in ((x, g), (np.asfortranarray(x), channels_last(g) if len(shape) == 4 else g)):
+        dx, dw, db = nbnorm.batch_norm_backward(gv, xv, mean, invstd, w, axis=axis)
+        fd_check(loss, [x, w, b], [dx, dw, db])
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 3, 2, 2), (0, 2, 3)), ((5, 3), 1)])
+def test_frozen_gradient_matches_finite_differences(shape, axis):
+    """L = Σ y·g through batch_norm_inference; backward with training=False."""
+    x = normal(shape, np.float64, seed=55, loc=-0.4)
+    sshape = stat_shape(shape, norm_axis(axis, len(shape)))
+    rng = np.random.default_rng(56)
+    mean = rng.standard_normal(sshape)
+    var = rng.random(sshape) + 0.2
+    w = rng.standard_normal(sshape)
+    b = rng.standard_normal(sshape)
+    g = rng.standard_normal(shape)
+
+    def loss():
+        return float(np.sum(nbnorm.batch_norm_inference(x, mean, var, w, b, axis=axis,
+                                                        eps=1e-3) * g))
+
+    invstd = 1.0 / np.sqrt(var + 1e-3)
+    dx, dw, db = nbnorm.batch_norm_backward(g, x, mean, invstd, w, axis=axis, training=False)
+    fd_check(loss, [x, w, b], [dx, dw, db])
+
+
+def test_gradient_without_weight_is_unit_weight():
+    x = normal((6, 4), np.float64, seed=57)
+    dy, w, mean, invstd = setup(x, 0, seed=5)
+    a = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=0)
+    b = nbnorm.batch_norm_backward(dy, x, mean, invstd, np.ones(4), axis=0)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-14, atol=1e-15)
+
+
+def test_training_dx_sums_to_zero_and_is_orthogonal_to_xhat():
+    """With eps = 0, Σ dx = 0 and Σ dx·x̂ = 0 per statistic (y is invariant
+    to shifts and scalings of x) — an identity independent of the reference."""
+    x = normal((16, 5, 8, 8), np.float64, seed=58, loc=3.0)
+    dy, w, _, _ = setup(x, (0, 2, 3), seed=6)
+    _, mean, invstd = nbnorm.batch_norm_forward(x, axis=(0, 2, 3), eps=0.0)
+    dx, _, _ = nbnorm.batch_norm_backward(dy, x, mean, invstd, w, axis=(0, 2, 3))
+    xhat = (x - mean[:, None, None]) * invstd[:, None, None]
+    s = np.abs(dx).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(dx.sum(axis=(0, 2, 3))) < 1e-12 * s)
+    assert np.all(np.abs((dx * xhat).sum(axis=(0, 2, 3))) < 1e-12 * s * np.abs(xhat).max())

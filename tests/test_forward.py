@@ -1,0 +1,283 @@
+"""nbnorm.batch_norm_forward (training) against the float64 reference."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nbnorm
+from nbnorm import reference as R
+
+from helpers import (FLOATS, affine_bound, all_axis_subsets, assert_within, channels_last,
+                     eps, moments_bound, named_layouts, norm_axis, normal, relayout, stat_dtype,
+                     stat_eps, stat_shape)
+from strategies import arrays, reduction_cases
+
+
+def params(x, axis, seed, kinds=("weight", "bias")):
+    """Random statistic-shaped weight and bias (float32, or float64 for f64 x)."""
+    sshape = stat_shape(x.shape, norm_axis(axis, x.ndim))
+    rng = np.random.default_rng(seed)
+    sd = stat_dtype(x.dtype)
+    w = (rng.standard_normal(sshape) * 2).astype(sd) if "weight" in kinds else None
+    b = (rng.standard_normal(sshape) * 3).astype(sd) if "bias" in kinds else None
+    return w, b
+
+
+def check_forward(x, axis, weight=None, bias=None, eps_=1e-5, out=None):
+    """Run the forward, compare y/mean/invstd with the reference; returns them."""
+    before = x.copy()
+    wb = None if weight is None else weight.copy()
+    y, mean, invstd = nbnorm.batch_norm_forward(x if out is not x else x, weight, bias,
+                                                axis=axis, eps=eps_, out=out)
+    src = before if out is x else x
+    yr, mr, ir = R.batch_norm_forward(src, weight, bias, axis=axis, eps=eps_)
+    ax = norm_axis(axis, x.ndim)
+    n = int(np.prod([x.shape[d] for d in ax]))
+    what = f"{x.dtype} {x.shape} strides {x.strides} axis={axis}"
+    assert y.dtype == x.dtype and y.shape == x.shape, what
+    assert mean.dtype == stat_dtype(x.dtype) and invstd.dtype == stat_dtype(x.dtype)
+    assert mean.shape == stat_shape(x.shape, ax)
+    if out is not None:
+        assert y is out
+    vr = np.var(src.astype(np.float64), axis=ax)
+    mb, vb = moments_bound(src, ax, mr, vr)
+    assert_within(mean, mr, mb, "mean " + what)
+    es = stat_eps(x.dtype)
+    assert_within(invstd, ir, ir * (es + 0.5 * vb / (vr + eps_)), "invstd " + what)
+    assert_within(y, yr, affine_bound(src, ax, yr, mr, ir, weight, bias, n), "y " + what)
+    if out is not x:
+        np.testing.assert_array_equal(x, before)
+    if weight is not None:
+        np.testing.assert_array_equal(weight, wb)
+    return y, mean, invstd
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_every_axis_subset_and_layout_of_4d(dtype):
+    x0 = normal((3, 4, 5, 6), dtype, seed=20, loc=1.5, scale=2.0)
+    for name, x in named_layouts(x0).items():
+        for ax in all_axis_subsets(4):
+            w, b = params(x, ax, seed=len(ax))
+            check_forward(x, ax, w, b)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape,axis", [
+    ((8, 1, 128, 128), (0, 2, 3)),    # C=1: one statistic, chunked + merged
+    ((4, 6, 128, 130), (0, 2, 3)),    # C=6: chunked + merged
+    ((4, 80, 20, 20), (0, 2, 3)),     # many channels: fused one-pass kernel
+    ((50000, 3), 0),                  # kept innermost dim, chunked rows
+])
+def test_chunked_fused_and_channels_last_paths(shape, axis, dtype):
+    x0 = normal(shape, dtype, seed=21, loc=-2.0, scale=1.5)
+    w, b = params(x0, axis, seed=22)
+    check_forward(x0, axis, w, b)
+    if len(shape) == 4:
+        check_forward(channels_last(x0), axis, w, b)
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=reduction_cases(min_n=2), kinds=st.sampled_from([(), ("weight",), ("bias",),
+                                                               ("weight", "bias")]),
+       eps_=st.sampled_from([1e-5, 0.0, 1e-3, 0.5]), seed=st.integers(0, 100))
+def test_random_views_match_reference(case, kinds, eps_, seed):
+    x, ax = case
+    w, b = params(x, ax, seed, kinds)
+    if eps_ == 0.0:
+        x = x + np.asarray(np.arange(x.size).reshape(x.shape) % 3, x.dtype)  # var > 0
+    check_forward(x, ax, w, b, eps_)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=reduction_cases(min_n=2), data=st.data())
+def test_out_and_in_place(case, data):
+    """out= receives y (any layout of its own), and out=x overwrites x."""
+    x, ax = case
+    w, b = params(x, ax, seed=1)
+    out = data.draw(arrays(x.shape, x.dtype))
+    check_forward(x, ax, w, b, out=out)
+    xi = x.copy() if data.draw(st.booleans()) else relayout(x, step=2, flip=(0,))
+    y, m, i = check_forward(xi, ax, w, b, out=xi)
+    assert y is xi
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_in_place_on_every_path(dtype):
+    for shape, axis in [((2, 3, 64, 300), (0, 2, 3)), ((2, 70, 8, 8), (0, 2, 3)), ((30000, 4), 0)]:
+        x0 = normal(shape, dtype, seed=23, loc=1.0)
+        for xv in (x0.copy(), relayout(x0, perm=tuple(reversed(range(len(shape)))))):
+            y = check_forward(xv, axis, out=xv)[0]
+            assert y is xv
+
+
+# ------------------------------------------------------------ running stats
+def check_running(x, axis, momentum, rdtype, seed=0):
+    ax = norm_axis(axis, x.ndim)
+    sshape = stat_shape(x.shape, ax)
+    rng = np.random.default_rng(seed)
+    rm = rng.standard_normal(sshape).astype(rdtype)
+    rv = rng.random(sshape).astype(rdtype) + 0.5
+    rm_ref, rv_ref = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, invstd = nbnorm.batch_norm_forward(x, axis=ax, running_mean=rm, running_var=rv,
+                                                momentum=momentum)
+    R.batch_norm_forward(x, axis=ax, running_mean=rm_ref, running_var=rv_ref, momentum=momentum)
+    assert rm.dtype == rdtype and rv.dtype == rdtype
+    n = int(np.prod([x.shape[d] for d in ax]))
+    mr, vr = R.moments(x, ax)
+    mb, vb = moments_bound(x, ax, mr, vr)
+    er = eps(rdtype)
+    # the batch statistics' own error enters times momentum; the update itself
+    # rounds once or twice in the running stats' dtype
+    assert_within(rm, rm_ref, 2 * er * (np.abs(rm_ref) + 1) + momentum * mb, "running_mean")
+    assert_within(rv, rv_ref, 2 * er * np.abs(rv_ref) + momentum * vb * n / (n - 1), "running_var")
+    return rm, rv
+
+
+@pytest.mark.parametrize("rdtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("momentum", [0.1, 0.0, 1.0, 0.37])
+def test_running_stats_match_reference(momentum, rdtype):
+    for dtype in FLOATS:
+        x = normal((6, 5, 4, 3), dtype, seed=24, loc=0.7, scale=1.3)
+        for xv in (x, channels_last(x)):
+            check_running(xv, (0, 2, 3), momentum, rdtype)
+        check_running(x, (1,), momentum, rdtype)
+
+
+def test_running_stats_semantics_momentum_0_and_1():
+    """momentum=0 keeps the running stats; momentum=1 replaces them with the
+    batch mean and the unbiased (n/(n − 1)) variance."""
+    x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]])       # n = 3 per column
+    rm, rv = np.array([10.0, 20.0]), np.array([3.0, 4.0])
+    nbnorm.batch_norm_forward(x, axis=0, running_mean=rm, running_var=rv, momentum=0.0)
+    np.testing.assert_array_equal(rm, [10.0, 20.0])
+    np.testing.assert_array_equal(rv, [3.0, 4.0])
+    nbnorm.batch_norm_forward(x, axis=0, running_mean=rm, running_var=rv, momentum=1.0)
+    np.testing.assert_allclose(rm, [3.0, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(rv, [4.0, 7.0], rtol=1e-15)
+    nbnorm.batch_norm_forward(x, axis=0, running_mean=rm, running_var=rv, momentum=0.25)
+    np.testing.assert_allclose(rm, [3.0, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(rv, [4.0, 7.0], rtol=1e-15)
+
+
+def test_running_stats_views_are_updated_in_place():
+    x = normal((8, 3, 5), np.float32, seed=25)
+    buf = np.zeros((3, 4), np.float32)
+    rm, rv = buf[::-1, 1], buf[:, 3]
+    rv[...] = 1.0
+    nbnorm.batch_norm_forward(x, axis=(0, 2), running_mean=rm, running_var=rv, momentum=0.5)
+    mr, vr = R.moments(x, (0, 2))
+    np.testing.assert_allclose(buf[::-1, 1], 0.5 * mr, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(buf[:, 3], 0.5 + 0.5 * vr * 40 / 39, rtol=1e-6)
+    np.testing.assert_array_equal(buf[:, [0, 2]], 0.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+def test_non_finite_batch_leaves_its_running_entry_and_warns(bad, layout):
+    x = normal((4, 5, 6, 7), np.float32, seed=26)
+    x[1, 2, 3, 4] = bad
+    xv = named_layouts(x)[layout]
+    rm = np.arange(5, dtype=np.float32)
+    rv = np.ones(5, np.float32) * 2
+    rm0, rv0 = rm.copy(), rv.copy()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        y, mean, invstd = nbnorm.batch_norm_forward(xv, axis=(0, 2, 3), running_mean=rm,
+                                                    running_var=rv)
+    assert rm[2] == rm0[2] and rv[2] == rv0[2]
+    ok = np.arange(5) != 2
+    mr, vr = R.moments(x, (0, 2, 3))
+    np.testing.assert_allclose(rm[ok], 0.9 * rm0[ok] + 0.1 * mr[ok], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv[ok], 0.9 * rv0[ok] + 0.1 * vr[ok] * 168 / 167, rtol=1e-5)
+    # y: the affected channel is all NaN, the others are finite and correct
+    assert np.isnan(y[:, 2]).all()
+    assert np.isfinite(np.delete(y, 2, axis=1)).all()
+    yr, _, ir = R.batch_norm_forward(np.delete(x, 2, axis=1), axis=(0, 2, 3))
+    assert_within(np.delete(y, 2, axis=1), yr,
+                  affine_bound(np.delete(x, 2, axis=1), (0, 2, 3), yr, mr[ok], ir, None, None,
+                               168), "y")
+
+
+def test_finite_batch_does_not_warn():
+    x = normal((4, 3, 5), np.float32, seed=27)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nbnorm.batch_norm_forward(x, axis=(0, 2), running_mean=np.zeros(3, np.float32),
+                                  running_var=np.ones(3, np.float32))
+
+
+# ------------------------------------------------------------- adversarial
+@pytest.mark.parametrize("dtype,loc", [(np.float32, 1e4), (np.float64, 1e8)])
+def test_large_offset_unit_variance(dtype, loc):
+    """Offset data where E[x²] − E[x]² cancels catastrophically (see
+    test_moments): invstd stays accurate and y has unit variance."""
+    x = normal((8, 3, 24, 24), dtype, seed=28, loc=loc)
+    tol = 1e-3 if dtype == np.float32 else 1e-6
+    for xv in named_layouts(x).values():
+        y, mean, invstd = check_forward(xv, (0, 2, 3))
+        vr = np.var(x.astype(np.float64), axis=(0, 2, 3))
+        assert np.max(np.abs(invstd ** -2.0 - 1e-5 - vr) / vr) < tol
+        yv = np.var(y.astype(np.float64), axis=(0, 2, 3))
+        assert np.max(np.abs(yv - vr / (vr + 1e-5))) < tol
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (5, 70, 7, 9), (70000, 2, 1, 1)])
+def test_constant_channels_with_large_values_normalize_to_exactly_zero(shape, dtype):
+    """x − mean is exactly 0 for a constant channel, so y must be exactly
+    bias (0 here), however large the constant and however small var + eps."""
+    big = {np.float16: 60000.0, np.float32: 3.0e7, np.float64: 1.0e15}[dtype]
+    x = np.empty(shape, dtype)
+    x[...] = (np.linspace(-big, big, shape[1]) if shape[1] > 2 else np.array([big, -big / 7])
+              ).reshape(1, -1, 1, 1)
+    for name, xv in [("C", x), ("channels-last", channels_last(x))]:
+        y, mean, invstd = nbnorm.batch_norm_forward(xv, axis=(0, 2, 3))
+        assert (y == 0).all(), f"{name}: y = {np.unique(y)[:4]} instead of 0"
+        expect = (np.float64(1e-5) ** -0.5).astype(stat_dtype(dtype))
+        np.testing.assert_array_equal(invstd, np.full(shape[1], expect))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_two_values_per_statistic(dtype):
+    """n = 2: mean halfway, biased var = (d/2)², y = ±|d|/√(d² + 4eps)."""
+    x = np.array([[1.0, -3.0, 5.0], [3.0, 1.0, 5.0]], dtype)
+    for xv in (x, np.asfortranarray(x), x[::-1]):
+        y, mean, invstd = check_forward(xv, 0, eps_=0.0 if dtype != np.float16 else 1e-5)
+        np.testing.assert_array_equal(mean, np.array([2.0, -1.0, 5.0], stat_dtype(dtype)))
+    y, mean, invstd = nbnorm.batch_norm_forward(x[:, :2], axis=0, eps=0.0)
+    np.testing.assert_array_equal(np.abs(y), 1.0)
+
+
+def test_single_statistic_over_all_axes():
+    x = normal((3, 1, 2, 2), np.float64, seed=29, loc=4.0)
+    y, mean, invstd = check_forward(x, (0, 1, 2, 3))
+    assert mean.shape == () and invstd.shape == ()
+
+
+# ------------------------------------------------------------------ large
+@pytest.mark.slow
+@pytest.mark.parametrize("C", [1, 6])
+def test_large_nchw_and_channels_last(C):
+    """~1.2e7 float32 elements, few channels: the chunked reduction and the
+    chunk merge run with many chunks per channel."""
+    N = 12_000_000 // (C * 256 * 256) + 1
+    x = normal((N, C, 256, 256), np.float32, seed=30, loc=100.0, scale=3.0)
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y, mean, invstd = nbnorm.batch_norm_forward(x, axis=(0, 2, 3), running_mean=rm,
+                                                running_var=rv)
+    xd = x.astype(np.float64)
+    mr = xd.mean(axis=(0, 2, 3))
+    vr = xd.var(axis=(0, 2, 3))
+    np.testing.assert_allclose(mean, mr, rtol=2 * eps(np.float32), atol=1e-5)
+    np.testing.assert_allclose(invstd ** -2.0 - 1e-5, vr, rtol=1e-5)
+    yr = (xd - mr[:, None, None]) / np.sqrt(vr[:, None, None] + 1e-5)
+    assert np.max(np.abs(y - yr)) < 1e-4
+    n = x.size // C
+    np.testing.assert_allclose(rv, 0.9 + 0.1 * vr * n / (n - 1), rtol=1e-6)
+    del y, yr, xd
+    xl = channels_last(x)
+    yl, mean_l, invstd_l = nbnorm.batch_norm_forward(xl, axis=(0, 2, 3))
+    np.testing.assert_allclose(mean_l, mr, rtol=2 * eps(np.float32), atol=1e-5)
+    np.testing.assert_allclose(invstd_l ** -2.0 - 1e-5, vr, rtol=1e-5)

@@ -1,0 +1,141 @@
+"""nbnorm.batch_norm_inference against the float64 reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nbnorm
+from nbnorm import reference as R
+
+from helpers import (FLOATS, affine_bound, all_axis_subsets, assert_within, channels_last,
+                     named_layouts, norm_axis, normal, stat_shape)
+from strategies import arrays, reduction_cases
+
+
+def stats(x, axis, seed, dtype=np.float32, kinds=("weight", "bias")):
+    sshape = stat_shape(x.shape, norm_axis(axis, x.ndim))
+    rng = np.random.default_rng(seed)
+    mean = (rng.standard_normal(sshape) * 2).astype(dtype)
+    var = (rng.random(sshape) * 3 + 0.1).astype(dtype)
+    w = (rng.standard_normal(sshape)).astype(dtype) if "weight" in kinds else None
+    b = (rng.standard_normal(sshape)).astype(dtype) if "bias" in kinds else None
+    return mean, var, w, b
+
+
+def check_inference(x, axis, mean, var, w, b, eps_=1e-5, out=None):
+    before = x.copy()
+    saved = [None if a is None else a.copy() for a in (mean, var, w, b)]
+    y = nbnorm.batch_norm_inference(x, mean, var, w, b, axis=axis, eps=eps_, out=out)
+    src = before if out is x else x
+    yr = R.batch_norm_inference(src, mean, var, w, b, axis=axis, eps=eps_)
+    ax = norm_axis(axis, x.ndim)
+    invstd = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps_)
+    what = f"{x.dtype} {x.shape} strides {x.strides} axis={axis}"
+    assert y.dtype == x.dtype and y.shape == x.shape
+    if out is not None:
+        assert y is out
+    assert_within(y, yr, affine_bound(src, ax, yr, mean, invstd, w, b), "y " + what)
+    if out is not x:
+        np.testing.assert_array_equal(x, before)
+    for a, s in zip((mean, var, w, b), saved):
+        if a is not None:
+            np.testing.assert_array_equal(a, s)
+    return y
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_every_axis_subset_and_layout_of_4d(dtype):
+    x0 = normal((3, 4, 5, 6), dtype, seed=40, loc=0.5, scale=2.0)
+    for x in named_layouts(x0).values():
+        for ax in all_axis_subsets(4, include_empty=True):
+            check_inference(x, ax, *stats(x, ax, seed=len(ax)))
+
+
+@pytest.mark.parametrize("stat_dtype", FLOATS)
+def test_statistics_of_any_float_dtype(stat_dtype):
+    x = normal((4, 3, 5, 5), np.float32, seed=41)
+    for xv in (x, channels_last(x)):
+        check_inference(xv, (0, 2, 3), *stats(x, (0, 2, 3), seed=1, dtype=stat_dtype))
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=reduction_cases(allow_empty=True), seed=st.integers(0, 99),
+       kinds=st.sampled_from([(), ("weight",), ("bias",), ("weight", "bias")]),
+       eps_=st.sampled_from([1e-5, 0.0, 0.1]), data=st.data())
+def test_random_views_out_and_in_place(case, seed, kinds, eps_, data):
+    x, ax = case
+    args = stats(x, ax, seed, kinds=kinds)
+    check_inference(x, ax, *args, eps_=eps_)
+    out = data.draw(arrays(x.shape, x.dtype))
+    check_inference(x, ax, *args, eps_=eps_, out=out)
+    xi = x.copy()
+    assert check_inference(xi, ax, *args, eps_=eps_, out=xi) is xi
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3, 200, 200), (0, 2, 3)), ((40000, 5), 0)])
+def test_large_chunked_paths(shape, axis):
+    x = normal(shape, np.float32, seed=42, loc=2.0)
+    args = stats(x, axis, seed=3)
+    check_inference(x, axis, *args)
+    if len(shape) == 4:
+        check_inference(channels_last(x), axis, *args)
+
+
+def test_float16_identity_is_exact_for_every_value():
+    """mean 0, var 1, eps 0, no affine: y == x for all 63488 finite halves
+    (subnormals included) and NaN propagated."""
+    x = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
+    y = nbnorm.batch_norm_inference(x, np.zeros(256), np.ones(256), axis=0, eps=0.0)
+    fin = np.isfinite(x)
+    np.testing.assert_array_equal(y[fin], x[fin])
+    assert np.isnan(y[np.isnan(x)]).all()
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_infinite_inputs_stay_infinite(dtype, layout):
+    """(±inf − mean)·invstd·w + b = ±inf·sign(w) for finite statistics."""
+    x = np.array([[np.inf, 1.0], [2.0, -np.inf], [0.5, 3.0]], dtype)
+    x = np.asfortranarray(x) if layout == "F" else x
+    y = nbnorm.batch_norm_inference(x, np.array([0.5, -1.0]), np.array([2.0, 1.0]),
+                                    np.array([1.0, -2.0]), np.array([0.0, 1.0]), axis=0)
+    yr = R.batch_norm_inference(x, np.array([0.5, -1.0]), np.array([2.0, 1.0]),
+                                np.array([1.0, -2.0]), np.array([0.0, 1.0]), axis=0)
+    assert y[0, 0] == np.inf and y[1, 1] == np.inf
+    assert_within(y, yr, affine_bound(x, (0,), yr, [0.5, -1.0], 1 / np.sqrt([2.0, 1.0]),
+                                      np.array([1.0, -2.0]), np.array([0.0, 1.0])), "y")
+
+
+@pytest.mark.parametrize("scale", [2.0**-3, 2.0**-13, 2.0**-20, 2.0**4, 1.0 / 3.0, 1.7])
+def test_float16_rounding_to_nearest_even(scale):
+    """y = x·scale for every half x, compared bitwise with NumPy's rounding
+    (subnormal results, overflow to inf and ties included).  For powers of
+    two the product is exact before the final rounding."""
+    x = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    x = x[np.isfinite(x)].reshape(-1, 1)
+    y = nbnorm.batch_norm_inference(x, np.zeros(1), np.ones(1), np.array([scale]), axis=0,
+                                    eps=0.0)
+    exact = x.astype(np.float64) * scale
+    if np.log2(scale) == np.round(np.log2(scale)):
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(y, exact.astype(np.float16))
+    else:
+        # one rounding of an inexact product: within one half-ulp plus the
+        # float32 rounding of the product (2^-24 relative)
+        with np.errstate(over="ignore"):
+            ref = exact.astype(np.float16).astype(np.float64)
+        fin = np.isfinite(ref)
+        with np.errstate(over="ignore"):
+            ulp = np.spacing(np.abs(ref[fin]).astype(np.float16)).astype(np.float64)
+        assert (np.abs(y[fin] - exact[fin]) <= 0.5 * ulp * (1 + 2.0**-12)).all()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_nan_statistic_only_affects_its_channel(dtype):
+    x = normal((3, 4, 5), dtype, seed=43)
+    mean, var, w, b = stats(x, (0, 2), seed=4)
+    mean[1] = np.nan
+    y = nbnorm.batch_norm_inference(x, mean, var, w, b, axis=(0, 2))
+    assert np.isnan(y[:, 1]).all()
+    assert np.isfinite(np.delete(y, 1, axis=1)).all()

@@ -1,0 +1,266 @@
+"""nbnorm.moments against the float64 NumPy reference."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nbnorm
+from nbnorm import reference as R
+
+from helpers import (FLOATS, all_axis_subsets, assert_within, moments_bound, named_layouts,
+                     norm_axis, normal, stat_dtype, stat_shape)
+from strategies import reduction_cases
+
+
+def check_moments(x, axis, ddof=0, keepdims=False):
+    before = x.copy()
+    mean, var = nbnorm.moments(x, axis, ddof=ddof, keepdims=keepdims)
+    mr, vr = R.moments(x, axis, ddof=ddof, keepdims=keepdims)
+    what = f"{x.dtype} {x.shape} strides {x.strides} axis={axis}"
+    assert mean.dtype == stat_dtype(x.dtype) and var.dtype == stat_dtype(x.dtype), what
+    mb, vb = moments_bound(x, axis, mr, vr, ddof)
+    assert_within(mean, mr, mb, "mean " + what)
+    assert_within(var, vr, vb, "var " + what)
+    np.testing.assert_array_equal(x, before)   # input unchanged
+    return mean, var
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_every_axis_subset_and_layout_of_4d(dtype):
+    """Every axis subset (empty included) of a (3, 4, 5, 6) array, every layout."""
+    x0 = normal((3, 4, 5, 6), dtype, seed=2, loc=2.0, scale=3.0)
+    for name, x in named_layouts(x0).items():
+        for ax in all_axis_subsets(4, include_empty=True):
+            mean, _ = check_moments(x, ax)
+            assert mean.shape == stat_shape(x.shape, ax)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(2, 1, 3, 1, 2), (1, 1), (2, 2, 2, 2, 2), (7,)])
+def test_size_one_and_two_dims_all_subsets(shape, dtype):
+    x0 = normal(shape, dtype, seed=3)
+    for x in (x0, np.asfortranarray(x0), x0[..., ::-1]):
+        for ax in all_axis_subsets(len(shape), include_empty=True):
+            check_moments(x, ax)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=reduction_cases(allow_none=True, allow_empty=True),
+       ddof=st.sampled_from([0, 1]), keepdims=st.booleans())
+def test_random_views_match_reference(case, ddof, keepdims):
+    x, ax = case
+    n = x.size if ax is None else int(np.prod([x.shape[d] for d in
+                                               ((ax,) if isinstance(ax, int) else ax)]))
+    with warnings.catch_warnings():
+        if n - ddof <= 0:
+            warnings.simplefilter("ignore", RuntimeWarning)
+        mean, var = check_moments(x, ax, ddof=ddof, keepdims=keepdims)
+    assert mean.shape == np.mean(x, axis=ax, keepdims=keepdims).shape
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape,axis", [
+    ((4, 2, 128, 130), (0, 2, 3)),     # NCHW, few channels: chunked reduction + merge
+    ((3, 65, 700), (0, 2)),            # many statistics (one pass per statistic)
+    ((40000, 3), 0),                   # kept innermost dim, chunked rows
+])
+def test_chunked_paths(shape, axis, dtype):
+    x0 = normal(shape, dtype, seed=4, loc=3.0)
+    check_moments(x0, axis)
+    if len(shape) == 4:
+        from helpers import channels_last
+        check_moments(channels_last(x0), axis)
+
+
+def test_axis_none_negative_and_list_are_the_same_reduction():
+    x = normal((3, 4, 5), np.float32, seed=5)
+    ref = nbnorm.moments(x, (0, 1, 2))
+    for spelled in (None, (-3, -2, -1), [2, 0, 1], (0, -2, 2)):
+        got = nbnorm.moments(x, spelled)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(nbnorm.moments(x, -1)[1], nbnorm.moments(x, 2)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.bool_])
+def test_integer_and_bool_input_promoted_to_float64(dtype):
+    rng = np.random.default_rng(6)
+    x = (rng.integers(0, 100, (5, 6, 7)) if dtype != np.bool_ else rng.random((5, 6, 7)) > 0.3)
+    x = x.astype(dtype)
+    for ax in ((0,), (1, 2), None):
+        mean, var = nbnorm.moments(x, ax)
+        assert mean.dtype == np.float64 and var.dtype == np.float64
+        np.testing.assert_allclose(mean, np.mean(x, axis=ax), rtol=1e-14)
+        np.testing.assert_allclose(var, np.var(x, axis=ax), rtol=1e-13, atol=1e-13)
+
+
+def test_array_like_input():
+    mean, var = nbnorm.moments([[1.0, 2.0], [3.0, 5.0]], 0)
+    np.testing.assert_allclose(mean, [2.0, 3.5])
+    np.testing.assert_allclose(var, [1.0, 2.25])
+
+
+def test_zero_dim_input_and_empty_axis():
+    mean, var = nbnorm.moments(np.float64(3.5))
+    assert mean.shape == () and mean == 3.5 and var == 0.0
+    x = normal((2, 3), np.float32, seed=7)
+    mean, var = nbnorm.moments(x, ())
+    np.testing.assert_array_equal(mean, x)
+    np.testing.assert_array_equal(var, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("ddof", [1, 2, 0.5])
+def test_ddof_matches_numpy(ddof):
+    x = normal((6, 5), np.float64, seed=8, loc=1.0)
+    _, var = nbnorm.moments(x, 0, ddof=ddof)
+    np.testing.assert_allclose(var, np.var(x, axis=0, ddof=ddof), rtol=1e-13)
+
+
+def test_ddof_at_least_n_warns_and_matches_numpy():
+    x = normal((2, 3), np.float64, seed=9)
+    x[:, 2] = 1.0
+    with pytest.warns(RuntimeWarning, match="Degrees of freedom"):
+        _, var = nbnorm.moments(x, 0, ddof=2)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(var, np.var(x, axis=0, ddof=2))   # inf, inf, nan
+
+
+@pytest.mark.parametrize("shape,axis", [((0, 3), 0), ((2, 0, 3), (0, 1)), ((0,), None)])
+def test_empty_reduction_is_nan_with_warning(shape, axis):
+    x = np.zeros(shape, np.float32)
+    with pytest.warns(RuntimeWarning, match="empty"):
+        mean, var = nbnorm.moments(x, axis)
+    assert mean.shape == stat_shape(shape, norm_axis(axis, len(shape)))
+    assert mean.dtype == np.float32 and mean.shape == var.shape
+    assert np.isnan(mean).all() and np.isnan(var).all()
+
+
+def test_empty_statistic_shape_gives_empty_result_without_warning():
+    x = np.zeros((4, 0), np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, var = nbnorm.moments(x, 0)
+    assert mean.shape == (0,) and var.shape == (0,)
+
+
+# ------------------------------------------------------------- adversarial
+def test_offset_1e4_float32_variance_is_accurate():
+    """float32 data of mean 1e4 and unit variance.
+
+    The naive E[x²] − E[x]² in float32 would need E[x²] ≈ 1e8 to absolute
+    accuracy 1e-3 but float32 spacing at 1e8 is 8: its result is garbage
+    (asserted below); the shifted/Welford kernels keep a relative error
+    well under 1e-3.
+    """
+    x = normal((8, 4, 32, 32), np.float32, seed=10, loc=1e4)
+    for xv in (x, np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
+        mean, var = nbnorm.moments(xv, (0, 2, 3))
+        mr, vr = R.moments(xv, (0, 2, 3))
+        assert np.max(np.abs(var - vr) / vr) < 1e-3
+        assert np.max(np.abs(mean - mr)) < 1e-3 * np.sqrt(vr).max()
+        check_moments(xv, (0, 2, 3))
+    xs = x.transpose(1, 0, 2, 3).reshape(4, -1)
+    naive = (xs * xs).mean(axis=1, dtype=np.float32) - xs.mean(axis=1, dtype=np.float32) ** 2
+    assert np.max(np.abs(naive - vr) / vr) > 1e-1, "naive formula unexpectedly accurate"
+
+
+def test_offset_1e8_float64_variance_is_accurate():
+    """float64 data of mean 1e8 and unit variance: the naive formula would
+    cancel ~1e16 against 1e16 (spacing 2) and lose every digit."""
+    x = normal((6, 3, 40, 40), np.float64, seed=11, loc=1e8)
+    for xv in named_layouts(x).values():
+        _, var = nbnorm.moments(xv, (0, 2, 3))
+        vr = np.var(xv, axis=(0, 2, 3))
+        assert np.max(np.abs(var - vr) / vr) < 1e-6
+    xs = x.transpose(1, 0, 2, 3).reshape(3, -1)
+    naive = (xs * xs).mean(axis=1) - xs.mean(axis=1) ** 2
+    assert np.max(np.abs(naive - vr) / vr) > 1e-1, "naive formula unexpectedly accurate"
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_constant_channels_with_large_values_have_zero_variance(dtype):
+    big = {np.float16: 60000.0, np.float32: 3.0e7, np.float64: 1.0e15}[dtype]
+    x = np.empty((5, 3, 7, 9), dtype)
+    x[:, 0] = big
+    x[:, 1] = -big / 3
+    x[:, 2] = normal((5, 7, 9), dtype, seed=12)
+    for xv in named_layouts(x).values():
+        mean, var = nbnorm.moments(xv, (0, 2, 3))
+        assert var[0] == 0.0 and var[1] == 0.0
+        assert mean[0] == np.float64(x[0, 0, 0, 0]) and mean[1] == np.float64(x[0, 1, 0, 0])
+
+
+def test_float16_near_max_does_not_overflow():
+    """Squares of float16 values near 65504 overflow float16, not the accumulators."""
+    x = np.array([[65504.0, -65504.0, 60000.0, -1000.0]] * 3, np.float16).T.copy()
+    check_moments(x, 0)
+    check_moments(np.ascontiguousarray(x.T), 1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_two_element_reductions(dtype):
+    x = np.array([[1.0, 3.0], [-2.0, 2.5], [7.0, 7.0]], dtype)
+    mean, var = nbnorm.moments(x, 1)
+    np.testing.assert_array_equal(mean, np.array([2.0, 0.25, 7.0], stat_dtype(dtype)))
+    np.testing.assert_array_equal(var, np.array([1.0, 5.0625, 0.0], stat_dtype(dtype)))
+    mean, var = nbnorm.moments(x.T, 0)          # same values, kept dim innermost
+    np.testing.assert_array_equal(var, np.array([1.0, 5.0625, 0.0], stat_dtype(dtype)))
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "channels-last"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_only_affect_their_statistic(bad, layout):
+    x = normal((4, 5, 6, 7), np.float32, seed=13)
+    x[2, 3, 1, 4] = bad
+    xv = named_layouts(x)[layout]
+    mean, var = nbnorm.moments(xv, (0, 2, 3))
+    mr, vr = R.moments(x, (0, 2, 3))
+    assert not np.isfinite(mean[3]) and np.isnan(var[3])
+    ok = np.arange(5) != 3
+    assert_within(mean[ok], mr[ok], moments_bound(x, (0, 2, 3), mr, vr)[0][ok], "mean")
+    assert_within(var[ok], vr[ok], moments_bound(x, (0, 2, 3), mr, vr)[1][ok], "var")
+
+
+@pytest.mark.parametrize("layout", ["C", "channels-last"])
+def test_infinite_values_give_infinite_mean_as_numpy(layout):
+    """mean of data holding +inf (and no NaN or −inf) is +inf, as in NumPy."""
+    x = normal((4, 5, 6, 7), np.float32, seed=14)
+    x[1, 1, 2, 3] = np.inf
+    x[0, 2, 0, 0] = -np.inf
+    xv = named_layouts(x)[layout]
+    mean, var = nbnorm.moments(xv, (0, 2, 3))
+    assert mean[1] == np.inf and mean[2] == -np.inf
+    assert np.isnan(var[1]) and np.isnan(var[2])
+
+
+# ------------------------------------------------------------- large
+@pytest.mark.slow
+def test_twelve_million_float32_with_offset_axis_none():
+    x = normal(12_000_000, np.float32, seed=15, loc=1e3)
+    mean, var = nbnorm.moments(x)
+    xd = x.astype(np.float64)
+    mr = xd.mean()
+    vr = np.mean((xd - mr) ** 2)
+    # float32 results: their own rounding (eps·|mean|) plus 1e-5 of a std
+    assert abs(mean - mr) < np.finfo(np.float32).eps * abs(mr) + 1e-5 * np.sqrt(vr)
+    assert abs(var - vr) / vr < 1e-5
+
+
+@pytest.mark.slow
+def test_two_rows_of_six_million_axis_1_and_column_view():
+    x = normal((2, 6_000_000), np.float32, seed=16, loc=-500.0, scale=2.0)
+    mean, var = nbnorm.moments(x, 1)
+    xd = x.astype(np.float64)
+    mr = xd.mean(axis=1)
+    vr = ((xd - mr[:, None]) ** 2).mean(axis=1)
+    atol = np.finfo(np.float32).eps * 500 + 1e-5 * np.sqrt(vr).max()
+    np.testing.assert_allclose(mean, mr, rtol=0, atol=atol)
+    np.testing.assert_allclose(var, vr, rtol=1e-5)
+    # the same memory seen as (6e6, 2) reduced over axis 0: kept dim innermost
+    mean_t, var_t = nbnorm.moments(x.T, 0)
+    np.testing.assert_allclose(var_t, vr, rtol=1e-5)
+    np.testing.assert_allclose(mean_t, mr, rtol=0, atol=atol)

@@ -1,0 +1,48 @@
+"""Results do not depend on the number of threads: bitwise identical."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import nbnorm
+
+from helpers import FLOATS, channels_last, normal
+
+CASES = [((4, 3, 128, 130), (0, 2, 3)),     # chunked reduction (few channels)
+         ((2, 80, 16, 16), (0, 2, 3)),      # fused, one statistic per item
+         ((70000, 5), 0),                   # kept innermost dim, chunked rows
+         ((300001,), 0)]                    # one statistic, many chunks
+
+
+def run_all(x, axis):
+    stats = nbnorm.moments(x, axis)
+    y, mean, invstd = nbnorm.batch_norm_forward(x, axis=axis)
+    dy = np.ascontiguousarray(x[::-1]) if x.ndim > 0 else x
+    grads = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=axis)
+    frozen = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=axis, training=False)
+    inf = nbnorm.batch_norm_inference(x, mean, invstd, axis=axis)
+    return [*stats, y, mean, invstd, *grads, *frozen, inf]
+
+
+@pytest.fixture
+def restore_threads():
+    n = numba.get_num_threads()
+    yield
+    numba.set_num_threads(n)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_one_and_two_threads_are_bitwise_identical(dtype, restore_threads):
+    for shape, axis in CASES:
+        x = normal(shape, dtype, seed=70, loc=5.0)
+        views = [x, channels_last(x)] if x.ndim == 4 else [x]
+        for xv in views:
+            numba.set_num_threads(1)
+            one = run_all(xv, axis)
+            numba.set_num_threads(2)
+            two = run_all(xv, axis)
+            for a, b in zip(one, two):
+                np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8),
+                                              np.ascontiguousarray(b).view(np.uint8))
