@@ -24,34 +24,19 @@ if not SIM:
 
 import nbnorm  # noqa: E402
 from nbnorm import reference as R  # noqa: E402
+from nbnorm._cuda.backend import to_device_like  # noqa: E402
 
 RTOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-11}
 ATOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-11}
 
 
 # ------------------------------------------------------------------ helpers
-def _view(d, host, fn):
-    """Apply the NumPy view ``fn`` to device array ``d`` (same layout as
-    ``host``) without copying."""
-    if SIM:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-        return FakeCUDAArray(fn(d._ary))
-    v = fn(host)
-    shift = v.__array_interface__["data"][0] - host.__array_interface__["data"][0]
-    cai = d.__cuda_array_interface__
-    desc = {"shape": v.shape, "strides": v.strides, "typestr": v.dtype.str, "version": 3,
-            "data": (cai["data"][0] + shift, False), "stream": None}
-    return cuda.from_cuda_array_interface(desc, owner=d, sync=False)
-
-
 def make(shape, dtype, layout_fn=None, seed=0, loc=3.0):
     """``(host view, device view)`` of random data with the same layout."""
     rng = np.random.default_rng(seed)
     base = (rng.standard_normal(shape) * 2 + loc).astype(dtype)
-    d = cuda.to_device(base)
-    if layout_fn is None:
-        return base, d
-    return layout_fn(base), _view(d, base, layout_fn)
+    h = base if layout_fn is None else layout_fn(base)
+    return h, to_device_like(h)
 
 
 def host(a):
@@ -217,7 +202,7 @@ def test_backward_into_dy():
 def test_backend_astype_strided_int():
     from nbnorm._cuda import backend as B
     h = np.arange(24, dtype=np.int32).reshape(4, 6)
-    d = _view(cuda.to_device(h), h, lambda a: a[::-1, ::2])
+    d = to_device_like(h[::-1, ::2])
     out = B.astype(d, np.float64)
     np.testing.assert_array_equal(host(out), h[::-1, ::2].astype(np.float64))
 
@@ -225,7 +210,7 @@ def test_backend_astype_strided_int():
 def test_running_stats_strided_float64():
     hx, dx = make((10, 4), np.float32)
     base = np.zeros(8)
-    run_m = _view(cuda.to_device(base), base, lambda a: a[::2])
+    run_m = to_device_like(base[::2])
     run_v = cuda.to_device(np.ones(4))
     nbnorm.batch_norm_forward(dx, axis=0, running_mean=run_m, running_var=run_v)
     rm, rv = np.zeros(4), np.ones(4)
@@ -271,3 +256,138 @@ def test_torch_in_torch_out():
     assert isinstance(y, torch.Tensor) and y.is_cuda
     ry, _, _ = R.batch_norm_forward(x.cpu().numpy(), axis=(0, 2))
     np.testing.assert_allclose(y.cpu().numpy(), ry, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------- exactness and non-finite data
+CONSTANT = [(np.float32, 3e7), (np.float64, 1e15)]
+
+
+def _constant(layout, dtype, value):
+    """Data of ``layout`` whose every statistic is a constant channel near ``value``."""
+    shape, fn, axis = LAYOUTS[layout]
+    hx, _ = make(shape, dtype, fn)
+    kshape = R.moments(hx, axis=axis, keepdims=True)[0].shape
+    sshape = np.shape(R.moments(hx, axis=axis)[0])
+    levels = (value * (1 + np.arange(int(np.prod(sshape))) / 8)).reshape(sshape).astype(dtype)
+    hx[...] = levels.reshape(kshape)
+    return hx, to_device_like(hx), axis, sshape, levels
+
+
+@pytest.mark.parametrize("dtype,value", CONSTANT)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "axis0", "negative"])
+def test_constant_channels_give_exactly_bias(layout, dtype, value):
+    hx, dx, axis, sshape, levels = _constant(layout, dtype, value)
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 2, sshape).astype(dtype)
+    b = rng.standard_normal(sshape).astype(dtype)
+    want = np.broadcast_to(b.reshape(R.moments(hx, axis=axis, keepdims=True)[0].shape),
+                           hx.shape)
+    y, mean, _ = nbnorm.batch_norm_forward(dx, cuda.to_device(w), cuda.to_device(b), axis=axis)
+    np.testing.assert_array_equal(host(mean), levels)
+    np.testing.assert_array_equal(host(y), want)
+    y0, _, _ = nbnorm.batch_norm_forward(dx, axis=axis)
+    np.testing.assert_array_equal(host(y0), np.zeros(hx.shape, dtype))
+    sd = np.float64 if dtype == np.float64 else np.float32
+    dm = cuda.to_device(levels.astype(sd))
+    dv = cuda.to_device(np.zeros(sshape, sd))
+    yi = nbnorm.batch_norm_inference(dx, dm, dv, cuda.to_device(w), cuda.to_device(b),
+                                     axis=axis)
+    np.testing.assert_array_equal(host(yi), want)
+    yi0 = nbnorm.batch_norm_inference(dx, dm, dv, axis=axis)
+    np.testing.assert_array_equal(host(yi0), np.zeros(hx.shape, dtype))
+
+
+def test_inference_full_precision_mean():
+    """A float64 mean is subtracted in full precision from float32 data."""
+    x = np.full((40, 3), 3e7, np.float32)
+    mean = np.full(3, 3e7 + 0.25)
+    y = nbnorm.batch_norm_inference(cuda.to_device(x), cuda.to_device(mean),
+                                    cuda.to_device(np.ones(3)), axis=0, eps=0.0)
+    np.testing.assert_array_equal(host(y), np.full((40, 3), -0.25, np.float32))
+
+
+def _with_infs(layout, dtype, where):
+    shape, fn, axis = LAYOUTS[layout]
+    hx, _ = make(shape, dtype, fn)
+    idx = [np.unravel_index(i % hx.size, hx.shape) for i in where]
+    hx[idx[0]] = np.inf
+    hx[idx[1]] = -np.inf
+    return hx, to_device_like(hx), axis, idx
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "negative"])
+def test_inference_keeps_infinities(layout, dtype):
+    hx, dx, axis, idx = _with_infs(layout, dtype, (7, 31))
+    rm, rv = R.moments(np.where(np.isfinite(hx), hx, 0), axis=axis)
+    sshape = np.shape(rm)
+    w = np.linspace(0.5, 2, int(np.prod(sshape))).reshape(sshape).astype(dtype)
+    b = np.linspace(-1, 1, int(np.prod(sshape))).reshape(sshape).astype(dtype)
+    sd = np.float64 if dtype == np.float64 else np.float32
+    mean, var = np.asarray(rm, sd), np.asarray(rv, sd)
+    y = host(nbnorm.batch_norm_inference(dx, cuda.to_device(mean), cuda.to_device(var),
+                                         cuda.to_device(w), cuda.to_device(b), axis=axis))
+    assert y[idx[0]] == np.inf and y[idx[1]] == -np.inf
+    assert np.isfinite(y).sum() == y.size - 2
+    with np.errstate(all="ignore"):
+        ry = R.batch_norm_inference(hx, mean, var, w, b, axis=axis)
+    fin = np.isfinite(hx)
+    close(y[fin], ry[fin], dtype, 4)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "rows", "axis0"])
+def test_frozen_backward_infinite_dy_and_x(layout):
+    """Frozen ``dx = dy·weight·invstd``: ±inf in ``dy`` stays ±inf, ±inf in ``x``
+    is never read (no ``inf·0``)."""
+    dtype = np.float32
+    hdy, ddy, axis, idx = _with_infs(layout, dtype, (5, 22))
+    hx, dx, _, xidx = _with_infs(layout, dtype, (3, 17))
+    rm, rv = R.moments(np.where(np.isfinite(hx), hx, 0), axis=axis)
+    sshape = np.shape(rm)
+    mean = np.asarray(rm, np.float32)
+    invstd = np.asarray(1 / np.sqrt(rv + 1e-5), np.float32)
+    w = np.linspace(0.5, 2, int(np.prod(sshape))).reshape(sshape).astype(dtype)
+    gx, _, _ = nbnorm.batch_norm_backward(ddy, dx, cuda.to_device(mean), cuda.to_device(invstd),
+                                          cuda.to_device(w), axis=axis, training=False)
+    gx = host(gx)
+    assert gx[idx[0]] == np.inf and gx[idx[1]] == -np.inf
+    assert np.isfinite(gx).sum() == gx.size - 2
+    kshape = R.moments(hx, axis=axis, keepdims=True)[0].shape
+    with np.errstate(all="ignore"):
+        want = hdy.astype(np.float64) * (w * invstd).astype(np.float64).reshape(kshape)
+    close(gx, want, dtype, 4)
+    for i in xidx:
+        assert np.isfinite(gx[i])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((5, 300), 1), ((300, 5), 0), ((4, 5, 60), (0, 2))])
+def test_moments_nonfinite_like_numpy(shape, axis, dtype):
+    """+inf alone gives mean +inf (−inf: −inf), both or a NaN give NaN; var is NaN.
+
+    The infinities sit first, in the middle and last of a statistic's data,
+    so they meet finite values in every merge (per thread, warp, block, chunk).
+    """
+    hx, _ = make(shape, dtype)
+    ax = (axis,) if isinstance(axis, int) else axis
+    view = np.moveaxis(hx, ax, tuple(range(len(ax))))
+    moved = view.reshape(-1, 5).copy()          # (n, stat)
+    n = moved.shape[0]
+    moved[0, 0] = np.inf                       # stat 0: +inf first
+    moved[n // 2, 1] = np.inf                  # stat 1: +inf in the middle, twice
+    moved[n // 2 + 1, 1] = np.inf
+    moved[n - 1, 2] = -np.inf                  # stat 2: -inf last
+    moved[1, 3] = np.inf                       # stat 3: +inf and -inf
+    moved[n - 2, 3] = -np.inf
+    moved[n // 3, 4] = np.nan                  # stat 4: NaN
+    view[...] = moved.reshape(view.shape)
+    assert np.isinf(hx).sum() == 6
+    mean, var = nbnorm.moments(to_device_like(hx), axis=axis)
+    mean, var = host(mean).reshape(-1), host(var).reshape(-1)
+    np.testing.assert_array_equal(mean, [np.inf, np.inf, -np.inf, np.nan, np.nan])
+    assert np.isnan(var).all()
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(mean, np.mean(hx, axis=axis).reshape(-1))

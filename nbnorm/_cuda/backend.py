@@ -54,6 +54,28 @@ def asarray(obj, argname):
             from None
 
 
+def to_device_like(host):
+    """Copy ``host`` to the device keeping its exact layout (strides, gaps,
+    negative steps): the memory block it views is copied whole, and a device
+    view with ``host``'s shape and strides is returned."""
+    owner = host
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    owner = np.asarray(owner)
+    if not owner.flags.c_contiguous:
+        raise ValueError("to_device_like: the array's memory owner must be C-contiguous")
+    d = cuda.to_device(owner.reshape(-1).view(np.uint8))
+    shift = host.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    if SIM:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        return FakeCUDAArray(np.lib.stride_tricks.as_strided(
+            d._ary[shift:].view(host.dtype), host.shape, host.strides))
+    cai = d.__cuda_array_interface__
+    desc = {"shape": host.shape, "strides": host.strides, "typestr": host.dtype.str, "version": 3,
+            "data": (cai["data"][0] + shift, False), "stream": None}
+    return cuda.from_cuda_array_interface(desc, owner=d, sync=False)
+
+
 def wrap(result, like):
     """``result`` as the caller's array type (zero copy): CuPy in → CuPy out,
     PyTorch in → PyTorch out, anything else → Numba device array."""
@@ -255,23 +277,33 @@ def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None,
     dummy = cuda.device_array(1, np.float64, stream=stream)
     if training:
         invstd, alpha, beta = (cuda.device_array(m, acc, stream=stream) for _ in range(3))
+        centre = cuda.device_array(m, np.float64, stream=stream)
     else:
         invstd = alpha = beta = cuda.device_array(1, acc, stream=stream)
+        centre = dummy
     wv, hw = _param(w, stream, dummy)
     bv, hb = _param(b, stream, dummy)
     K.finalize_welford[_blocks(m), TPB, stream](*partials, dp.n_chunks, m, float(inv_dof),
                                                 bool(training), float(eps), wv, hw, bv, hb,
-                                                mean, var, invstd, alpha, beta)
-    return mean, var, invstd, alpha, beta
+                                                mean, var, invstd, centre, alpha, beta)
+    return mean, var, invstd, centre, alpha, beta
 
 
-def _affine(out, u, v, dp, rows, ca, cb, cc, stream):
-    """``out = u·ca + v·cb + cc`` per statistic (``v`` None: ``u·ca + cc``)."""
+def _affine(out, dp, rows, u, cu, ca, v, cv, cb, cc, stream):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic.
+
+    ``cu``/``cv`` are float64 centre vectors, ``ca``/``cb``/``cc`` accumulator-typed
+    coefficients; ``cu`` None: the first term is ``u·ca``; ``v`` None: the
+    second term is not evaluated (``v``, ``cv`` and ``cb`` are not read).
+    """
     kern = K.ELEMENT[_acc(u)]["affine_cols" if dp.cols else "affine_rows"]
     fo, fu = _flat(out), _flat(u)
-    fv = fu if v is None else _flat(v)
-    kern[dp.grid, TPB, stream](fo, fu, fv, *dp.args, *rows, v is not None, ca, cb, cc,
-                               *dp.shape_args())
+    if cu is None or v is None:
+        dummy = cuda.device_array(1, np.float64, stream=stream)
+    kern[dp.grid, TPB, stream](fo, fu, fu if v is None else _flat(v), *dp.args, *rows,
+                               cu is not None, dummy if cu is None else cu, ca,
+                               v is not None, dummy if v is None else cv,
+                               ca if v is None else cb, cc, *dp.shape_args())
 
 
 def _bind(a, stream):
@@ -303,22 +335,23 @@ def moments(x, axis, ddof):
 
 
 def forward(x, weight, bias, axis, eps, out):
-    """Training forward: ``(y, mean, biased var, invstd)``; ``y = x·α + β``
-    with ``α = weight·invstd``, ``β = bias − mean·α``."""
+    """Training forward: ``(y, mean, biased var, invstd)``; ``y = (x − mean)·α + bias``
+    with ``α = weight·invstd`` and the float64 mean."""
     stream = _launch_stream(x, weight, bias, out)
     y = empty_like(x, stream) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
     dp = _DevPlan(x.shape, axis, [x, y], stream)
-    mean, var, invstd, alpha, beta = _finalize(
+    mean, var, invstd, centre, alpha, beta = _finalize(
         x, dp, _welford(x, dp, 0, stream), 1.0 / dp.n, stream, training=True, eps=eps,
         w=weight, b=bias)
-    _affine(y, x, None, dp, (1, 0, 0), alpha, alpha, beta, stream)
+    _affine(y, dp, (1, 0, 0), x, centre, alpha, None, None, None, beta, stream)
     return (y, _stat_out(mean, shape, stream), _stat_out(var, shape, stream),
             _stat_out(invstd, shape, stream))
 
 
 def inference(x, mean, var, weight, bias, axis, eps, out):
-    """``y = (x − mean)/√(var + eps)·weight + bias`` as one multiply-add per element."""
+    """``y = (x − mean)/√(var + eps)·weight + bias`` as ``(x − mean)·α + bias``
+    per element, with the mean in float64."""
     stream = _launch_stream(x, mean, var, weight, bias, out)
     y = empty_like(x, stream) if out is None else out
     if x.size == 0:
@@ -331,14 +364,15 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     bv, hb = _param(bias, stream, dummy)
     alpha, beta = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
     K.inference_coefficients[_blocks(m), TPB, stream](
-        _vector(mean, stream), _vector(var, stream), wv, hw, bv, hb, float(eps), alpha, beta)
-    _affine(y, x, None, dp, (1, 0, 0), alpha, alpha, beta, stream)
+        _vector(var, stream), wv, hw, bv, hb, float(eps), alpha, beta)
+    _affine(y, dp, (1, 0, 0), x, _vector(mean, stream), alpha, None, None, None, beta, stream)
     return y
 
 
 def backward(dy, x, mean, invstd, weight, axis, training, out):
     """``(dx, dweight, dbias)``: one reduction pass for ``(Σdy, Σdy·(x − mean))``,
-    then ``dx = dy·A + x·B + C`` (``_welford.backward_coefficients``)."""
+    then ``dx = dy·a + (x − mean)·b + c`` (``_welford.backward_coefficients``); with
+    frozen statistics ``dx = dy·a + c`` and the element pass does not read ``x``."""
     stream = _launch_stream(x, dy, mean, invstd, weight, out)
     dx = empty_like(x, stream) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
@@ -354,9 +388,12 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     kern[dp.grid, TPB, stream](_flat(dy), _flat(x), *dp.args, 0, 1, mu, *dp.shape_args(),
                                p1, p2)
     dweight, dbias, ca, cb, cc = (cuda.device_array(m, acc, stream=stream) for _ in range(5))
-    K.finalize_sums[_blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, mu, inv, wv, hw,
+    K.finalize_sums[_blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, wv, hw,
                                              bool(training), dweight, dbias, ca, cb, cc)
-    _affine(dx, dy, x if training else None, dp, (2, 0, 1), ca, cb, cc, stream)
+    if training:
+        _affine(dx, dp, (2, 0, 1), dy, None, ca, x, mu, cb, cc, stream)
+    else:
+        _affine(dx, dp, (2, 0, 1), dy, None, ca, None, None, None, cc, stream)
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)
 
 

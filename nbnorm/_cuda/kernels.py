@@ -28,10 +28,28 @@ land in ``(n_chunks, n_stats)`` arrays that ``finalize_welford`` merges in
 float64.  The backward reduction does the same with plain sums
 ``(Σdy, Σdy·(x − mean))``.
 
+Non-finite data follow NumPy's sums: a statistic holding ``+inf`` (and no
+NaN or ``−inf``) gets mean ``+inf``; its M2, and everything of a statistic
+holding a NaN, is NaN.  The per-element update ``mean += (x − mean)/n``
+would turn ``inf`` into NaN at the next finite element (``inf − inf``), so
+once an accumulator's mean is non-finite it only takes ``mean + x``.
+
+The element pass is one map per statistic ``s``:
+
+    out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]
+
+with centres ``cu``/``cv`` (float64, so ``x − mean`` uses the full-precision
+mean and a constant channel gives exactly ``cc``) and coefficients in the
+accumulator type.  Without ``v`` the second term is not evaluated at all
+(no ``v·0``, which is NaN for ``v = ±inf``), and without ``cu`` the first
+is ``u·ca[s]``.
+
 Element kernels are built per accumulator type by :func:`element_kernels`
 (float32 for float16/float32 storage, float64 for float64).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import config, cuda, float32, float64
@@ -46,7 +64,7 @@ FULL_MASK = 0xFFFFFFFF
 
 chan_merge = cuda.jit(device=True)(_welford.chan_merge)
 invstd_of = cuda.jit(device=True)(_welford.invstd_of)
-forward_coefficients = cuda.jit(device=True)(_welford.forward_coefficients)
+forward_scale = cuda.jit(device=True)(_welford.forward_scale)
 backward_coefficients = cuda.jit(device=True)(_welford.backward_coefficients)
 
 
@@ -143,6 +161,24 @@ def element_kernels(acc):
     statistics per block) and ``n_tiles`` (tiles per outer statistic).
     """
 
+    half = acc(0.5)
+    inf = acc(math.inf)
+    nan = acc(math.nan)
+
+    @cuda.jit(device=True)
+    def welford_step(v, mu, m2, r):
+        """One Welford update of ``(mean, M2)`` with ``v``, ``r = 1/count``."""
+        d = v - mu
+        if d - d == 0:
+            mu += d * r
+            return mu, m2 + d * (v - mu)
+        if v - v == 0 and mu - mu == 0:
+            # finite values whose difference overflows: halve, then scale back
+            return mu + (v * half - mu * half) * (r + r), inf
+        # an inf or NaN on either side: the mean goes as NumPy's sum
+        # (inf + finite = inf, inf − inf = NaN, anything + NaN = NaN)
+        return mu + v, nan
+
     @cuda.jit(device=True)
     def welford_finish(cnt, mu, m2):
         tn, tm, tv = cnt[0], mu[0], m2[0]
@@ -189,10 +225,8 @@ def element_kernels(acc):
                 r = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if pos < b:
-                        v = acc(x[koff + ooff + i * sin])
-                        d = v - mu[u]
-                        mu[u] += d * r
-                        m2[u] += d * (v - mu[u])
+                        mu[u], m2[u] = welford_step(acc(x[koff + ooff + i * sin]), mu[u],
+                                                    m2[u], r)
                         cnt[u] += acc(1)
                         pos += G
                         i += G
@@ -247,10 +281,8 @@ def element_kernels(acc):
                 rc = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if r < b:
-                        v = acc(x[koff + offset(r, rs, rst, p, nr)])
-                        d = v - mu[u]
-                        mu[u] += d * rc
-                        m2[u] += d * (v - mu[u])
+                        mu[u], m2[u] = welford_step(acc(x[koff + offset(r, rs, rst, p, nr)]),
+                                                    mu[u], m2[u], rc)
                         cnt[u] += acc(1)
                         r += TY
         tn, tm, tv = welford_finish(cnt, mu, m2)
@@ -282,7 +314,7 @@ def element_kernels(acc):
             k = item // n_chunks
             c = item - k * n_chunks
             s = offset(k, ks, ss, 0, nk)
-            m = acc(mu[s])
+            m = mu[s]
             b = min(c * chunk + chunk, n)
             doff = bases[pd] + offset(k, ks, kst, pd, nk)
             xoff = bases[px] + offset(k, ks, kst, px, nk)
@@ -297,7 +329,7 @@ def element_kernels(acc):
             while pos < b:
                 g = acc(dy[doff + od + i * sd])
                 s1 += g
-                s2 += g * (acc(x[xoff + ox + i * sx]) - m)
+                s2 += g * acc(float64(x[xoff + ox + i * sx]) - m)
                 pos += G
                 i += G
                 if i >= inner:
@@ -337,7 +369,7 @@ def element_kernels(acc):
         s = 0
         if active:
             s = offset(k, ks, ss, 0, nk)
-            m = acc(mu[s])
+            m = mu[s]
             doff = bases[pd] + offset(k, ks, kst, pd, nk)
             xoff = bases[px] + offset(k, ks, kst, px, nk)
             b = min(c * chunk + chunk, n)
@@ -345,7 +377,7 @@ def element_kernels(acc):
             while r < b:
                 g = acc(dy[doff + offset(r, rs, rst, pd, nr)])
                 s1 += g
-                s2 += g * (acc(x[xoff + offset(r, rs, rst, px, nr)]) - m)
+                s2 += g * acc(float64(x[xoff + offset(r, rs, rst, px, nr)]) - m)
                 r += TY
         s1, s2, _ = sum_block_reduce(s1, s2, acc(0), tid, ty, TX, TY, sh0, sh1, sh2)
         if active and ty == 0:
@@ -353,9 +385,10 @@ def element_kernels(acc):
             p2[c * n_stats + s] = s2
 
     @cuda.jit
-    def affine_rows(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_v, ca, cb, cc,
-                    n, n_stats, chunk, n_chunks, G):
-        """``out = u·ca[s] + v·cb[s] + cc[s]`` (``u·ca[s] + cc[s]`` without ``v``)."""
+    def affine_rows(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_cu, cu, ca,
+                    has_v, cv, cb, cc, n, n_stats, chunk, n_chunks, G):
+        """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]``; without ``v``
+        the ``v`` term is skipped, without ``cu`` the first term is ``u·ca[s]``."""
         tid = cuda.threadIdx.x
         lane = tid % G
         item = cuda.blockIdx.x * (TPB // G) + tid // G
@@ -365,8 +398,10 @@ def element_kernels(acc):
             k = item // n_chunks
             c = item - k * n_chunks
             s = offset(k, ks, ss, 0, nk)
+            mu_u = cu[s] if has_cu else 0.0
+            mu_v = cv[s] if has_v else 0.0
             a = ca[s]
-            bc = cb[s]
+            bc = cb[s] if has_v else a
             cst = cc[s]
             b = min(c * chunk + chunk, n)
             boff = bases[po] + offset(k, ks, kst, po, nk)
@@ -383,10 +418,13 @@ def element_kernels(acc):
             ou = offset(o, rs, rst, pu, nr - 1)
             ov = offset(o, rs, rst, pv, nr - 1)
             while pos < b:
-                y = acc(u[buff + ou + i * su]) * a + cst
+                if has_cu:
+                    y = acc(float64(u[buff + ou + i * su]) - mu_u) * a
+                else:
+                    y = acc(u[buff + ou + i * su]) * a
                 if has_v:
-                    y += acc(v[bvff + ov + i * sv]) * bc
-                out[boff + oo + i * so] = y
+                    y += acc(float64(v[bvff + ov + i * sv]) - mu_v) * bc
+                out[boff + oo + i * so] = y + cst
                 pos += G
                 i += G
                 if i >= inner:
@@ -398,9 +436,10 @@ def element_kernels(acc):
                     ov = offset(o, rs, rst, pv, nr - 1)
 
     @cuda.jit
-    def affine_cols(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_v, ca, cb, cc,
-                    n, n_stats, chunk, n_chunks, TX, n_tiles):
-        """Channels-last ``out = u·ca[s] + v·cb[s] + cc[s]``."""
+    def affine_cols(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_cu, cu, ca,
+                    has_v, cv, cb, cc, n, n_stats, chunk, n_chunks, TX, n_tiles):
+        """Channels-last ``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]``
+        (the same optional terms as ``affine_rows``)."""
         tid = cuda.threadIdx.x
         tx = tid % TX
         ty = tid // TX
@@ -416,8 +455,10 @@ def element_kernels(acc):
         if kk < kin:
             k = ko * kin + kk
             s = offset(k, ks, ss, 0, nk)
+            mu_u = cu[s] if has_cu else 0.0
+            mu_v = cv[s] if has_v else 0.0
             a = ca[s]
-            bc = cb[s]
+            bc = cb[s] if has_v else a
             cst = cc[s]
             boff = bases[po] + offset(k, ks, kst, po, nk)
             buff = bases[pu] + offset(k, ks, kst, pu, nk)
@@ -425,10 +466,13 @@ def element_kernels(acc):
             b = min(c * chunk + chunk, n)
             r = c * chunk + ty
             while r < b:
-                y = acc(u[buff + offset(r, rs, rst, pu, nr)]) * a + cst
+                if has_cu:
+                    y = acc(float64(u[buff + offset(r, rs, rst, pu, nr)]) - mu_u) * a
+                else:
+                    y = acc(u[buff + offset(r, rs, rst, pu, nr)]) * a
                 if has_v:
-                    y += acc(v[bvff + offset(r, rs, rst, pv, nr)]) * bc
-                out[boff + offset(r, rs, rst, po, nr)] = y
+                    y += acc(float64(v[bvff + offset(r, rs, rst, pv, nr)]) - mu_v) * bc
+                out[boff + offset(r, rs, rst, po, nr)] = y + cst
                 r += TY
 
     return {
@@ -445,11 +489,12 @@ ELEMENT = {np.dtype(np.float32): element_kernels(float32),
 # ------------------------------------------------------ per-statistic kernels
 @cuda.jit
 def finalize_welford(pn, pm, pv, n_chunks, n_stats, inv_dof, training, eps, w, has_w, bias,
-                     has_b, mean_out, var_out, invstd_out, alpha, beta):
+                     has_b, mean_out, var_out, invstd_out, centre, alpha, beta):
     """Chan-merge the ``n_chunks`` partials of each statistic in float64.
 
     ``var = M2·inv_dof``; with ``training``: ``invstd = 1/√(var + eps)`` and
-    ``(α, β)`` with ``y = x·α + β`` (weight/bias 1/0 when absent).
+    the coefficients of ``y = (x − centre)·α + β``: ``centre`` the float64
+    mean, ``α = weight·invstd``, ``β = bias`` (weight/bias 1/0 when absent).
     """
     s = cuda.grid(1)
     if s >= n_stats:
@@ -466,19 +511,18 @@ def finalize_welford(pn, pm, pv, n_chunks, n_stats, inv_dof, training, eps, w, h
     if training:
         inv = invstd_of(var, eps)
         wt = w[s] if has_w else 1.0
-        bs = bias[s] if has_b else 0.0
-        a, b = forward_coefficients(cm, inv, wt, bs)
         invstd_out[s] = inv
-        alpha[s] = a
-        beta[s] = b
+        centre[s] = cm
+        alpha[s] = forward_scale(inv, wt)
+        beta[s] = bias[s] if has_b else 0.0
 
 
 @cuda.jit
-def finalize_sums(p1, p2, n_chunks, n_stats, n, mu, inv, w, has_w, training, dweight, dbias,
+def finalize_sums(p1, p2, n_chunks, n_stats, n, inv, w, has_w, training, dweight, dbias,
                   ca, cb, cc):
     """Sum the partials of ``(Σdy, Σdy·(x − mean))`` in float64; write
-    ``dbias = Σdy``, ``dweight = Σdy·(x − mean)·invstd`` and the ``(A, B, C)``
-    of ``dx = dy·A + x·B + C`` (see ``_welford.backward_coefficients``)."""
+    ``dbias = Σdy``, ``dweight = Σdy·(x − mean)·invstd`` and the ``(a, b, c)``
+    of ``dx = dy·a + (x − mean)·b + c`` (see ``_welford.backward_coefficients``)."""
     s = cuda.grid(1)
     if s >= n_stats:
         return
@@ -488,7 +532,7 @@ def finalize_sums(p1, p2, n_chunks, n_stats, n, mu, inv, w, has_w, training, dwe
         t1 += float64(p1[c * n_stats + s])
         t2 += float64(p2[c * n_stats + s])
     wt = w[s] if has_w else 1.0
-    a, b, c3 = backward_coefficients(float64(n), mu[s], inv[s], wt, t1, t2, training)
+    a, b, c3 = backward_coefficients(float64(n), inv[s], wt, t1, t2, training)
     dbias[s] = t1
     dweight[s] = t2 * inv[s]
     ca[s] = a
@@ -497,16 +541,15 @@ def finalize_sums(p1, p2, n_chunks, n_stats, n, mu, inv, w, has_w, training, dwe
 
 
 @cuda.jit
-def inference_coefficients(mean, var, w, has_w, bias, has_b, eps, alpha, beta):
-    """``(α, β)`` of ``y = x·α + β = (x − mean)/√(var + eps)·w + b``."""
+def inference_coefficients(var, w, has_w, bias, has_b, eps, alpha, beta):
+    """``(α, β)`` of ``y = (x − mean)·α + β = (x − mean)/√(var + eps)·w + b``
+    (the mean is the element pass's float64 centre)."""
     s = cuda.grid(1)
-    if s >= mean.size:
+    if s >= var.size:
         return
     wt = w[s] if has_w else 1.0
-    bs = bias[s] if has_b else 0.0
-    a, b = forward_coefficients(mean[s], invstd_of(var[s], eps), wt, bs)
-    alpha[s] = a
-    beta[s] = b
+    alpha[s] = forward_scale(invstd_of(var[s], eps), wt)
+    beta[s] = bias[s] if has_b else 0.0
 
 
 @cuda.jit
@@ -560,9 +603,11 @@ def kernel_signatures():
         "dual_sums_cols": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
                           "int64, int64, int64, int64, int64, {A}[::1], {A}[::1])",
         "affine_rows": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "{A}[::1], {A}[::1], {A}[::1], int64, int64, int64, int64, int64)",
+                       "float64[::1], {A}[::1], boolean, float64[::1], {A}[::1], {A}[::1], "
+                       "int64, int64, int64, int64, int64)",
         "affine_cols": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "{A}[::1], {A}[::1], {A}[::1], int64, int64, int64, int64, int64, int64)",
+                       "float64[::1], {A}[::1], boolean, float64[::1], {A}[::1], {A}[::1], "
+                       "int64, int64, int64, int64, int64, int64)",
     }
     for a, stores in el.items():
         kernels = ELEMENT[np.dtype(a)]
@@ -572,14 +617,14 @@ def kernel_signatures():
     # statistics are stored in the accumulator type (float32 or float64)
     out.append(("finalize_welford", finalize_welford, [
         f"void({a}[::1], {a}[::1], {a}[::1], int64, int64, float64, boolean, float64, "
-        f"{_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], {a}[::1], {a}[::1])"
+        f"{_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], float64[::1], {a}[::1], {a}[::1])"
         for a in ("float32", "float64")]))
     out.append(("finalize_sums", finalize_sums, [
-        f"void({a}[::1], {a}[::1], int64, int64, int64, float64[::1], float64[::1], {_PARAM}, "
+        f"void({a}[::1], {a}[::1], int64, int64, int64, float64[::1], {_PARAM}, "
         f"boolean, {a}[::1], {a}[::1], {a}[::1], {a}[::1], {a}[::1])"
         for a in ("float32", "float64")]))
     out.append(("inference_coefficients", inference_coefficients, [
-        f"void(float64[::1], float64[::1], {_PARAM}, {_PARAM}, float64, {a}[::1], {a}[::1])"
+        f"void(float64[::1], {_PARAM}, {_PARAM}, float64, {a}[::1], {a}[::1])"
         for a in ("float32", "float64")]))
     out.append(("gather", gather, [
         f"void({t}[::1], int64, int64[::1], int64[:, ::1], float64[::1])"
