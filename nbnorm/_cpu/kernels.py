@@ -30,9 +30,11 @@ from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, windo
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
 
-# Reductions may be reassociated (that is what lets LLVM vectorize a sum);
-# elementwise code may only contract to FMAs: with reassociation LLVM would
-# rewrite (x − mean)·α as x·α − mean·α and lose every digit when |mean| ≫ std.
+# Reductions along a run may be reassociated (that is what lets LLVM
+# vectorize a sum; ``centred`` keeps the shift exact inside them); elementwise
+# code and per-column (channels-last) accumulations vectorize without it and
+# may only contract to FMAs: with reassociation LLVM would rewrite
+# (x − mean)·α as x·α − mean·α and lose every digit when |mean| ≫ std.
 # Neither set assumes away NaN or inf.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 _EXACT = {"contract"}
@@ -341,17 +343,17 @@ def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
     return ko, j0, min(tile, ksz[-1] - j0), c
 
 
-@_inline
+@_inline_exact
 def row_shifted(s1, s2, x, o, s, shift, second):
     """``s1 += x − shift`` (and ``s2 += (x − shift)²`` when ``second``) along a row."""
     for j in range(s1.size):
-        v = centred(load(x, o + j * s), shift[j])
+        v = load(x, o + j * s) - shift[j]
         s1[j] += v
         if second:
             s2[j] += v * v
 
 
-@_jit
+@_exact
 def row_shifted_at(s1, s2, x, o, s, shift, second):
     if s == 1:
         row_shifted(s1, s2, x[o:o + s1.size], 0, 1, shift, second)
@@ -359,16 +361,16 @@ def row_shifted_at(s1, s2, x, o, s, shift, second):
         row_shifted(s1, s2, x, o, s, shift, second)
 
 
-@_inline
+@_inline_exact
 def row_dual(s1, s2, dy, od, sd, x, ox, sx, mu):
     """``s1 += dy``, ``s2 += dy·(x − mu)`` along a row."""
     for j in range(s1.size):
         g = load(dy, od + j * sd)
         s1[j] += g
-        s2[j] += g * centred(load(x, ox + j * sx), mu[j])
+        s2[j] += g * (load(x, ox + j * sx) - mu[j])
 
 
-@_jit
+@_exact
 def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
     nt = s1.size
     if sd == 1 and sx == 1:
@@ -396,7 +398,7 @@ def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc):
         row_affine(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc)
 
 
-@_jit
+@_exact
 def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift, second):
     """``s1 += x − shift`` (and ``s2 += (x − shift)²``) over the rows ``[a, b)``,
     walked run by run so no division is spent per row."""
