@@ -238,6 +238,17 @@ def _count(rsz):
     return n
 
 
+@_jit
+def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
+    """(statistic in plan order, its position in the statistic arrays, chunk,
+    reduction range [a, b)) of a reduction-inner work item."""
+    item = np.int64(i_)
+    k = item // n_chunks
+    c = item - k * n_chunks
+    a = c * chunk
+    return k, offset(k, ksz, kstat, ksz.size), c, a, min(a + chunk, n)
+
+
 @_pjit
 def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
     """Chunk partials ``(mean, M2)`` into ``part_*[c, stat]``; ``p`` = plan arrays."""
@@ -245,13 +256,9 @@ def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
     n = _count(rsz)
     n_stats = part_mean.shape[1]
     for i_ in prange(n_stats * n_chunks):
-        item = np.int64(i_)
-        k = item // n_chunks
-        c = item - k * n_chunks
-        a = c * chunk
-        s = offset(k, ksz, kstat, ksz.size)
+        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, min(a + chunk, n))
+        part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b)
 
 
 @_pjit
@@ -261,14 +268,10 @@ def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
     n = _count(rsz)
     n_stats = part_s1.shape[1]
     for i_ in prange(n_stats * n_chunks):
-        item = np.int64(i_)
-        k = item // n_chunks
-        c = item - k * n_chunks
-        a = c * chunk
-        s = offset(k, ksz, kstat, ksz.size)
+        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
         part_s1[c, s], part_s2[c, s] = dual_sums_range(
             dy, bases[0] + offset(k, ksz, kstr[0], ksz.size), x, bases[1] + offset(k, ksz, kstr[1], ksz.size),
-            rsz, rstr[0], rstr[1], a, min(a + chunk, n), mean[s])
+            rsz, rstr[0], rstr[1], a, b, mean[s])
 
 
 @_pjit_exact
@@ -278,14 +281,10 @@ def affine_inner(out, u, v, p, chunk, n_chunks, cu, ca, cv, cb, cc):
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     for i_ in prange(ca.size * n_chunks):
-        item = np.int64(i_)
-        k = item // n_chunks
-        c = item - k * n_chunks
-        a = c * chunk
-        s = offset(k, ksz, kstat, ksz.size)
+        k, s, _, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
         affine_range(out, bases[0] + offset(k, ksz, kstr[0], ksz.size), u, bases[1] + offset(k, ksz, kstr[1], ksz.size),
                      v, bases[2] + offset(k, ksz, kstr[2], ksz.size), rsz, rstr[0], rstr[1], rstr[2],
-                     a, min(a + chunk, n), cu[s], ca[s], cv[s], cb[s], cc[s])
+                     a, b, cu[s], ca[s], cv[s], cb[s], cc[s])
 
 
 @_pjit

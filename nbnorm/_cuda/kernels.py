@@ -86,6 +86,17 @@ def offset(lin, sizes, strides, p, nd):
     return off
 
 
+@cuda.jit(device=True)
+def cols_item(tid, TX, n_chunks, n_tiles, kin):
+    """``(chunk, statistic in plan order, in range)`` of a channels-last thread:
+    block = (outer statistic, tile of ``TX`` inner statistics, chunk of rows),
+    thread column ``tid % TX`` within the tile."""
+    t = cuda.blockIdx.x // n_chunks
+    ko = t // n_tiles
+    kk = (t - ko * n_tiles) * TX + tid % TX
+    return cuda.blockIdx.x % n_chunks, ko * kin + kk, kk < kin
+
+
 def _make_block_reduce(combine):
     """Block-level merge of ``(s0, s1, s2)`` triples with ``combine``."""
 
@@ -258,19 +269,11 @@ def element_kernels(acc):
             mu[u] = acc(0)
             m2[u] = acc(0)
         tid = cuda.threadIdx.x
-        tx = tid % TX
         ty = tid // TX
         TY = TPB // TX
         nk = ks.size
         nr = rs.size
-        kin = ks[nk - 1]
-        item = cuda.blockIdx.x
-        c = item % n_chunks
-        t = item // n_chunks
-        ko = t // n_tiles
-        kk = (t - ko * n_tiles) * TX + tx
-        active = kk < kin
-        k = ko * kin + kk
+        c, k, active = cols_item(tid, TX, n_chunks, n_tiles, ks[nk - 1])
         if active:
             koff = bases[p] + offset(k, ks, kst, p, nk)
             b = min(c * chunk + chunk, n)
@@ -351,19 +354,11 @@ def element_kernels(acc):
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
         tid = cuda.threadIdx.x
-        tx = tid % TX
         ty = tid // TX
         TY = TPB // TX
         nk = ks.size
         nr = rs.size
-        kin = ks[nk - 1]
-        item = cuda.blockIdx.x
-        c = item % n_chunks
-        t = item // n_chunks
-        ko = t // n_tiles
-        kk = (t - ko * n_tiles) * TX + tx
-        active = kk < kin
-        k = ko * kin + kk
+        c, k, active = cols_item(tid, TX, n_chunks, n_tiles, ks[nk - 1])
         s1 = acc(0)
         s2 = acc(0)
         s = 0
@@ -441,19 +436,12 @@ def element_kernels(acc):
         """Channels-last ``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]``
         (the same optional terms as ``affine_rows``)."""
         tid = cuda.threadIdx.x
-        tx = tid % TX
         ty = tid // TX
         TY = TPB // TX
         nk = ks.size
         nr = rs.size
-        kin = ks[nk - 1]
-        item = cuda.blockIdx.x
-        c = item % n_chunks
-        t = item // n_chunks
-        ko = t // n_tiles
-        kk = (t - ko * n_tiles) * TX + tx
-        if kk < kin:
-            k = ko * kin + kk
+        c, k, active = cols_item(tid, TX, n_chunks, n_tiles, ks[nk - 1])
+        if active:
             s = offset(k, ks, ss, 0, nk)
             mu_u = cu[s] if has_cu else 0.0
             mu_v = cv[s] if has_v else 0.0
