@@ -1,0 +1,1 @@
+"""asv benchmark suite of nbnorm (see README.md in this folder)."""
