@@ -82,6 +82,11 @@ class Plan:
     red_sizes: np.ndarray       # (nr,)
     red_strides: np.ndarray     # (nops, nr)
     bases: np.ndarray           # (nops,) offset of element [0, …, 0] in each flat view
+    # every merged dim, kept and reduced, in memory order (for elementwise
+    # passes, which need no split): stat stride 0 marks a reduced dim
+    order_sizes: np.ndarray     # (nd,)
+    order_stat_strides: np.ndarray  # (nd,)
+    order_strides: np.ndarray   # (nops, nd)
 
     @property
     def inner_len(self):
@@ -164,6 +169,7 @@ def make_plan(shape, axis, operand_strides):
                 continue
         merged.append(dim)
 
+    order = merged or [[1, True, 0, [0] * nops]]
     kept = [m for m in merged if m[1]]
     red = [m for m in merged if not m[1]]
     inner_kept = bool(merged) and merged[-1][1]
@@ -185,6 +191,9 @@ def make_plan(shape, axis, operand_strides):
         red_sizes=ints([m[0] for m in red]),
         red_strides=ints([[m[3][p] for m in red] for p in range(nops)]).reshape(nops, len(red)),
         bases=ints(bases),
+        order_sizes=ints([m[0] for m in order]),
+        order_stat_strides=ints([m[2] if m[1] else 0 for m in order]),
+        order_strides=ints([[m[3][p] for m in order] for p in range(nops)]).reshape(nops, len(order)),
     )
 
 

@@ -74,6 +74,14 @@ def _cached_args(plan, order):
             np.ascontiguousarray(plan.red_strides[order]), np.ascontiguousarray(plan.bases[order]))
 
 
+@lru_cache(maxsize=256)
+def _order_args(plan, order):
+    """Memory-order dims of a plan for an elementwise kernel with operands ``order``."""
+    order = list(order)
+    return (plan.order_sizes, plan.order_stat_strides,
+            np.ascontiguousarray(plan.order_strides[order]), np.ascontiguousarray(plan.bases[order]))
+
+
 def _kernel_args(plan, order):
     """Plan arrays for a kernel whose operands are ``order`` (plan rows)."""
     return _cached_args(plan, tuple(order))
@@ -133,16 +141,11 @@ def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic; with ``v``
     None only the first term (``cv``, ``cb`` are then ignored)."""
     plan = _plan(u.shape, axis, u, out, u if v is None else v)
-    args = _kernel_args(plan, [1, 0, 2])
-    of, uf = _flat(out), _flat(u)
-    vf = None if v is None else _flat(v)
-    if plan.inner_kept:
-        tile, n_items = _tiling(plan)
-        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
-        K.affine_outer(of, uf, vf, args, tile, chunk, n_chunks, cu, ca, cv, cb, cc)
-    else:
-        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        K.affine_inner(of, uf, vf, args, chunk, n_chunks, cu, ca, cv, cb, cc)
+    q = _order_args(plan, (1, 0, 2))
+    total = int(plan.order_sizes.prod())
+    chunk, n_chunks = _chunking(1, total)
+    K.affine(_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
+             cu, ca, cv, cb, cc)
 
 
 def _stat_vector(a, n_stats, fill):

@@ -274,19 +274,6 @@ def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
             rsz, rstr[0], rstr[1], a, b, mean[s])
 
 
-@_pjit_exact
-def affine_inner(out, u, v, p, chunk, n_chunks, cu, ca, cv, cb, cc):
-    """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` (``v`` may be
-    None); operands (out, u, v)."""
-    ksz, kstat, kstr, rsz, rstr, bases = p
-    n = _count(rsz)
-    for i_ in prange(ca.size * n_chunks):
-        k, s, _, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
-        affine_range(out, bases[0] + offset(k, ksz, kstr[0], ksz.size), u, bases[1] + offset(k, ksz, kstr[1], ksz.size),
-                     v, bases[2] + offset(k, ksz, kstr[2], ksz.size), rsz, rstr[0], rstr[1], rstr[2],
-                     a, b, cu[s], ca[s], cv[s], cb[s], cc[s])
-
-
 @_pjit
 def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
     """Training forward, one statistic per work item, its data still in cache
@@ -379,22 +366,23 @@ def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
 
 
 @_inline_exact
-def row_affine(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc):
-    """``out = (u − cu)·ca + (v − cv)·cb + cc`` along a row, coefficients
-    per column; without ``v`` (None) the second term is absent."""
-    for j in range(ca.size):
+def row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` along a run whose elements
+    belong to statistics ``cs + j·css`` (coefficients per element)."""
+    for j in range(m):
+        k = cs + j * css
         store(out, oo + j * so,
-              (load(u, ou + j * su) - cu[j]) * ca[j] + vterm(v, ov + j * sv, cv[j], cb[j]) + cc[j])
+              (load(u, ou + j * su) - cu[k]) * ca[k] + vterm(v, ov + j * sv, cv[k], cb[k]) + cc[k])
 
 
 @_exact
-def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc):
-    nt = ca.size
-    if so == 1 and su == 1 and sv == 1:
-        row_affine(window(out, oo, nt), 0, 1, window(u, ou, nt), 0, 1, maybe_window(v, ov, nt), 0, 1,
-                   cu, ca, cv, cb, cc)
+def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc):
+    if so == 1 and su == 1 and sv == 1 and css == 1:
+        row_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m), 0, 1,
+                   m, 0, 1, window(cu, cs, m), window(ca, cs, m), window(cv, cs, m),
+                   window(cb, cs, m), window(cc, cs, m))
     else:
-        row_affine(out, oo, so, u, ou, su, v, ov, sv, cu, ca, cv, cb, cc)
+        row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc)
 
 
 @_exact
@@ -511,49 +499,63 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
             part_s2[c, sb + j * ss] = t2[j]
 
 
+# ----------------------------------------------------------- elementwise
 @_pjit_exact
-def affine_outer(out, u, v, p, tile, chunk, n_chunks, cu, ca, cv, cb, cc):
-    """Channels-last ``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]``
-    (``v`` may be None); operands (out, u, v)."""
-    ksz, kstat, kstr, rsz, rstr, bases = p
-    r0 = rstr[0]
-    r1 = rstr[1]
-    r2 = rstr[2]
-    n = _count(rsz)
-    n_tiles = (ksz[-1] + tile - 1) // tile
-    n_outer = ca.size // ksz[-1]
-    so = kstr[0][-1]
-    su = kstr[1][-1]
-    sv = kstr[2][-1]
-    ss = kstat[-1]
-    for i_ in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
-        ob = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * so
-        ub = bases[1] + offset(ko, ksz, kstr[1], ksz.size - 1) + j0 * su
-        vb = bases[2] + offset(ko, ksz, kstr[2], ksz.size - 1) + j0 * sv
-        sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
-        a = c * chunk
-        b = min(a + chunk, n)
-        lu = np.empty(nt)
-        la = np.empty(nt)
-        lv = np.empty(nt)
-        lb = np.empty(nt)
-        lc = np.empty(nt)
-        for j in range(nt):
-            lu[j] = cu[sb + j * ss]
-            la[j] = ca[sb + j * ss]
-            lv[j] = cv[sb + j * ss]
-            lb[j] = cb[sb + j * ss]
-            lc[j] = cc[sb + j * ss]
-        pos = a
+def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
+    """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` for every
+    element, ``s`` its statistic (``v`` may be None); operands (out, u, v).
+
+    ``q`` = (sizes, stat strides, strides, bases) of every dimension in memory
+    order, so each work item streams a contiguous stretch of memory (fresh
+    output pages are touched in order).  Runs of the innermost dimension get
+    one coefficient set when it is reduced, per-element ones when it is kept.
+    """
+    sizes, sstr, st, bases = q
+    st0 = st[0]
+    st1 = st[1]
+    st2 = st[2]
+    nd = sizes.size
+    inner = sizes[nd - 1]
+    total = _count(sizes)
+    ss = sstr[nd - 1]
+    so = st0[nd - 1]
+    su = st1[nd - 1]
+    sv = st2[nd - 1]
+    n2 = sizes[nd - 2] if nd >= 2 else 1   # runs between two carries of the odometer
+    d2 = max(nd - 2, 0)
+    for i_ in prange(n_chunks):
+        pos = np.int64(i_) * chunk
+        b = min(pos + chunk, total)
+        o = pos // inner
+        i = pos - o * inner
+        r2 = o % n2
+        s = offset(o, sizes, sstr, nd - 1)
+        oo = bases[0] + offset(o, sizes, st0, nd - 1)
+        ou = bases[1] + offset(o, sizes, st1, nd - 1)
+        ov = bases[2] + offset(o, sizes, st2, nd - 1)
         while pos < b:
-            oo, cnt = run_at(pos, b, rsz, r0)
-            ou, _ = run_at(pos, b, rsz, r1)
-            ov, _ = run_at(pos, b, rsz, r2)
-            for r in range(cnt):
-                row_affine_at(out, ob + oo + r * r0[-1], so, u, ub + ou + r * r1[-1], su,
-                              v, vb + ov + r * r2[-1], sv, lu, la, lv, lb, lc)
-            pos += cnt
+            m = min(inner - i, b - pos)
+            if ss == 0:
+                affine_at(out, oo + i * so, so, u, ou + i * su, su, v, ov + i * sv, sv, m,
+                          cu[s], ca[s], cv[s], cb[s], cc[s])
+            else:
+                row_affine_at(out, oo + i * so, so, u, ou + i * su, su, v, ov + i * sv, sv, m,
+                              s + i * ss, ss, cu, ca, cv, cb, cc)
+            pos += m
+            o += 1
+            i = 0
+            r2 += 1
+            if r2 == n2:  # carry past the second-innermost dim: recompute
+                r2 = 0
+                s = offset(o, sizes, sstr, nd - 1)
+                oo = bases[0] + offset(o, sizes, st0, nd - 1)
+                ou = bases[1] + offset(o, sizes, st1, nd - 1)
+                ov = bases[2] + offset(o, sizes, st2, nd - 1)
+            else:
+                s += sstr[d2]
+                oo += st0[d2]
+                ou += st1[d2]
+                ov += st2[d2]
 
 
 # ------------------------------------------------------- chunk merging
