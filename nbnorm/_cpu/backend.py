@@ -22,6 +22,7 @@ name = "cpu"
 MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
+TOUCH_BYTES = 8 << 20     # fresh outputs from this size on get their pages faulted in order
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
 
 
@@ -156,8 +157,12 @@ def _stat_vector(a, n_stats, fill):
 
 
 def empty_like(x):
-    """Output of ``x``'s shape, dtype and memory order."""
-    return np.empty_like(x, order="K")
+    """Output of ``x``'s shape, dtype and memory order; large ones have their
+    pages faulted in (see ``kernels.touch_pages``)."""
+    y = np.empty_like(x, order="K")
+    if y.nbytes >= TOUCH_BYTES:
+        K.touch_pages(_flat(y).view(np.uint8), 4096)
+    return y
 
 
 @contextmanager
