@@ -98,11 +98,16 @@ def _chunking(n_items, n, min_chunk=MIN_CHUNK):
     return chunk, -(-n // chunk)
 
 
-def _tiling(plan):
-    """Channels-last ``(tile, n_outer·n_tiles)``."""
+def _split(plan):
+    """``(tile, chunk, n_chunks)`` of a reduction: channels-last work items are
+    tiles of ≤ ``K.TILE`` adjacent statistics × chunks of rows; otherwise
+    statistics × chunks of their reduction range (``tile`` unused)."""
+    if not plan.inner_kept:
+        return (0,) + _chunking(plan.n_stats, plan.n)
     inner = int(plan.kept_sizes[-1])
     tile = min(inner, K.TILE)
-    return tile, (plan.n_stats // inner) * (-(-inner // tile))
+    n_items = (plan.n_stats // inner) * (-(-inner // tile))
+    return (tile,) + _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
 
 
 def stat_dtype(dtype):
@@ -119,16 +124,12 @@ def _raw_moments(x, plan):
     """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays."""
     xf = _flat(x)
     args = _kernel_args(plan, [0])
+    tile, chunk, n_chunks = _split(plan)
+    pm = np.empty((n_chunks, plan.n_stats))
+    pv = np.empty((n_chunks, plan.n_stats))
     if plan.inner_kept:
-        tile, n_items = _tiling(plan)
-        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
-        pm = np.empty((n_chunks, plan.n_stats))
-        pv = np.empty((n_chunks, plan.n_stats))
         K.moments_outer(xf, args, tile, chunk, n_chunks, pm, pv)
     else:
-        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        pm = np.empty((n_chunks, plan.n_stats))
-        pv = np.empty((n_chunks, plan.n_stats))
         K.moments_inner(xf, args, chunk, n_chunks, pm, pv)
     if n_chunks == 1:
         return pm[0], pv[0]
@@ -264,16 +265,12 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
     args = _kernel_args(plan, [0, 1])
     dyf, xf = _flat(dy), _flat(x)
+    tile, chunk, n_chunks = _split(plan)
+    p1 = np.empty((n_chunks, plan.n_stats))
+    p2 = np.empty((n_chunks, plan.n_stats))
     if plan.inner_kept:
-        tile, n_items = _tiling(plan)
-        chunk, n_chunks = _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
-        p1 = np.empty((n_chunks, plan.n_stats))
-        p2 = np.empty((n_chunks, plan.n_stats))
         K.dual_sums_outer(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
     else:
-        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        p1 = np.empty((n_chunks, plan.n_stats))
-        p2 = np.empty((n_chunks, plan.n_stats))
         K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
     K.merge_sums(p1, p2, dbias, dweight)
     a, b, c = _welford.backward_coefficients(plan.n, inv, w, dbias, dweight, training)
