@@ -264,3 +264,21 @@ def test_two_rows_of_six_million_axis_1_and_column_view():
     mean_t, var_t = nbnorm.moments(x.T, 0)
     np.testing.assert_allclose(var_t, vr, rtol=1e-5)
     np.testing.assert_allclose(mean_t, mr, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_drifting_channels_last_columns_stay_exact(dtype):
+    """Channels-last blocks are summed about the running mean; columns that
+    drift by 10⁶ over the reduction, with an outlier first row, move the
+    block mean many standard deviations from that shift.  The variance must
+    still match the float64 reference (E[x²]−E[x]² would be off by ~10⁻²
+    in float32 here)."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    x = (np.linspace(0.0, 1e6, n)[:, None] + rng.standard_normal((n, 8))).astype(dtype)
+    x[0] = 1e7
+    m, v = nbnorm.moments(x, axis=0)
+    rm, rv = R.moments(x, axis=0)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    assert np.max(np.abs(m - rm)) / np.max(np.abs(rm)) < tol
+    assert np.max(np.abs(v - rv)) / np.max(rv) < tol

@@ -29,6 +29,8 @@ from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, windo
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
+ROWS_BLOCK = 8 * BLOCK  # elements per channels-last block: one pass each, so it
+                        # may outgrow L1, and the scalar per-column merge is rare
 
 # Reductions along a run may be reassociated (that is what lets LLVM
 # vectorize a sum; ``centred`` keeps the shift exact inside them); elementwise
@@ -402,8 +404,13 @@ def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift, second):
 def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
     """Channels-last chunk partials ``(mean, M2)`` into ``part_*[c, stat]``.
 
-    Blocks of ``BLOCK // tile`` rows: the first row is the shift, a shifted
-    sum gives the block means, a second pass the corrected ``M2`` per column.
+    Blocks of ``ROWS_BLOCK // tile`` rows, summed about a per-column shift: the
+    running mean of the blocks before (the first row for the first block).
+    The corrected ``M2 = Σ(x − c)² − (Σ(x − c))²/n`` is exact while the shift
+    is within a few standard deviations of the block mean; a block where any
+    column is further off (drifting or adversarial data) is summed again
+    about its own mean, so one pass suffices for stationary data without
+    giving up exactness for the rest.
     """
     ksz, kstat, kstr, rsz, rstr, bases = p
     r0 = rstr[0]
@@ -419,37 +426,47 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
-        zero = acc_zero(x)
-        shift = np.full(nt, zero)
-        s1 = np.full(nt, zero)
-        s2 = np.full(nt, zero)
+        shift = np.zeros(nt)   # float64 columns: long blocks stay exact
+        s1 = np.zeros(nt)
+        s2 = np.zeros(nt)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
         cnt = 0.0
-        rows = max(1, BLOCK // nt)
+        rows = max(1, ROWS_BLOCK // nt)
+        o0 = xb + offset(a, rsz, r0, rsz.size)
+        for j in range(nt):
+            shift[j] = finite_or_zero(shift, load(x, o0 + j * sj))
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
-            o0 = xb + offset(blk, rsz, r0, rsz.size)
-            for j in range(nt):
-                shift[j] = finite_or_zero(x, load(x, o0 + j * sj))
-            s1[:] = zero
-            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, False)
-            for j in range(nt):
-                shift[j] += s1[j] / nb
-            s1[:] = zero
-            s2[:] = zero
+            s1[:] = 0.0
+            s2[:] = 0.0
             rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, True)
-            f = nb / (cnt + nb)
+            if not shift_near_mean(s1, s2, nb):
+                for j in range(nt):
+                    shift[j] = finite_or_zero(shift, shift[j] + s1[j] / nb)
+                s1[:] = 0.0
+                s2[:] = 0.0
+                rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, True)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
-                delta = mb - mean[j]
-                mean[j] += delta * f
-                m2[j] += m2b + delta * delta * cnt * f
+                _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
+                shift[j] = finite_or_zero(shift, mean[j])
             cnt += nb
         for j in range(nt):
             part_mean[c, sb + j * ss] = mean[j]
             part_m2[c, sb + j * ss] = m2[j]
+
+
+@_jit
+def shift_near_mean(s1, s2, nb):
+    """True when every column's shift is within 4 standard deviations of its
+    block mean: ``d² ≤ 16·(s2/n − d²)`` with ``d = s1/n`` (NaN → False)."""
+    for j in range(s1.size):
+        d = s1[j] / nb
+        if not d * d <= 16.0 * (s2[j] / nb - d * d):
+            return False
+    return True
 
 
 @_pjit
