@@ -391,3 +391,11 @@ def test_moments_nonfinite_like_numpy(shape, axis, dtype):
     assert np.isnan(var).all()
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(mean, np.mean(hx, axis=axis).reshape(-1))
+
+
+def test_main_job_gpu_rows_check_every_case():
+    """The GPU rows of ``python -m nbnorm`` (run here on the simulator)."""
+    from nbnorm._bench import run_cuda_cases
+    rows, copy_bw = run_cuda_cases((2, 3, 2, 3), "float32", repeat=1)
+    assert copy_bw > 0 and len(rows) == 12
+    assert all(r.ok for r in rows), [(r.op, r.layout, r.error) for r in rows if not r.ok]
