@@ -332,21 +332,20 @@ def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
 
 
 @_inline_exact
-def row_shifted(s1, s2, x, o, s, shift, second):
-    """``s1 += x − shift`` (and ``s2 += (x − shift)²`` when ``second``) along a row."""
+def row_shifted(s1, s2, x, o, s, shift):
+    """``s1 += x − shift`` and ``s2 += (x − shift)²`` along a row."""
     for j in range(s1.size):
         v = load(x, o + j * s) - shift[j]
         s1[j] += v
-        if second:
-            s2[j] += v * v
+        s2[j] += v * v
 
 
 @_exact
-def row_shifted_at(s1, s2, x, o, s, shift, second):
+def row_shifted_at(s1, s2, x, o, s, shift):
     if s == 1:
-        row_shifted(s1, s2, x[o:o + s1.size], 0, 1, shift, second)
+        row_shifted(s1, s2, window(x, o, s1.size), 0, 1, shift)
     else:
-        row_shifted(s1, s2, x, o, s, shift, second)
+        row_shifted(s1, s2, x, o, s, shift)
 
 
 @_inline_exact
@@ -388,15 +387,15 @@ def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb,
 
 
 @_exact
-def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift, second):
-    """``s1 += x − shift`` (and ``s2 += (x − shift)²``) over the rows ``[a, b)``,
+def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift):
+    """``s1 += x − shift`` and ``s2 += (x − shift)²`` over the rows ``[a, b)``,
     walked run by run so no division is spent per row."""
     pos = a
     while pos < b:
         off, m = run_at(pos, b, rsz, rstr)
         o = xb + off
         for r in range(m):
-            row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift, second)
+            row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift)
         pos += m
 
 
@@ -441,13 +440,13 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
             nb = e - blk
             s1[:] = 0.0
             s2[:] = 0.0
-            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, True)
+            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift)
             if not shift_near_mean(s1, s2, nb):
                 for j in range(nt):
                     shift[j] = finite_or_zero(shift, shift[j] + s1[j] / nb)
                 s1[:] = 0.0
                 s2[:] = 0.0
-                rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift, True)
+                rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
