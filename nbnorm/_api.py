@@ -19,8 +19,8 @@ from ._layout import normalize_axis, stat_shape
 __all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward"]
 
 
-def _setup(fname, x, axis, **others):
-    """Route the call, check ``x`` and ``axis``; returns backend, arrays, axis."""
+def _setup(fname, x, **others):
+    """Route the call; returns the backend, the converted arrays and ``x``'s."""
     if x is None:
         raise TypeError(f"{fname}: x is required, got None")
     backend, arrays = _router.dispatch(x=x, **others)
@@ -37,7 +37,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     (and promoted integer/bool) input gives float64.  An empty reduction
     gives NaN with a ``RuntimeWarning``, as NumPy does.
     """
-    backend, arrays, xa = _setup("moments", x, axis)
+    backend, arrays, xa = _setup("moments", x)
     V.float_input(xa, "x", allow_int=True)
     ddof = V.ddof_value(ddof)
     ax = normalize_axis(axis, xa.ndim)
@@ -69,7 +69,7 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     finite (NaN/inf in the batch) leave their running entries unchanged and
     raise a ``RuntimeWarning``.  ``out`` receives ``y`` (it may be ``x``).
     """
-    backend, a, xa = _setup("batch_norm_forward", x, axis, weight=weight, bias=bias,
+    backend, a, xa = _setup("batch_norm_forward", x, weight=weight, bias=bias,
                             running_mean=running_mean, running_var=running_var, out=out)
     V.float_input(xa, "x")
     ax = normalize_axis(axis, xa.ndim)
@@ -109,7 +109,7 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     ``y = (x − mean)·α + bias`` with ``α = weight/√(var + eps)``: one
     subtraction and one multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
     """
-    backend, a, xa = _setup("batch_norm_inference", x, axis, mean=mean, var=var,
+    backend, a, xa = _setup("batch_norm_inference", x, mean=mean, var=var,
                             weight=weight, bias=bias, out=out)
     V.float_input(xa, "x")
     ax = normalize_axis(axis, xa.ndim)
@@ -141,7 +141,7 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     """
     if dy is None:
         raise TypeError("batch_norm_backward: dy is required, got None")
-    backend, a, xa = _setup("batch_norm_backward", x, axis, dy=dy, mean=mean, invstd=invstd,
+    backend, a, xa = _setup("batch_norm_backward", x, dy=dy, mean=mean, invstd=invstd,
                             weight=weight, out=out)
     V.float_input(xa, "x")
     dya = a["dy"]

@@ -17,7 +17,9 @@ that starts at its lowest address (:func:`flat_extent`).
 The innermost dimension (smallest stride of ``x``) decides the kernel shape:
 when it is reduced (NCHW over (0, 2, 3), rows of (N, D)) kernels stream along
 contiguous runs of one statistic; when it is kept (channels-last, axis=0 of
-(N, D)) they stream along rows of adjacent statistics.
+(N, D)) they stream along rows of adjacent statistics.  Elementwise passes
+need no kept/reduced split: they use ``order_*``, every merged dimension in
+memory order, where a stat stride of 0 marks a reduced dimension.
 """
 from __future__ import annotations
 
