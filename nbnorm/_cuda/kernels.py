@@ -191,6 +191,14 @@ def element_kernels(acc):
         return mu + v, nan
 
     @cuda.jit(device=True)
+    def welford_init(cnt, mu, m2):
+        """Empty the ``ACC_N`` per-thread Welford accumulators."""
+        for u in range(ACC_N):
+            cnt[u] = acc(0)
+            mu[u] = acc(0)
+            m2[u] = acc(0)
+
+    @cuda.jit(device=True)
     def welford_finish(cnt, mu, m2):
         tn, tm, tv = cnt[0], mu[0], m2[0]
         for u in range(1, ACC_N):
@@ -207,10 +215,7 @@ def element_kernels(acc):
         cnt = cuda.local.array(ACC_N, acc)
         mu = cuda.local.array(ACC_N, acc)
         m2 = cuda.local.array(ACC_N, acc)
-        for u in range(ACC_N):
-            cnt[u] = acc(0)
-            mu[u] = acc(0)
-            m2[u] = acc(0)
+        welford_init(cnt, mu, m2)
         tid = cuda.threadIdx.x
         lane = tid % G
         item = cuda.blockIdx.x * (TPB // G) + tid // G
@@ -264,10 +269,7 @@ def element_kernels(acc):
         cnt = cuda.local.array(ACC_N, acc)
         mu = cuda.local.array(ACC_N, acc)
         m2 = cuda.local.array(ACC_N, acc)
-        for u in range(ACC_N):
-            cnt[u] = acc(0)
-            mu[u] = acc(0)
-            m2[u] = acc(0)
+        welford_init(cnt, mu, m2)
         tid = cuda.threadIdx.x
         ty = tid // TX
         TY = TPB // TX
