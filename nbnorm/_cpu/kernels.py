@@ -29,6 +29,7 @@ from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, windo
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
+GROUP_ROWS = 64 # rows a channels-last column sums in float32 before a float64 fold
 ROWS_BLOCK = 8 * BLOCK  # elements per channels-last block: one pass each, so it
                         # may outgrow L1, and the scalar per-column merge is rare
 
@@ -320,6 +321,14 @@ def backward_fused_inner(dy, x, x_dx, out, p, mean, invstd, weight, training, dw
 
 # ------------------------------------------------- kept-inner (channels-last)
 @_jit
+def _group_rows(nt):
+    """Rows summed per accumulator group of a ``nt``-column tile: the group
+    stays within ``BLOCK`` elements (L1) and ``GROUP_ROWS`` terms per sum
+    (the rounding of a float32 sum grows with its length)."""
+    return max(1, min(GROUP_ROWS, BLOCK // nt))
+
+
+@_jit
 def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
     """(outer statistic, first inner statistic, tile width, chunk) of a work item."""
     item = np.int64(i_)
@@ -340,7 +349,7 @@ def row_shifted(s1, s2, x, o, s, shift):
         s2[j] += v * v
 
 
-@_exact
+@_inline_exact
 def row_shifted_at(s1, s2, x, o, s, shift):
     if s == 1:
         row_shifted(s1, s2, window(x, o, s1.size), 0, 1, shift)
@@ -357,7 +366,7 @@ def row_dual(s1, s2, dy, od, sd, x, ox, sx, mu):
         s2[j] += g * (load(x, ox + j * sx) - mu[j])
 
 
-@_exact
+@_inline_exact
 def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
     nt = s1.size
     if sd == 1 and sx == 1:
@@ -377,26 +386,49 @@ def row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc
 
 
 @_exact
-def row_affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc):
-    if so == 1 and su == 1 and sv == 1 and css == 1:
-        row_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m), 0, 1,
-                   m, 0, 1, window(cu, cs, m), window(ca, cs, m), window(cv, cs, m),
-                   window(cb, cs, m), window(cc, cs, m))
+def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, rs,
+                cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over ``nr`` runs of ``m``
+    elements; run ``r`` starts at ``oo + r·ro`` (``ou + r·ru``, ``ov + r·rv``)
+    and its element ``j`` belongs to statistic ``cs + r·rs + j·css``."""
+    if css == 0:
+        for r in range(nr):
+            k = cs + r * rs
+            affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                      cu[k], ca[k], cv[k], cb[k], cc[k])
+    elif so == 1 and su == 1 and sv == 1 and css == 1:
+        for r in range(nr):
+            k = cs + r * rs
+            row_affine(window(out, oo + r * ro, m), 0, 1, window(u, ou + r * ru, m), 0, 1,
+                       maybe_window(v, ov + r * rv, m), 0, 1, m, 0, 1,
+                       window(cu, k, m), window(ca, k, m), window(cv, k, m),
+                       window(cb, k, m), window(cc, k, m))
     else:
-        row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc)
+        for r in range(nr):
+            row_affine(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                       cs + r * rs, css, cu, ca, cv, cb, cc)
 
 
 @_exact
-def rows_shifted(s1, s2, x, xb, rsz, rstr, a, b, sj, shift):
-    """``s1 += x − shift`` and ``s2 += (x − shift)²`` over the rows ``[a, b)``,
-    walked run by run so no division is spent per row."""
-    pos = a
-    while pos < b:
-        off, m = run_at(pos, b, rsz, rstr)
-        o = xb + off
-        for r in range(m):
-            row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift)
-        pos += m
+def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows):
+    """``t1 += Σ(x − shift)`` and ``t2 += Σ(x − shift)²`` (float64 columns)
+    over the rows ``[a, b)``.  Groups of ≤ ``rows`` rows are summed in the
+    accumulator type of ``x`` into ``s1``, ``s2`` (a vector add per row) and
+    then folded in; rows are walked run by run, so no division per row."""
+    for blk in range(a, b, rows):
+        e = min(blk + rows, b)
+        s1[:] = 0.0
+        s2[:] = 0.0
+        pos = blk
+        while pos < e:
+            off, m = run_at(pos, e, rsz, rstr)
+            o = xb + off
+            for r in range(m):
+                row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift)
+            pos += m
+        for j in range(t1.size):
+            t1[j] += s1[j]
+            t2[j] += s2[j]
 
 
 @_pjit
@@ -409,7 +441,10 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
     is within a few standard deviations of the block mean; a block where any
     column is further off (drifting or adversarial data) is summed again
     about its own mean, so one pass suffices for stationary data without
-    giving up exactness for the rest.
+    giving up exactness for the rest.  Within a block, groups of
+    ``_group_rows(tile)`` rows accumulate in ``x``'s accumulator type
+    (float32 for 16/32-bit data: twice the lanes of float64) before a
+    float64 fold.
     """
     ksz, kstat, kstr, rsz, rstr, bases = p
     r0 = rstr[0]
@@ -425,32 +460,36 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
-        shift = np.zeros(nt)   # float64 columns: long blocks stay exact
-        s1 = np.zeros(nt)
-        s2 = np.zeros(nt)
+        zero = acc_zero(x)
+        shift = np.full(nt, zero)
+        s1 = np.full(nt, zero)
+        s2 = np.full(nt, zero)
+        t1 = np.zeros(nt)      # float64 columns: long blocks stay exact
+        t2 = np.zeros(nt)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
         cnt = 0.0
         rows = max(1, ROWS_BLOCK // nt)
+        group = _group_rows(nt)
         o0 = xb + offset(a, rsz, r0, rsz.size)
         for j in range(nt):
-            shift[j] = finite_or_zero(shift, load(x, o0 + j * sj))
+            shift[j] = finite_or_zero(x, load(x, o0 + j * sj))
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
-            s1[:] = 0.0
-            s2[:] = 0.0
-            rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift)
-            if not shift_near_mean(s1, s2, nb):
+            t1[:] = 0.0
+            t2[:] = 0.0
+            rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group)
+            if not shift_near_mean(t1, t2, nb):
                 for j in range(nt):
-                    shift[j] = finite_or_zero(shift, shift[j] + s1[j] / nb)
-                s1[:] = 0.0
-                s2[:] = 0.0
-                rows_shifted(s1, s2, x, xb, rsz, r0, blk, e, sj, shift)
+                    shift[j] = finite_or_zero(x, shift[j] + t1[j] / nb)
+                t1[:] = 0.0
+                t2[:] = 0.0
+                rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group)
             for j in range(nt):
-                mb, m2b = shifted_moments(float(nb), float(shift[j]), float(s1[j]), float(s2[j]))
+                mb, m2b = shifted_moments(float(nb), float(shift[j]), t1[j], t2[j])
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
-                shift[j] = finite_or_zero(shift, mean[j])
+                shift[j] = finite_or_zero(x, mean[j])
             cnt += nb
         for j in range(nt):
             part_mean[c, sb + j * ss] = mean[j]
@@ -495,7 +534,7 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
         t2 = np.zeros(nt)
         for j in range(nt):
             m[j] = mu[sb + j * ss]
-        rows = max(1, BLOCK // nt)
+        rows = _group_rows(nt)
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             s1[:] = zero
@@ -551,16 +590,16 @@ def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
         ov = bases[2] + offset(o, sizes, st2, nd - 1)
         while pos < b:
             m = min(inner - i, b - pos)
-            if ss == 0:
-                affine_at(out, oo + i * so, so, u, ou + i * su, su, v, ov + i * sv, sv, m,
-                          cu[s], ca[s], cv[s], cb[s], cc[s])
-            else:
-                row_affine_at(out, oo + i * so, so, u, ou + i * su, su, v, ov + i * sv, sv, m,
-                              s + i * ss, ss, cu, ca, cv, cb, cc)
-            pos += m
-            o += 1
+            nr = 1
+            if m == inner:  # whole runs up to the next carry or the chunk's end
+                nr = min(n2 - r2, (b - pos) // inner)
+            rows_affine(out, oo + i * so, so, st0[d2], u, ou + i * su, su, st1[d2],
+                        v, ov + i * sv, sv, st2[d2], m, nr, s + i * ss, ss, sstr[d2],
+                        cu, ca, cv, cb, cc)
+            pos += nr * m
+            o += nr
             i = 0
-            r2 += 1
+            r2 += nr
             if r2 == n2:  # carry past the second-innermost dim: recompute
                 r2 = 0
                 s = offset(o, sizes, sstr, nd - 1)
@@ -568,10 +607,10 @@ def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
                 ou = bases[1] + offset(o, sizes, st1, nd - 1)
                 ov = bases[2] + offset(o, sizes, st2, nd - 1)
             else:
-                s += sstr[d2]
-                oo += st0[d2]
-                ou += st1[d2]
-                ov += st2[d2]
+                s += nr * sstr[d2]
+                oo += nr * st0[d2]
+                ou += nr * st1[d2]
+                ov += nr * st2[d2]
 
 
 @_pjit_exact
