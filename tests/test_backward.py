@@ -63,6 +63,8 @@ def test_every_axis_subset_and_layout_of_4d(dtype, training):
     ((4, 2, 128, 130), (0, 2, 3)),     # few channels: chunked sums
     ((4, 70, 10, 10), (0, 2, 3)),      # many channels: fused kernel
     ((40000, 3), 0),                   # kept innermost dim
+    ((20001, 8), 0),                   # narrow kept rows read 16 at a time, odd remainder
+    ((3001, 60), (0,)),                # 2 rows at a time
 ])
 def test_chunked_fused_and_channels_last_paths(shape, axis, dtype, training):
     x = normal(shape, dtype, seed=51, loc=-1.0)

@@ -70,6 +70,8 @@ def test_every_axis_subset_and_layout_of_4d(dtype):
     ((4, 6, 128, 130), (0, 2, 3)),    # C=6: chunked + merged
     ((4, 80, 20, 20), (0, 2, 3)),     # many channels: fused one-pass kernel
     ((50000, 3), 0),                  # kept innermost dim, chunked rows
+    ((20001, 8), 0),                  # narrow kept rows read 16 at a time, odd remainder
+    ((3001, 60), (0,)),               # 2 rows at a time
 ])
 def test_chunked_fused_and_channels_last_paths(shape, axis, dtype):
     x0 = normal(shape, dtype, seed=21, loc=-2.0, scale=1.5)

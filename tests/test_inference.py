@@ -73,7 +73,8 @@ def test_random_views_out_and_in_place(case, seed, kinds, eps_, data):
     assert check_inference(xi, ax, *args, eps_=eps_, out=xi) is xi
 
 
-@pytest.mark.parametrize("shape,axis", [((2, 3, 200, 200), (0, 2, 3)), ((40000, 5), 0)])
+@pytest.mark.parametrize("shape,axis", [((2, 3, 200, 200), (0, 2, 3)), ((40000, 5), 0),
+                                        ((20001, 8), 0), ((3001, 60), (0,))])
 def test_large_chunked_paths(shape, axis):
     x = normal(shape, np.float32, seed=42, loc=2.0)
     args = stats(x, axis, seed=3)

@@ -66,6 +66,8 @@ def test_random_views_match_reference(case, ddof, keepdims):
     ((4, 2, 128, 130), (0, 2, 3)),     # NCHW, few channels: chunked reduction + merge
     ((3, 65, 700), (0, 2)),            # many statistics (one pass per statistic)
     ((40000, 3), 0),                   # kept innermost dim, chunked rows
+    ((20001, 8), 0),                   # narrow kept rows read 16 at a time, odd remainder
+    ((3001, 60), (0,)),                # 2 rows at a time
 ])
 def test_chunked_paths(shape, axis, dtype):
     x0 = normal(shape, dtype, seed=4, loc=3.0)

@@ -29,7 +29,8 @@ from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, windo
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
-GROUP_ROWS = 64 # rows a channels-last column sums in float32 before a float64 fold
+GROUP_ROWS = 64 # terms a channels-last column sums in float32 before a float64 fold
+SUPER_ROW = 128 # elements read as one vector when narrow channels-last rows lie back to back
 ROWS_BLOCK = 8 * BLOCK  # elements per channels-last block: one pass each, so it
                         # may outgrow L1, and the scalar per-column merge is rare
 
@@ -321,11 +322,39 @@ def backward_fused_inner(dy, x, x_dx, out, p, mean, invstd, weight, training, dw
 
 # ------------------------------------------------- kept-inner (channels-last)
 @_jit
-def _group_rows(nt):
-    """Rows summed per accumulator group of a ``nt``-column tile: the group
-    stays within ``BLOCK`` elements (L1) and ``GROUP_ROWS`` terms per sum
-    (the rounding of a float32 sum grows with its length)."""
-    return max(1, min(GROUP_ROWS, BLOCK // nt))
+def _super_rows(nt, adjacent):
+    """Rows ``q`` read as one vector of ``q·nt`` columns: a narrow tile whose
+    rows lie back to back in memory (``adjacent``) is read ``q`` rows at a
+    time, column ``p`` of the vector standing for statistic ``p mod nt``, so
+    the per-row loop overhead is paid once per ``SUPER_ROW`` elements."""
+    return max(1, SUPER_ROW // nt) if adjacent else 1
+
+
+@_jit
+def _group_rows(nt, q):
+    """Rows summed per accumulator group of a ``nt``-column tile read ``q``
+    rows at a time: each accumulator sums at most ``GROUP_ROWS`` terms (the
+    rounding of a float32 sum grows with its length) and a group spans at
+    most ``BLOCK·q`` elements."""
+    return max(1, min(GROUP_ROWS, BLOCK // (nt * q))) * q
+
+
+@_exact
+def tile_columns(a, nt):
+    """Repeat ``a[:nt]`` over the whole of ``a`` (``a[p] = a[p mod nt]``)."""
+    for p in range(nt, a.size):
+        a[p] = a[p - nt]
+
+
+@_exact
+def fold_columns(t, s, nt):
+    """``t[j] += Σ_r s[r·nt + j]``: the ``q`` copies of each column, in order."""
+    q = s.size // nt
+    for j in range(nt):
+        acc = 0.0
+        for r in range(q):
+            acc += s[r * nt + j]
+        t[j] += acc
 
 
 @_jit
@@ -410,11 +439,16 @@ def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, r
 
 
 @_exact
-def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows):
+def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
     """``t1 += Σ(x − shift)`` and ``t2 += Σ(x − shift)²`` (float64 columns)
-    over the rows ``[a, b)``.  Groups of ≤ ``rows`` rows are summed in the
-    accumulator type of ``x`` into ``s1``, ``s2`` (a vector add per row) and
-    then folded in; rows are walked run by run, so no division per row."""
+    over the rows ``[a, b)``.  Groups of ``rows`` rows are summed in the
+    accumulator type of ``x`` into ``s1``, ``s2`` (a vector add per row, or
+    per ``q`` adjacent rows: ``s1``, ``s2``, ``shift`` hold ``q·nt`` columns,
+    see :func:`_super_rows`) and then folded in; rows are walked run by run,
+    so no division is spent per row."""
+    nt = t1.size
+    w = q * nt
+    step = rstr[-1]
     for blk in range(a, b, rows):
         e = min(blk + rows, b)
         s1[:] = 0.0
@@ -423,12 +457,15 @@ def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows):
         while pos < e:
             off, m = run_at(pos, e, rsz, rstr)
             o = xb + off
-            for r in range(m):
-                row_shifted_at(s1, s2, x, o + r * rstr[-1], sj, shift)
+            r = 0
+            while r + q <= m and q > 1:
+                row_shifted(s1, s2, window(x, o + r * nt, w), 0, 1, shift)
+                r += q
+            for r in range(r, m):
+                row_shifted_at(window(s1, 0, nt), window(s2, 0, nt), x, o + r * step, sj, shift)
             pos += m
-        for j in range(t1.size):
-            t1[j] += s1[j]
-            t2[j] += s2[j]
+        fold_columns(t1, s1, nt)
+        fold_columns(t2, s2, nt)
 
 
 @_pjit
@@ -460,36 +497,40 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
+        q = _super_rows(nt, sj == 1 and r0[-1] == nt)
         zero = acc_zero(x)
-        shift = np.full(nt, zero)
-        s1 = np.full(nt, zero)
-        s2 = np.full(nt, zero)
+        shift = np.full(q * nt, zero)
+        s1 = np.full(q * nt, zero)
+        s2 = np.full(q * nt, zero)
         t1 = np.zeros(nt)      # float64 columns: long blocks stay exact
         t2 = np.zeros(nt)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
         cnt = 0.0
         rows = max(1, ROWS_BLOCK // nt)
-        group = _group_rows(nt)
+        group = _group_rows(nt, q)
         o0 = xb + offset(a, rsz, r0, rsz.size)
         for j in range(nt):
             shift[j] = finite_or_zero(x, load(x, o0 + j * sj))
+        tile_columns(shift, nt)
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
             t1[:] = 0.0
             t2[:] = 0.0
-            rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group)
+            rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
             if not shift_near_mean(t1, t2, nb):
                 for j in range(nt):
                     shift[j] = finite_or_zero(x, shift[j] + t1[j] / nb)
+                tile_columns(shift, nt)
                 t1[:] = 0.0
                 t2[:] = 0.0
-                rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group)
+                rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
             for j in range(nt):
                 mb, m2b = shifted_moments(float(nb), float(shift[j]), t1[j], t2[j])
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
                 shift[j] = finite_or_zero(x, mean[j])
+            tile_columns(shift, nt)
             cnt += nb
         for j in range(nt):
             part_mean[c, sb + j * ss] = mean[j]
@@ -505,6 +546,34 @@ def shift_near_mean(s1, s2, nb):
         if not d * d <= 16.0 * (s2[j] / nb - d * d):
             return False
     return True
+
+
+@_exact
+def rows_dual(t1, t2, s1, s2, dy, db, rstr_dy, sd, x, xb, rstr_x, sx, rsz, a, b, mu, rows, q):
+    """``t1 += Σ dy`` and ``t2 += Σ dy·(x − mu)`` (float64 columns) over the
+    rows ``[a, b)``, grouped and read as :func:`rows_shifted` does."""
+    nt = t1.size
+    w = q * nt
+    for blk in range(a, b, rows):
+        e = min(blk + rows, b)
+        s1[:] = 0.0
+        s2[:] = 0.0
+        pos = blk
+        while pos < e:
+            od, m = run_at(pos, e, rsz, rstr_dy)
+            ox, _ = run_at(pos, e, rsz, rstr_x)
+            od += db
+            ox += xb
+            r = 0
+            while r + q <= m and q > 1:
+                row_dual(s1, s2, window(dy, od + r * nt, w), 0, 1, window(x, ox + r * nt, w), 0, 1, mu)
+                r += q
+            for r in range(r, m):
+                row_dual_at(window(s1, 0, nt), window(s2, 0, nt), dy, od + r * rstr_dy[-1], sd,
+                            x, ox + r * rstr_x[-1], sx, mu)
+            pos += m
+        fold_columns(t1, s1, nt)
+        fold_columns(t2, s2, nt)
 
 
 @_pjit
@@ -526,46 +595,51 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
         b = min(a + chunk, n)
+        q = _super_rows(nt, sd == 1 and sx == 1 and r0[-1] == nt and r1[-1] == nt)
+        w = q * nt
         zero = acc_zero(x)
-        m = np.full(nt, zero)
-        s1 = np.full(nt, zero)
-        s2 = np.full(nt, zero)
+        m = np.full(w, zero)
+        s1 = np.full(w, zero)
+        s2 = np.full(w, zero)
         t1 = np.zeros(nt)
         t2 = np.zeros(nt)
         for j in range(nt):
             m[j] = mu[sb + j * ss]
-        rows = _group_rows(nt)
-        for blk in range(a, b, rows):
-            e = min(blk + rows, b)
-            s1[:] = zero
-            s2[:] = zero
-            pos = blk
-            while pos < e:
-                od, cnt = run_at(pos, e, rsz, r0)
-                ox, _ = run_at(pos, e, rsz, r1)
-                for r in range(cnt):
-                    row_dual_at(s1, s2, dy, db + od + r * r0[-1], sd, x, xb + ox + r * r1[-1], sx, m)
-                pos += cnt
-            for j in range(nt):
-                t1[j] += s1[j]
-                t2[j] += s2[j]
+        tile_columns(m, nt)
+        rows_dual(t1, t2, s1, s2, dy, db, r0, sd, x, xb, r1, sx, rsz, a, b, m,
+                  _group_rows(nt, q), q)
         for j in range(nt):
             part_s1[c, sb + j * ss] = t1[j]
             part_s2[c, sb + j * ss] = t2[j]
 
 
 # ----------------------------------------------------------- elementwise
+@_exact
+def tile_coefficients(tiles, s, inner, cu, ca, cv, cb, cc):
+    """Row ``k`` of ``tiles`` = coefficient ``k`` of statistics ``s … s+inner−1``, repeated."""
+    for j in range(inner):
+        tiles[0, j] = cu[s + j]
+        tiles[1, j] = ca[s + j]
+        tiles[2, j] = cv[s + j]
+        tiles[3, j] = cb[s + j]
+        tiles[4, j] = cc[s + j]
+    for k in range(5):
+        tile_columns(tiles[k], inner)
+
+
 @_pjit_exact
-def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
+def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc):
     """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` for every
     element, ``s`` its statistic (``v`` may be None); operands (out, u, v).
 
-    ``q`` = (sizes, stat strides, strides, bases) of every dimension in memory
+    ``dims`` = (sizes, stat strides, strides, bases) of every dimension in memory
     order, so each work item streams a contiguous stretch of memory (fresh
     output pages are touched in order).  Runs of the innermost dimension get
-    one coefficient set when it is reduced, per-element ones when it is kept.
+    one coefficient set when it is reduced, per-element ones when it is kept;
+    runs between two carries of the odometer go to :func:`rows_affine` in
+    one call.
     """
-    sizes, sstr, st, bases = q
+    sizes, sstr, st, bases = dims
     st0 = st[0]
     st1 = st[1]
     st2 = st[2]
@@ -578,6 +652,17 @@ def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
     sv = st2[nd - 1]
     n2 = sizes[nd - 2] if nd >= 2 else 1   # runs between two carries of the odometer
     d2 = max(nd - 2, 0)
+    ro = st0[d2]
+    ru = st1[d2]
+    rv = st2[d2]
+    rs = sstr[d2]
+    # narrow kept rows lying back to back: q of them at a time (see _super_rows)
+    # with coefficients tiled q times, rebuilt at each carry, hence long runs only
+    q = _super_rows(inner, nd >= 2 and ss == 1 and rs == 0 and so == 1 and su == 1 and sv == 1
+                    and ro == inner and ru == inner and rv == inner)
+    if n2 < 16 * q:
+        q = 1
+    w = q * inner
     for i_ in prange(n_chunks):
         pos = np.int64(i_) * chunk
         b = min(pos + chunk, total)
@@ -588,13 +673,23 @@ def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
         oo = bases[0] + offset(o, sizes, st0, nd - 1)
         ou = bases[1] + offset(o, sizes, st1, nd - 1)
         ov = bases[2] + offset(o, sizes, st2, nd - 1)
+        tiles = np.empty((5, w if q > 1 else 0))
+        tiled = -1
         while pos < b:
             m = min(inner - i, b - pos)
             nr = 1
             if m == inner:  # whole runs up to the next carry or the chunk's end
                 nr = min(n2 - r2, (b - pos) // inner)
-            rows_affine(out, oo + i * so, so, st0[d2], u, ou + i * su, su, st1[d2],
-                        v, ov + i * sv, sv, st2[d2], m, nr, s + i * ss, ss, sstr[d2],
+            done = 0
+            if q > 1 and nr >= q:
+                if tiled != s:
+                    tile_coefficients(tiles, s, inner, cu, ca, cv, cb, cc)
+                    tiled = s
+                done = nr - nr % q
+                rows_affine(out, oo, 1, w, u, ou, 1, w, v, ov, 1, w, w, done // q, 0, 1, 0,
+                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4])
+            rows_affine(out, oo + i * so + done * ro, so, ro, u, ou + i * su + done * ru, su, ru,
+                        v, ov + i * sv + done * rv, sv, rv, m, nr - done, s + i * ss, ss, rs,
                         cu, ca, cv, cb, cc)
             pos += nr * m
             o += nr
@@ -607,10 +702,10 @@ def affine(out, u, v, q, chunk, n_chunks, cu, ca, cv, cb, cc):
                 ou = bases[1] + offset(o, sizes, st1, nd - 1)
                 ov = bases[2] + offset(o, sizes, st2, nd - 1)
             else:
-                s += nr * sstr[d2]
-                oo += nr * st0[d2]
-                ou += nr * st1[d2]
-                ov += nr * st2[d2]
+                s += nr * rs
+                oo += nr * ro
+                ou += nr * ru
+                ov += nr * rv
 
 
 @_pjit_exact
