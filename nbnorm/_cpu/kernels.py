@@ -348,13 +348,11 @@ def tile_columns(a, nt):
 
 @_exact
 def fold_columns(t, s, nt):
-    """``t[j] += Σ_r s[r·nt + j]``: the ``q`` copies of each column, in order."""
-    q = s.size // nt
-    for j in range(nt):
-        acc = 0.0
-        for r in range(q):
-            acc += s[r * nt + j]
-        t[j] += acc
+    """``t[j] += s[r·nt + j]`` for ``r = 0 … q−1``: the ``q`` copies of each
+    column, in order (a vector add per copy)."""
+    for r in range(s.size // nt):
+        for j in range(nt):
+            t[j] += s[r * nt + j]
 
 
 @_jit
@@ -379,29 +377,12 @@ def row_shifted(s1, s2, x, o, s, shift):
 
 
 @_inline_exact
-def row_shifted_at(s1, s2, x, o, s, shift):
-    if s == 1:
-        row_shifted(s1, s2, window(x, o, s1.size), 0, 1, shift)
-    else:
-        row_shifted(s1, s2, x, o, s, shift)
-
-
-@_inline_exact
 def row_dual(s1, s2, dy, od, sd, x, ox, sx, mu):
     """``s1 += dy``, ``s2 += dy·(x − mu)`` along a row."""
     for j in range(s1.size):
         g = load(dy, od + j * sd)
         s1[j] += g
         s2[j] += g * (load(x, ox + j * sx) - mu[j])
-
-
-@_inline_exact
-def row_dual_at(s1, s2, dy, od, sd, x, ox, sx, mu):
-    nt = s1.size
-    if sd == 1 and sx == 1:
-        row_dual(s1, s2, window(dy, od, nt), 0, 1, window(x, ox, nt), 0, 1, mu)
-    else:
-        row_dual(s1, s2, dy, od, sd, x, ox, sx, mu)
 
 
 @_inline_exact
@@ -461,8 +442,14 @@ def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
             while r + q <= m and q > 1:
                 row_shifted(s1, s2, window(x, o + r * nt, w), 0, 1, shift)
                 r += q
-            for r in range(r, m):
-                row_shifted_at(window(s1, 0, nt), window(s2, 0, nt), x, o + r * step, sj, shift)
+            u1 = window(s1, 0, nt)
+            u2 = window(s2, 0, nt)
+            if sj == 1:
+                for r in range(r, m):
+                    row_shifted(u1, u2, window(x, o + r * step, nt), 0, 1, shift)
+            else:
+                for r in range(r, m):
+                    row_shifted(u1, u2, x, o + r * step, sj, shift)
             pos += m
         fold_columns(t1, s1, nt)
         fold_columns(t2, s2, nt)
@@ -554,6 +541,8 @@ def rows_dual(t1, t2, s1, s2, dy, db, rstr_dy, sd, x, xb, rstr_x, sx, rsz, a, b,
     rows ``[a, b)``, grouped and read as :func:`rows_shifted` does."""
     nt = t1.size
     w = q * nt
+    step_dy = rstr_dy[-1]
+    step_x = rstr_x[-1]
     for blk in range(a, b, rows):
         e = min(blk + rows, b)
         s1[:] = 0.0
@@ -568,9 +557,15 @@ def rows_dual(t1, t2, s1, s2, dy, db, rstr_dy, sd, x, xb, rstr_x, sx, rsz, a, b,
             while r + q <= m and q > 1:
                 row_dual(s1, s2, window(dy, od + r * nt, w), 0, 1, window(x, ox + r * nt, w), 0, 1, mu)
                 r += q
-            for r in range(r, m):
-                row_dual_at(window(s1, 0, nt), window(s2, 0, nt), dy, od + r * rstr_dy[-1], sd,
-                            x, ox + r * rstr_x[-1], sx, mu)
+            u1 = window(s1, 0, nt)
+            u2 = window(s2, 0, nt)
+            if sd == 1 and sx == 1:
+                for r in range(r, m):
+                    row_dual(u1, u2, window(dy, od + r * step_dy, nt), 0, 1,
+                             window(x, ox + r * step_x, nt), 0, 1, mu)
+            else:
+                for r in range(r, m):
+                    row_dual(u1, u2, dy, od + r * step_dy, sd, x, ox + r * step_x, sx, mu)
             pos += m
         fold_columns(t1, s1, nt)
         fold_columns(t2, s2, nt)
