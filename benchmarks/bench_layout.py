@@ -1,0 +1,58 @@
+"""What channels-last storage costs: time on the NHWC array / time on NCHW.
+
+The same logical float32 (64, 128, 56, 56) array (the large size, 102.8 MB)
+stored NCHW and channels-last (``nhwc``: a transposed view of an (N, H, W,
+C) buffer), statistics over (0, 2, 3).  Calls alternate between the two
+layouts for 11 rounds, so that the drifts of a shared machine hit both
+alike, and the value is the median of the per-round ratios.  ``alloc``:
+each call allocates its output, as a user's call does; ``out``: a
+preallocated ``out=`` (kernel time only).  1.0 means channels-last is free.
+"""
+import time
+
+import numpy as np
+
+from .common import BACKENDS, OPS, Case, skip, static_skips
+
+ROUNDS = 11
+
+
+class ChannelsLastCost:
+    params = [OPS, ["alloc", "out"], BACKENDS]
+    param_names = ["op", "output", "backend"]
+    skip_params = (static_skips(params, param_names, layout="nhwc", dtype="float32", size="large")
+                   + [("moments", "out", backend) for backend in BACKENDS])  # no output
+    timeout = 900
+
+    def setup_cache(self):
+        ratios = {}
+        for op in OPS:
+            for output in ("alloc", "out"):
+                for backend in BACKENDS:
+                    if (op, output, backend) in self.skip_params:
+                        continue
+                    try:
+                        cases = [Case(op, layout, "float32", "large", backend, out=output == "out")
+                                 for layout in ("nchw", "nhwc")]
+                    except NotImplementedError:
+                        continue
+                    per_round = []
+                    for _ in range(ROUNDS):
+                        t = []
+                        for case in cases:
+                            t0 = time.perf_counter()
+                            case.run()
+                            t.append(time.perf_counter() - t0)
+                        per_round.append(t[1] / t[0])
+                    ratios[op, output, backend] = float(np.median(per_round))
+                    del cases
+        return ratios
+
+    def setup(self, ratios, op, output, backend):
+        if (op, output, backend) not in ratios:
+            skip("not measurable here (see setup_cache)")
+
+    def track_nhwc_over_nchw(self, ratios, op, output, backend):
+        """Median over rounds of (channels-last time) / (NCHW time)."""
+        return ratios[op, output, backend]
+    track_nhwc_over_nchw.unit = "ratio"
