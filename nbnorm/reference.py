@@ -22,13 +22,25 @@ def _param(a, axis, x, fill):
     return np.asarray(a, dtype=np.float64).reshape(_keep(x, axis))
 
 
+def _mean(x, ax):
+    """``np.mean`` plus the mean of the residuals: NumPy sums a strided axis
+    term by term, so with a large offset the plain mean is off by up to
+    ``n·eps·|x|``; the correction brings it to ``eps·|mean|``."""
+    m = np.mean(x, axis=ax, keepdims=True)
+    return m + np.mean(x - m, axis=ax, keepdims=True)
+
+
 def moments(x, axis=None, *, ddof=0, keepdims=False):
-    """``(mean, var)`` in float64 via ``np.mean`` / ``np.var``."""
+    """``(mean, var)`` in float64: corrected mean, two-pass ``Σ(x − mean)²/(n − ddof)``."""
     x = np.asarray(x, dtype=np.float64)
     ax = normalize_axis(axis, x.ndim)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.mean(x, axis=ax, keepdims=keepdims),
-                np.var(x, axis=ax, ddof=ddof, keepdims=keepdims))
+        mean = _mean(x, ax)
+        var = np.sum((x - mean) ** 2, axis=ax, keepdims=True) / max(
+            x.size // max(mean.size, 1) - ddof, 0)
+        if not keepdims:
+            mean, var = mean.squeeze(ax), var.squeeze(ax)
+        return mean, var
 
 
 def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mean=None,
@@ -36,8 +48,7 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     """``(y, mean, invstd)`` in float64; running statistics updated in place."""
     x = np.asarray(x, dtype=np.float64)
     ax = normalize_axis(axis, x.ndim)
-    mean = x.mean(axis=ax)
-    var = x.var(axis=ax)
+    mean, var = moments(x, ax)
     invstd = 1.0 / np.sqrt(var + eps)
     k = _keep(x, ax)
     y = (x - mean.reshape(k)) * invstd.reshape(k) * _param(weight, ax, x, 1.0) + _param(bias, ax, x, 0.0)
