@@ -1,9 +1,17 @@
 """The main job, ``python -m nbnorm``: self-check and benchmark."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
 import numpy as np
+import pytest
 
 from nbnorm import __main__ as main_module
+from nbnorm.__main__ import max_threads, repeat_arg, shape_arg, threads_arg
 from nbnorm._bench import format_table, run_cases
 
 
@@ -36,3 +44,84 @@ def test_a_wrong_kernel_fails_the_check(monkeypatch):
     rows, _ = run_cases((4, 6, 5, 7), "float32", repeat=1, with_peers=False)
     bad = [r for r in rows if not r.ok]
     assert bad and all(r.op == "inference" for r in bad)
+
+
+# ------------------------------------------------------- command-line errors
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=120):
+    """``python -m nbnorm *args`` in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "nbnorm", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _bad_options():
+    hi = max_threads()
+    threads = f"1..{hi}"
+    shape = "N,C,H,W"
+    return [
+        (["--threads", "-1"], "--threads", threads),
+        (["--threads", "0"], "--threads", threads),
+        (["--threads", str(hi + 1)], "--threads", threads),
+        (["--threads", "99999"], "--threads", threads),
+        (["--threads", "two"], "--threads", "integer"),
+        (["--repeat", "0"], "--repeat", ">= 1"),
+        (["--repeat", "-3"], "--repeat", ">= 1"),
+        (["--repeat", "1.5"], "--repeat", "integer"),
+        (["--shape", "a,b,c,d"], "--shape", shape),
+        (["--shape", "1,1,1,1"], "--shape", "H*W >= 2"),
+        (["--shape", "3,2,1,1"], "--shape", "H*W >= 2"),     # N·H·W = 3 but H·W = 1
+        (["--shape", "0,3,4,4"], "--shape", ">= 1"),
+        (["--shape", "8,0,4,4"], "--shape", ">= 1"),
+        (["--shape", "-1,3,4,4"], "--shape", ">= 1"),
+        (["--shape=-1,3,4,4"], "--shape", ">= 1"),
+        (["--shape", "8,3,-4,4"], "--shape", ">= 1"),
+        (["--shape", "8,3,4"], "--shape", shape),
+        (["--shape", "8,3,4,4,1"], "--shape", shape),
+        (["--shape", "8,3,4,"], "--shape", shape),
+        (["--shape", "8.0,3,4,4"], "--shape", shape),
+        (["--shape", ""], "--shape", shape),
+        (["--quick", "--shape", "0,3,4,4"], "--shape", ">= 1"),
+        (["--dtype", "int8"], "--dtype", "float16"),
+    ]
+
+
+@pytest.mark.parametrize("args,option,valid", _bad_options(),
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_option_is_a_usage_error(args, option, valid):
+    """Exit status 2, argparse's usage message naming the option and the
+    valid range, no traceback and nothing run."""
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    assert r.stderr.startswith("usage: python -m nbnorm"), r.stderr
+    assert f"argument {option}" in r.stderr, r.stderr
+    assert valid in r.stderr, r.stderr
+    assert "checks passed" not in r.stdout
+
+
+def test_option_checks_accept_their_bounds():
+    hi = max_threads()
+    assert hi == numba.config.NUMBA_NUM_THREADS and hi >= 1
+    assert threads_arg("1") == 1 and threads_arg(str(hi)) == hi
+    assert repeat_arg("1") == 1
+    assert shape_arg("1,1,1,2") == (1, 1, 1, 2) and shape_arg(" 8, 32,28,28") == (8, 32, 28, 28)
+
+
+@pytest.fixture
+def restore_threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def test_smallest_valid_run_passes_its_checks(capsys, restore_threads):
+    """The edge values of every option run; (2, 3, 2, 2) has 4 values per
+    statistic in the rows case.  In process: the kernels are compiled once."""
+    argv = ["--shape", "2,3,2,2", "--repeat", "1", "--threads", "1", "--no-peers"]
+    assert main_module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 threads" in out and "all 12 checks passed" in out
