@@ -1,4 +1,5 @@
-"""Results do not depend on the number of threads: bitwise identical."""
+"""Results do not depend on the number of threads, nor on whether the
+parallel or the serial build of the kernels runs: bitwise identical."""
 from __future__ import annotations
 
 import numba
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import nbnorm
+from nbnorm._cpu import _threads
 
 from helpers import FLOATS, channels_last, normal
 
@@ -43,6 +45,34 @@ def test_one_and_two_threads_are_bitwise_identical(dtype, restore_threads):
             one = run_all(xv, axis)
             numba.set_num_threads(2)
             two = run_all(xv, axis)
-            for a, b in zip(one, two):
-                np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8),
-                                              np.ascontiguousarray(b).view(np.uint8))
+            assert_bitwise_equal(one, two)
+
+
+def assert_bitwise_equal(one, two):
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8),
+                                      np.ascontiguousarray(b).view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_serial_build_is_bitwise_identical_to_parallel_build(dtype):
+    for shape, axis in CASES:
+        x = normal(shape, dtype, seed=71, loc=-3.0)
+        views = [x, channels_last(x)] if x.ndim == 4 else [x]
+        for xv in views:
+            with _threads.serial_if(True):
+                serial = run_all(xv, axis)
+            assert_bitwise_equal(serial, run_all(xv, axis))
+
+
+def test_serial_if_is_per_thread_and_restores():
+    import threading
+
+    seen = {}
+    with _threads.serial_if(True):
+        t = threading.Thread(target=lambda: seen.setdefault("other", _threads.parallel_allowed()))
+        t.start()
+        t.join()
+        seen["inside"] = _threads.parallel_allowed()
+    assert seen == {"other": True, "inside": False}
+    assert _threads.parallel_allowed()

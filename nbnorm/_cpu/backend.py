@@ -7,14 +7,13 @@ in place through flat views, outputs are written in place.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import lru_cache
 
-import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _layout, _welford
+from . import _threads
 from . import kernels as K
 
 name = "cpu"
@@ -166,24 +165,12 @@ def empty_like(x):
     return y
 
 
-@contextmanager
-def _threads_for(n_elements):
-    """Run small problems on the calling thread only."""
-    if n_elements >= SERIAL_ELEMENTS:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def _sized(fn):
-    """Decorate an operation so its thread count follows the size of ``x``."""
+    """Decorate an operation so that small problems run on the calling thread
+    (see :mod:`._threads` for the other cases that run serially)."""
     def wrapper(*args):
-        with _threads_for(args[0].size * (2 if fn.__name__ == "backward" else 1)):
+        work = args[0].size * (2 if fn.__name__ == "backward" else 1)
+        with _threads.serial_if(work < SERIAL_ELEMENTS):
             return fn(*args)
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

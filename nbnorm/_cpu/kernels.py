@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _welford
+from ._threads import kernel
 from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, window
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
@@ -48,10 +49,11 @@ _exact = njit(cache=True, fastmath=_EXACT, error_model="numpy")
 # offset 0 and stride 1 of the contiguous call and vectorizes that copy
 _inline = njit(cache=True, fastmath=_FAST, error_model="numpy", inline="always")
 _inline_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", inline="always")
+# parallel kernels come in a parallel and a serial build (see ``_threads``);
 # prange indices are cast to int64: uint64 parfor indices would turn index
 # arithmetic into float64
-_pjit = njit(cache=True, fastmath=_FAST, error_model="numpy", parallel=True)
-_pjit_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", parallel=True)
+_pjit = kernel(cache=True, fastmath=_FAST, error_model="numpy")
+_pjit_exact = kernel(cache=True, fastmath=_EXACT, error_model="numpy")
 # A callee compiled without its own fastmath option inherits its caller's
 # flags, so the merge formulas state theirs: none at all.
 _strict = njit(cache=True, fastmath=False, error_model="numpy")
