@@ -19,13 +19,41 @@ from ._layout import normalize_axis, stat_shape
 __all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward"]
 
 
+_OUTPUTS = ("out", "running_mean", "running_var")
+
+
 def _setup(fname, x, **others):
-    """Route the call; returns the backend, the converted arrays and ``x``'s."""
+    """Route the call; returns the backend, the converted arrays and ``x``'s.
+    ``out`` and ``running_*`` are written in place, the rest is read."""
     if x is None:
         raise TypeError(f"{fname}: x is required, got None")
-    backend, arrays = _router.dispatch(x=x, **others)
+    backend, arrays = _router.dispatch(outputs=_OUTPUTS, x=x, **others)
     xa = arrays["x"]
     return backend, arrays, xa
+
+
+def _check_aliasing(converted, exact_ok):
+    """No output may share memory with another argument (see
+    :func:`_validate.no_aliasing`); checked on the arrays the backend works
+    on, so an input that was converted by a copy aliases nothing."""
+    outputs = {k: converted[k] for k in _OUTPUTS if k in converted}
+    inputs = {k: v for k, v in converted.items() if k not in outputs}
+    V.no_aliasing(outputs, inputs, exact_ok)
+
+
+def _native_out(out):
+    """``(out for the backend, out to copy into afterwards)``: a byte-swapped
+    ``out`` is computed into a fresh array and copied at the end."""
+    if out is None or np.dtype(out.dtype).isnative:
+        return out, None
+    return None, out
+
+
+def _deliver(y, late_out):
+    if late_out is None:
+        return y
+    late_out[...] = y
+    return late_out
 
 
 def moments(x, axis=None, *, ddof=0, keepdims=False):
@@ -82,7 +110,7 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
         if a[name] is not None:
             V.writable(a[name], name)
     V.out_array(a["out"], xa)
-    V.no_partial_overlap(a["out"], "out", xa)
+    _check_aliasing(a, [("out", "x")])
     eps = V.eps_value(eps)
     momentum = V.momentum_value(momentum)
     n = prod(xa.shape[d] for d in ax)
@@ -92,7 +120,9 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
         raise ValueError(
             f"x: expected more than 1 value per statistic when training, got {n} "
             f"(x.shape {tuple(xa.shape)} reduced over axis {ax})")
-    y, mean, var, invstd = backend.forward(xa, a["weight"], a["bias"], ax, eps, a["out"])
+    out, late_out = _native_out(a["out"])
+    y, mean, var, invstd = backend.forward(xa, a["weight"], a["bias"], ax, eps, out)
+    y = _deliver(y, late_out)
     if a["running_mean"] is not None:
         skipped = backend.update_running(a["running_mean"], mean, momentum, 1.0)
         skipped += backend.update_running(a["running_var"], var, momentum, n / (n - 1))
@@ -120,10 +150,11 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     for name in ("mean", "var", "weight", "bias"):
         V.stat_array(a[name], name, sshape, ax)
     V.out_array(a["out"], xa)
-    V.no_partial_overlap(a["out"], "out", xa)
+    _check_aliasing(a, [("out", "x")])
     eps = V.eps_value(eps)
-    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, a["out"])
-    return backend.wrap(y, x)
+    out, late_out = _native_out(a["out"])
+    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, out)
+    return backend.wrap(_deliver(y, late_out), x)
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True, out=None):
@@ -156,9 +187,11 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     for name in ("mean", "invstd", "weight"):
         V.stat_array(a[name], name, sshape, ax)
     V.out_array(a["out"], xa)
-    V.no_partial_overlap(a["out"], "out", xa, dya)
+    _check_aliasing(a, [("out", "dy"), ("out", "x")])
     if prod(xa.shape) == 0:
         raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}")
+    out, late_out = _native_out(a["out"])
     dx, dweight, dbias = backend.backward(dya, xa, a["mean"], a["invstd"], a["weight"], ax,
-                                          bool(training), a["out"])
+                                          bool(training), out)
+    dx = _deliver(dx, late_out)
     return backend.wrap(dx, x), backend.wrap(dweight, x), backend.wrap(dbias, x)

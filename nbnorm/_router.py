@@ -72,11 +72,13 @@ def load(name):
     raise KeyError(name)
 
 
-def dispatch(**arrays):
+def dispatch(outputs=(), **arrays):
     """``(backend, converted)`` for the named array arguments of one call.
 
     ``None`` values are passed through.  All other arguments must belong to
-    one backend; mixing host and device arrays raises ``TypeError``.
+    one backend; mixing host and device arrays raises ``TypeError``.  The
+    arguments named in ``outputs`` are written in place: the backend's
+    ``target`` checks that they are arrays it can write (no conversion).
     """
     owner = None
     owner_arg = None
@@ -93,5 +95,6 @@ def dispatch(**arrays):
                 f"argument on the same device"
             )
     backend = load((owner or _claim(0)).name)
-    converted = {k: (None if v is None else backend.asarray(v, k)) for k, v in arrays.items()}
+    converted = {k: (None if v is None else (backend.target if k in outputs else backend.asarray)(v, k))
+                 for k, v in arrays.items()}
     return backend, converted

@@ -16,9 +16,10 @@ _NAMES = ", ".join(str(d) for d in FLOAT_DTYPES)
 
 
 def float_input(a, name, *, allow_int=False):
-    """Check that ``a`` holds float16/32/64 (or int/bool when ``allow_int``)."""
+    """Check that ``a`` holds float16/32/64 (or int/bool when ``allow_int``),
+    in either byte order."""
     dt = np.dtype(a.dtype)
-    if dt in FLOAT_DTYPES:
+    if dt.newbyteorder("=") in FLOAT_DTYPES:
         return
     if allow_int and (dt.kind in "iub"):
         return
@@ -55,30 +56,71 @@ def writable(a, name):
 
 
 def out_array(out, x, name="out"):
-    """``out`` must match ``x`` in shape and dtype, be writeable, and not
-    partially overlap ``x`` (it may be ``x`` itself, for in-place use)."""
+    """``out`` must match ``x`` in shape and dtype (any byte order) and be writeable."""
     if out is None:
         return
     shape_is(out, name, x.shape, "that of x")
-    if np.dtype(out.dtype) != np.dtype(x.dtype):
+    if np.dtype(out.dtype).newbyteorder("=") != np.dtype(x.dtype).newbyteorder("="):
         raise ValueError(f"{name}: expected dtype {np.dtype(x.dtype)} (that of x), got {np.dtype(out.dtype)}")
     writable(out, name)
 
 
-def no_partial_overlap(out, name, *inputs):
-    """``out`` may be one of ``inputs`` exactly (same memory, same strides) or
-    disjoint from all of them; anything in between would race."""
-    if out is None or not isinstance(out, np.ndarray):
-        return
-    for inp in inputs:
-        if inp is None or not isinstance(inp, np.ndarray):
+def _address_view(a):
+    """A host ndarray with ``a``'s addresses, shape and strides, for overlap
+    arithmetic only (never read): ``a`` itself for NumPy arrays, a view built
+    from ``__cuda_array_interface__`` for device arrays, None if unknown."""
+    if isinstance(a, np.ndarray):
+        return a
+    iface = getattr(type(a), "__cuda_array_interface__", None) and a.__cuda_array_interface__
+    if not iface:
+        return None
+    holder = type("AddressOnly", (), {})()
+    holder.__array_interface__ = {k: iface[k] for k in ("shape", "typestr", "data", "strides")
+                                  if k in iface} | {"version": 3}
+    return np.asarray(holder)
+
+
+def _same_view(a, b):
+    """Same first address, shape, strides and item size: an exact alias."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.itemsize == b.itemsize)
+
+
+def _overlap(a, b):
+    """Whether two arrays share a byte of memory, decided exactly (interleaved
+    views such as ``z.real``/``z.imag`` do not); True where that is too hard
+    to decide, so that a race is never let through."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 20))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def no_aliasing(outputs, inputs, exact_ok=()):
+    """Each array written in place (``outputs``: name → array or None) must
+    share no memory with any other argument (``inputs`` and the other
+    outputs), except that the pairs ``(output, input)`` in ``exact_ok`` may
+    be the very same view (``out=x`` for in-place use)."""
+    views = {k: _address_view(v) for k, v in {**inputs, **outputs}.items() if v is not None}
+    views = {k: v for k, v in views.items() if v is not None}
+    names = list(views)
+    for oname in outputs:
+        if oname not in views:
             continue
-        if np.may_share_memory(out, inp):
-            same = (out.__array_interface__["data"][0] == inp.__array_interface__["data"][0]
-                    and out.strides == inp.strides)
-            if not same:
-                raise ValueError(f"{name}: overlaps an input with a different layout; "
-                                 "pass a separate array or the input itself")
+        for other in names:
+            if other == oname or (other in outputs and names.index(other) < names.index(oname)):
+                continue
+            o, a = views[oname], views[other]
+            if not _overlap(o, a):
+                continue
+            if (oname, other) in exact_ok and _same_view(o, a):
+                continue
+            allowed = [i for (n, i) in exact_ok if n == oname]
+            hint = f"; it may only be {' or '.join(allowed)} itself" if allowed else ""
+            raise ValueError(f"{oname}: shares memory with {other}; pass arrays that do not "
+                             f"overlap{hint}")
 
 
 def real_scalar(v, name):

@@ -25,9 +25,42 @@ TOUCH_BYTES = 8 << 20     # fresh outputs from this size on get their pages faul
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
 
 
+def _refuse_masked(obj, argname):
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(f"{argname}: masked arrays are not supported (the mask would be ignored); "
+                        f"pass a plain array, e.g. {argname}.filled(np.nan) or its valid entries")
+
+
 def asarray(obj, argname):
-    """Host arrays are used as they are; array-likes go through ``np.asarray``."""
-    return obj if isinstance(obj, np.ndarray) else np.asarray(obj)
+    """An argument that is read, as a NumPy array in native byte order.
+
+    Arrays are used in place (subclasses such as ``np.matrix`` as their base
+    ndarray); array-likes go through ``np.asarray`` (a tensor that requires
+    grad is read through ``.detach()``, no copy); byte-swapped data is
+    converted once; masked arrays are refused (their mask would be ignored).
+    """
+    _refuse_masked(obj, argname)
+    if getattr(obj, "requires_grad", False) and callable(getattr(obj, "detach", None)):
+        obj = obj.detach()
+    try:
+        a = np.asarray(obj)
+    except Exception as e:  # an object NumPy cannot read: name the argument
+        raise TypeError(f"{argname}: expected an array, got {type(obj).__name__} that NumPy "
+                        f"cannot read ({type(e).__name__}: {e})") from None
+    if type(a) is not np.ndarray:
+        a = a.view(np.ndarray)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def target(obj, argname):
+    """An argument written in place: it must be a NumPy array (any byte order)."""
+    _refuse_masked(obj, argname)
+    if not isinstance(obj, np.ndarray):
+        raise TypeError(f"{argname}: expected a NumPy array (it is written in place), got "
+                        f"{type(obj).__module__}.{type(obj).__qualname__}")
+    return obj if type(obj) is np.ndarray else obj.view(np.ndarray)
 
 
 def wrap(result, like):

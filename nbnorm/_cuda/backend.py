@@ -54,6 +54,10 @@ def asarray(obj, argname):
             from None
 
 
+#: an argument written in place is any device array ``asarray`` accepts (writable by nature)
+target = asarray
+
+
 def to_device_like(host):
     """Copy ``host`` to the device keeping its exact layout (strides, gaps,
     negative steps): the memory block it views is copied whole, and a device
