@@ -265,13 +265,15 @@ def _acc(x):
 
 
 def _welford(x, dp, p, stream):
-    """Per-chunk partials ``(pn, pm, pv)`` of ``x`` (plan row ``p``)."""
+    """Per-chunk partials ``(pn, pm, pv)`` of ``x − pivot`` (plan row ``p``) and
+    the per-statistic pivots ``piv``: ``(pn, pm, pv, piv)``."""
     acc = _acc(x)
     size = dp.n_chunks * dp.n_stats
     pn, pm, pv = (cuda.device_array(size, acc, stream=stream) for _ in range(3))
+    piv = cuda.device_array(dp.n_stats, np.float64, stream=stream)
     kern = K.ELEMENT[acc]["welford_cols" if dp.cols else "welford_rows"]
-    kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, *dp.shape_args(), pn, pm, pv)
-    return pn, pm, pv
+    kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, *dp.shape_args(), pn, pm, pv, piv)
+    return pn, pm, pv, piv
 
 
 def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None):
@@ -281,7 +283,7 @@ def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None,
     dummy = cuda.device_array(1, np.float64, stream=stream)
     if training:
         invstd, alpha, beta = (cuda.device_array(m, acc, stream=stream) for _ in range(3))
-        centre = cuda.device_array(m, np.float64, stream=stream)
+        centre = cuda.device_array(2 * m, np.float64, stream=stream)
     else:
         invstd = alpha = beta = cuda.device_array(1, acc, stream=stream)
         centre = dummy
@@ -290,20 +292,21 @@ def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None,
     K.finalize_welford[_blocks(m), TPB, stream](*partials, dp.n_chunks, m, float(inv_dof),
                                                 bool(training), float(eps), wv, hw, bv, hb,
                                                 mean, var, invstd, centre, alpha, beta)
-    return mean, var, invstd, centre, alpha, beta
+    return mean, var, invstd, centre.reshape(2, -1) if training else centre, alpha, beta
 
 
 def _affine(out, dp, rows, u, cu, ca, v, cv, cb, cc, stream):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic.
 
-    ``cu``/``cv`` are float64 centre vectors, ``ca``/``cb``/``cc`` accumulator-typed
-    coefficients; ``cu`` None: the first term is ``u·ca``; ``v`` None: the
-    second term is not evaluated (``v``, ``cv`` and ``cb`` are not read).
+    ``cu``/``cv`` are float64 ``(1, m)`` means or ``(2, m)`` (pivot, relative
+    mean) centres (:func:`~nbnorm._cuda.kernels.centred`), ``ca``/``cb``/``cc``
+    accumulator-typed coefficients; ``cu`` None: the first term is ``u·ca``;
+    ``v`` None: the second term is not evaluated (``v``, ``cv`` and ``cb`` are not read).
     """
     kern = K.ELEMENT[_acc(u)]["affine_cols" if dp.cols else "affine_rows"]
     fo, fu = _flat(out), _flat(u)
     if cu is None or v is None:
-        dummy = cuda.device_array(1, np.float64, stream=stream)
+        dummy = cuda.device_array((1, 1), np.float64, stream=stream)
     kern[dp.grid, TPB, stream](fo, fu, fu if v is None else _flat(v), *dp.args, *rows,
                                cu is not None, dummy if cu is None else cu, ca,
                                v is not None, dummy if v is None else cv,
@@ -340,7 +343,7 @@ def moments(x, axis, ddof):
 
 def forward(x, weight, bias, axis, eps, out):
     """Training forward: ``(y, mean, biased var, invstd)``; ``y = (x − mean)·α + bias``
-    with ``α = weight·invstd`` and the float64 mean."""
+    with ``α = weight·invstd``, ``x − mean`` as ``(x − pivot) − relative mean``."""
     stream = _launch_stream(x, weight, bias, out)
     y = empty_like(x, stream) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
@@ -369,7 +372,8 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     alpha, beta = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
     K.inference_coefficients[_blocks(m), TPB, stream](
         _vector(var, stream), wv, hw, bv, hb, float(eps), alpha, beta)
-    _affine(y, dp, (1, 0, 0), x, _vector(mean, stream), alpha, None, None, None, beta, stream)
+    _affine(y, dp, (1, 0, 0), x, _vector(mean, stream).reshape(1, -1), alpha, None, None, None,
+            beta, stream)
     return y
 
 
@@ -395,7 +399,7 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     K.finalize_sums[_blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, wv, hw,
                                              bool(training), dweight, dbias, ca, cb, cc)
     if training:
-        _affine(dx, dp, (2, 0, 1), dy, None, ca, x, mu, cb, cc, stream)
+        _affine(dx, dp, (2, 0, 1), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream)
     else:
         _affine(dx, dp, (2, 0, 1), dy, None, ca, None, None, None, cc, stream)
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)

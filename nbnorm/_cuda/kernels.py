@@ -28,6 +28,12 @@ land in ``(n_chunks, n_stats)`` arrays that ``finalize_welford`` merges in
 float64.  The backward reduction does the same with plain sums
 ``(Σdy, Σdy·(x − mean))``.
 
+Every Welford state and Chan merge is of ``d = x − p`` (accumulator type),
+``p`` a pivot per statistic (:func:`pivot_at`), so Chan's ``δ = μ_b − μₐ``
+carries errors of ``ulp(|mean − p|)``, not of ``ulp(|mean|)``, which
+``δ²·nₐ·n_b/n`` would make an M2 error growing as ``(|mean|/std)²``;
+``finalize_welford`` returns ``mean = p + mean(d)``.
+
 Non-finite data follow NumPy's sums: a statistic holding ``+inf`` (and no
 NaN or ``−inf``) gets mean ``+inf``; its M2, and everything of a statistic
 holding a NaN, is NaN.  The per-element update ``mean += (x − mean)/n``
@@ -38,11 +44,11 @@ The element pass is one map per statistic ``s``:
 
     out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]
 
-with centres ``cu``/``cv`` (float64, so ``x − mean`` uses the full-precision
-mean and a constant channel gives exactly ``cc``) and coefficients in the
-accumulator type.  Without ``v`` the second term is not evaluated at all
-(no ``v·0``, which is NaN for ``v = ±inf``), and without ``cu`` the first
-is ``u·ca[s]``.
+with float64 centres ``cu``/``cv`` (:func:`centred`: the mean, or the pivot
+and ``mean(d)``), so a constant channel gives exactly ``cc``, and
+coefficients in the accumulator type.  Without ``v`` the second term is not
+evaluated at all (no ``v·0``, which is NaN for ``v = ±inf``), and without
+``cu`` the first is ``u·ca[s]``.
 
 Element kernels are built per accumulator type by :func:`element_kernels`
 (float32 for float16/float32 storage, float64 for float64).
@@ -72,6 +78,39 @@ backward_coefficients = cuda.jit(device=True)(_welford.backward_coefficients)
 def sum_merge(a0, a1, a2, b0, b1, b2):
     """Merge two partial ``(Σ, Σ, Σ)`` triples."""
     return a0 + b0, a1 + b1, a2 + b2
+
+
+@cuda.jit(device=True)
+def pivot_at(x, at):
+    """A statistic's pivot ``p``: ``x[at]``, its element at reduction index 0
+    (every chunk of the statistic loads the same one), as float64; 0 if it is
+    inf/NaN (``x − inf`` would be NaN for every ``x``).  ``x − p`` is exact
+    whenever ``x`` is within a factor 2 of ``p``."""
+    v = float64(x[at])
+    return v if v - v == 0 else 0.0
+
+
+@cuda.jit(device=True)
+def centred(v, centre, s):
+    """``v − mean`` of statistic ``s`` in float64 from a ``(1, n_stats)`` centre
+    (the mean) or a ``(2, n_stats)`` one (``p``, ``mean(d)``): ``(v − p) − mean(d)``,
+    which never rounds ``mean`` to ``ulp(|mean|)``."""
+    d = float64(v) - centre[0, s]
+    if centre.shape[0] > 1:
+        d -= centre[1, s]
+    return d
+
+
+@cuda.jit(device=True)
+def store_partial(c, s, n_stats, tn, tm, tv, pivot, pn, pm, pv, piv):
+    """Chunk ``c``'s partial of statistic ``s`` → ``p*[c·n_stats + s]``; chunk 0
+    also stores the pivot the partials are relative to."""
+    j = c * n_stats + s
+    pn[j] = tn
+    pm[j] = tm
+    pv[j] = tv
+    if c == 0:
+        piv[s] = pivot
 
 
 @cuda.jit(device=True)
@@ -207,8 +246,9 @@ def element_kernels(acc):
 
     @cuda.jit
     def welford_rows(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, G,
-                     pn, pm, pv):
-        """Partial ``(n, mean, M2)`` of each (statistic, chunk) → ``p*[c, s]``."""
+                     pn, pm, pv, piv):
+        """Partial ``(n, mean, M2)`` of ``x − pivot`` of each (statistic, chunk) →
+        ``p*[c, s]``; the pivot → ``piv[s]``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -224,11 +264,14 @@ def element_kernels(acc):
         active = item < n_stats * n_chunks
         k = 0
         c = 0
+        pivot = 0.0
         if active:
             k = item // n_chunks
             c = item - k * n_chunks
             b = min(c * chunk + chunk, n)
             koff = bases[p] + offset(k, ks, kst, p, nk)
+            pivot = pivot_at(x, koff)
+            shift = acc(pivot)
             inner = rs[nr - 1]
             sin = rst[p, nr - 1]
             pos = c * chunk + lane
@@ -241,8 +284,8 @@ def element_kernels(acc):
                 r = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if pos < b:
-                        mu[u], m2[u] = welford_step(acc(x[koff + ooff + i * sin]), mu[u],
-                                                    m2[u], r)
+                        mu[u], m2[u] = welford_step(acc(x[koff + ooff + i * sin]) - shift,
+                                                    mu[u], m2[u], r)
                         cnt[u] += acc(1)
                         pos += G
                         i += G
@@ -254,15 +297,14 @@ def element_kernels(acc):
         tn, tm, tv = welford_finish(cnt, mu, m2)
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, lane, 1, G, sh0, sh1, sh2)
         if active and lane == 0:
-            j = c * n_stats + offset(k, ks, ss, 0, nk)
-            pn[j] = tn
-            pm[j] = tm
-            pv[j] = tv
+            store_partial(c, offset(k, ks, ss, 0, nk), n_stats, tn, tm, tv, pivot,
+                          pn, pm, pv, piv)
 
     @cuda.jit
     def welford_cols(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, TX,
-                     n_tiles, pn, pm, pv):
-        """Channels-last partial ``(n, mean, M2)`` → ``p*[c, s]``."""
+                     n_tiles, pn, pm, pv, piv):
+        """Channels-last partial ``(n, mean, M2)`` of ``x − pivot`` → ``p*[c, s]``;
+        the pivot → ``piv[s]``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -276,8 +318,11 @@ def element_kernels(acc):
         nk = ks.size
         nr = rs.size
         c, k, active = cols_item(tid, TX, n_chunks, n_tiles, ks[nk - 1])
+        pivot = 0.0
         if active:
             koff = bases[p] + offset(k, ks, kst, p, nk)
+            pivot = pivot_at(x, koff)
+            shift = acc(pivot)
             b = min(c * chunk + chunk, n)
             r = c * chunk + ty
             rounds = 0
@@ -286,17 +331,15 @@ def element_kernels(acc):
                 rc = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if r < b:
-                        mu[u], m2[u] = welford_step(acc(x[koff + offset(r, rs, rst, p, nr)]),
-                                                    mu[u], m2[u], rc)
+                        v = acc(x[koff + offset(r, rs, rst, p, nr)]) - shift
+                        mu[u], m2[u] = welford_step(v, mu[u], m2[u], rc)
                         cnt[u] += acc(1)
                         r += TY
         tn, tm, tv = welford_finish(cnt, mu, m2)
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, ty, TX, TY, sh0, sh1, sh2)
         if active and ty == 0:
-            j = c * n_stats + offset(k, ks, ss, 0, nk)
-            pn[j] = tn
-            pm[j] = tm
-            pv[j] = tv
+            store_partial(c, offset(k, ks, ss, 0, nk), n_stats, tn, tm, tv, pivot,
+                          pn, pm, pv, piv)
 
     @cuda.jit
     def dual_sums_rows(dy, x, ks, ss, kst, rs, rst, bases, pd, px, mu, n, n_stats, chunk,
@@ -395,8 +438,6 @@ def element_kernels(acc):
             k = item // n_chunks
             c = item - k * n_chunks
             s = offset(k, ks, ss, 0, nk)
-            mu_u = cu[s] if has_cu else 0.0
-            mu_v = cv[s] if has_v else 0.0
             a = ca[s]
             bc = cb[s] if has_v else a
             cst = cc[s]
@@ -416,11 +457,11 @@ def element_kernels(acc):
             ov = offset(o, rs, rst, pv, nr - 1)
             while pos < b:
                 if has_cu:
-                    y = acc(float64(u[buff + ou + i * su]) - mu_u) * a
+                    y = acc(centred(u[buff + ou + i * su], cu, s)) * a
                 else:
                     y = acc(u[buff + ou + i * su]) * a
                 if has_v:
-                    y += acc(float64(v[bvff + ov + i * sv]) - mu_v) * bc
+                    y += acc(centred(v[bvff + ov + i * sv], cv, s)) * bc
                 out[boff + oo + i * so] = y + cst
                 pos += G
                 i += G
@@ -445,8 +486,6 @@ def element_kernels(acc):
         c, k, active = cols_item(tid, TX, n_chunks, n_tiles, ks[nk - 1])
         if active:
             s = offset(k, ks, ss, 0, nk)
-            mu_u = cu[s] if has_cu else 0.0
-            mu_v = cv[s] if has_v else 0.0
             a = ca[s]
             bc = cb[s] if has_v else a
             cst = cc[s]
@@ -457,11 +496,11 @@ def element_kernels(acc):
             r = c * chunk + ty
             while r < b:
                 if has_cu:
-                    y = acc(float64(u[buff + offset(r, rs, rst, pu, nr)]) - mu_u) * a
+                    y = acc(centred(u[buff + offset(r, rs, rst, pu, nr)], cu, s)) * a
                 else:
                     y = acc(u[buff + offset(r, rs, rst, pu, nr)]) * a
                 if has_v:
-                    y += acc(float64(v[bvff + offset(r, rs, rst, pv, nr)]) - mu_v) * bc
+                    y += acc(centred(v[bvff + offset(r, rs, rst, pv, nr)], cv, s)) * bc
                 out[boff + offset(r, rs, rst, po, nr)] = y + cst
                 r += TY
 
@@ -478,13 +517,15 @@ ELEMENT = {np.dtype(np.float32): element_kernels(float32),
 
 # ------------------------------------------------------ per-statistic kernels
 @cuda.jit
-def finalize_welford(pn, pm, pv, n_chunks, n_stats, inv_dof, training, eps, w, has_w, bias,
-                     has_b, mean_out, var_out, invstd_out, centre, alpha, beta):
+def finalize_welford(pn, pm, pv, piv, n_chunks, n_stats, inv_dof, training, eps, w, has_w,
+                     bias, has_b, mean_out, var_out, invstd_out, centre, alpha, beta):
     """Chan-merge the ``n_chunks`` partials of each statistic in float64.
 
+    The partials are of ``d = x − piv[s]``: ``mean = piv[s] + mean(d)``,
     ``var = M2·inv_dof``; with ``training``: ``invstd = 1/√(var + eps)`` and
-    the coefficients of ``y = (x − centre)·α + β``: ``centre`` the float64
-    mean, ``α = weight·invstd``, ``β = bias`` (weight/bias 1/0 when absent).
+    the coefficients of ``y = (x − mean)·α + β``: ``centre`` (flat ``(2, n_stats)``)
+    holds the pivot and ``mean(d)`` for ``x − mean = (x − piv) − mean(d)``,
+    ``α = weight·invstd``, ``β = bias`` (weight/bias 1/0 when absent).
     """
     s = cuda.grid(1)
     if s >= n_stats:
@@ -496,13 +537,14 @@ def finalize_welford(pn, pm, pv, n_chunks, n_stats, inv_dof, training, eps, w, h
         j = c * n_stats + s
         cn, cm, cv = chan_merge(cn, cm, cv, float64(pn[j]), float64(pm[j]), float64(pv[j]))
     var = cv * inv_dof
-    mean_out[s] = cm
+    mean_out[s] = piv[s] + cm
     var_out[s] = var
     if training:
         inv = invstd_of(var, eps)
         wt = w[s] if has_w else 1.0
         invstd_out[s] = inv
-        centre[s] = cm
+        centre[s] = piv[s]
+        centre[n_stats + s] = cm
         alpha[s] = forward_scale(inv, wt)
         beta[s] = bias[s] if has_b else 0.0
 
@@ -533,7 +575,7 @@ def finalize_sums(p1, p2, n_chunks, n_stats, n, inv, w, has_w, training, dweight
 @cuda.jit
 def inference_coefficients(var, w, has_w, bias, has_b, eps, alpha, beta):
     """``(α, β)`` of ``y = (x − mean)·α + β = (x − mean)/√(var + eps)·w + b``
-    (the mean is the element pass's float64 centre)."""
+    (the mean is the element pass's float64 ``(1, n_stats)`` centre)."""
     s = cuda.grid(1)
     if s >= var.size:
         return
@@ -585,18 +627,18 @@ def kernel_signatures():
         el.setdefault(a, []).append(t)
     specs = {
         "welford_rows": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, "
-                        "{A}[::1], {A}[::1], {A}[::1])",
+                        "{A}[::1], {A}[::1], {A}[::1], float64[::1])",
         "welford_cols": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, int64, "
-                        "{A}[::1], {A}[::1], {A}[::1])",
+                        "{A}[::1], {A}[::1], {A}[::1], float64[::1])",
         "dual_sums_rows": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
                           "int64, int64, int64, int64, {A}[::1], {A}[::1])",
         "dual_sums_cols": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
                           "int64, int64, int64, int64, int64, {A}[::1], {A}[::1])",
         "affine_rows": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "float64[::1], {A}[::1], boolean, float64[::1], {A}[::1], {A}[::1], "
+                       "float64[:, ::1], {A}[::1], boolean, float64[:, ::1], {A}[::1], {A}[::1], "
                        "int64, int64, int64, int64, int64)",
         "affine_cols": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "float64[::1], {A}[::1], boolean, float64[::1], {A}[::1], {A}[::1], "
+                       "float64[:, ::1], {A}[::1], boolean, float64[:, ::1], {A}[::1], {A}[::1], "
                        "int64, int64, int64, int64, int64, int64)",
     }
     for a, stores in el.items():
@@ -606,8 +648,9 @@ def kernel_signatures():
             out.append((f"{name}[{a}]", kernels[name], sigs))
     # statistics are stored in the accumulator type (float32 or float64)
     out.append(("finalize_welford", finalize_welford, [
-        f"void({a}[::1], {a}[::1], {a}[::1], int64, int64, float64, boolean, float64, "
-        f"{_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], float64[::1], {a}[::1], {a}[::1])"
+        f"void({a}[::1], {a}[::1], {a}[::1], float64[::1], int64, int64, float64, boolean, "
+        f"float64, {_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], float64[::1], {a}[::1], "
+        f"{a}[::1])"
         for a in ("float32", "float64")]))
     out.append(("finalize_sums", finalize_sums, [
         f"void({a}[::1], {a}[::1], int64, int64, int64, float64[::1], {_PARAM}, "
