@@ -153,22 +153,24 @@ def _fusable(plan, itemsize, n_inputs):
 
 
 def _raw_moments(x, plan):
-    """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays."""
+    """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays
+    (the kernels work relative to a pivot per statistic, added back here)."""
     xf = _flat(x)
     args = _kernel_args(plan, [0])
     tile, chunk, n_chunks = _split(plan)
     pm = np.empty((n_chunks, plan.n_stats))
     pv = np.empty((n_chunks, plan.n_stats))
+    pivots = np.empty(plan.n_stats)
     if plan.inner_kept:
-        K.moments_outer(xf, args, tile, chunk, n_chunks, pm, pv)
+        K.moments_outer(xf, args, tile, chunk, n_chunks, pm, pv, pivots)
     else:
-        K.moments_inner(xf, args, chunk, n_chunks, pm, pv)
+        K.moments_inner(xf, args, chunk, n_chunks, pm, pv, pivots)
     if n_chunks == 1:
-        return pm[0], pv[0]
+        return pivots + pm[0], pv[0]
     mean = np.empty(plan.n_stats)
     m2 = np.empty(plan.n_stats)
     K.merge_moments(pm, pv, plan.n, chunk, mean, m2)
-    return mean, m2
+    return pivots + mean, m2
 
 
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):

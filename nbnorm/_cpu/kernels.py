@@ -15,6 +15,10 @@ Statistics are computed per block of ≤ ``BLOCK`` elements with two passes
 over the block while it sits in L1 (shifted sum, then the corrected
 two-pass ``M2``), and blocks are merged with Chan's formula
 (:mod:`nbnorm._welford`): one read of memory, no division per element.
+Means are carried relative to one *pivot* per statistic, its first element
+(:func:`pivot_at`): a block mean near 10⁸ rounded to float64 is off by
+~ulp(10⁸), and Chan's ``δ²·nₐn_b/n`` would square that error into ``M2``;
+relative to the pivot the means are small and keep their digits.
 Chunk partials land in ``(n_chunks, n_stats)`` arrays merged by
 ``merge_moments`` / ``merge_sums``; chunking depends only on the shape, so
 results do not depend on the thread count.
@@ -93,6 +97,13 @@ def centred(v, c):
     could otherwise turn ``Σ(x − c)`` into ``Σx − n·c``, the cancellation
     that the shift exists to avoid."""
     return v - c
+
+
+@_jit
+def pivot_at(x, o):
+    """The pivot of a statistic whose first element is ``x[o]``: that value in
+    float64, or 0 if it is not finite (see ``finite_or_zero``)."""
+    return float(finite_or_zero(x, load(x, o)))
 
 
 @_jit
@@ -178,11 +189,12 @@ def sums_about(x, xb, rsz, rstr, a, b, c):
 
 
 @_jit
-def welford_range(x, xb, rsz, rstr, a, b):
-    """Exact ``(mean, M2)`` (float64) of reduction indices ``[a, b)``.
+def welford_range(x, xb, rsz, rstr, a, b, pivot):
+    """Exact ``(mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``.
 
     Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block mean,
-    a second pass (from L1) the corrected ``M2``; blocks merge by Chan.
+    a second pass (from L1) the corrected ``M2``; blocks merge by Chan in
+    coordinates relative to ``pivot``.
     """
     n = 0.0
     mean = 0.0
@@ -195,7 +207,7 @@ def welford_range(x, xb, rsz, rstr, a, b):
         s1, _ = sums_about(x, xb, rsz, rstr, blk, e, c)
         c = acc_cast(x, c + s1 / nb)
         s1, s2 = sums_about(x, xb, rsz, rstr, blk, e, c)
-        mb, m2b = shifted_moments(float(nb), float(c), float(s1), float(s2))
+        mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
         n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
     return mean, m2
 
@@ -256,15 +268,19 @@ def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
 
 
 @_pjit
-def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2):
-    """Chunk partials ``(mean, M2)`` into ``part_*[c, stat]``; ``p`` = plan arrays."""
+def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2, pivots):
+    """Chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]`` and the
+    pivots into ``pivots[stat]``; ``p`` = plan arrays."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     n_stats = part_mean.shape[1]
     for i_ in prange(n_stats * n_chunks):
         k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b)
+        pivot = pivot_at(x, xb)
+        part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot)
+        if c == 0:
+            pivots[s] = pivot
 
 
 @_pjit
@@ -290,7 +306,9 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
         k = np.int64(i_)
         s = offset(k, ksz, kstat, ksz.size)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n)
+        pivot = pivot_at(x, xb)
+        mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot)
+        mean += pivot
         var = m2 / n
         invstd = invstd_of(var, eps)
         affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
@@ -458,8 +476,9 @@ def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
 
 
 @_pjit
-def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
-    """Channels-last chunk partials ``(mean, M2)`` into ``part_*[c, stat]``.
+def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2, pivots):
+    """Channels-last chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]``
+    and the pivots (each column's first row) into ``pivots[stat]``.
 
     Blocks of ``ROWS_BLOCK // tile`` rows, summed about a per-column shift: the
     running mean of the blocks before (the first row for the first block).
@@ -493,6 +512,9 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
         s2 = np.full(q * nt, zero)
         t1 = np.zeros(nt)      # float64 columns: long blocks stay exact
         t2 = np.zeros(nt)
+        pivot = np.empty(nt)
+        for j in range(nt):
+            pivot[j] = pivot_at(x, xb + j * sj)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
         cnt = 0.0
@@ -516,14 +538,16 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2):
                 t2[:] = 0.0
                 rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
             for j in range(nt):
-                mb, m2b = shifted_moments(float(nb), float(shift[j]), t1[j], t2[j])
+                mb, m2b = shifted_moments(float(nb), float(shift[j]) - pivot[j], t1[j], t2[j])
                 _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
-                shift[j] = finite_or_zero(x, mean[j])
+                shift[j] = finite_or_zero(x, pivot[j] + mean[j])
             tile_columns(shift, nt)
             cnt += nb
         for j in range(nt):
             part_mean[c, sb + j * ss] = mean[j]
             part_m2[c, sb + j * ss] = m2[j]
+            if c == 0:
+                pivots[sb + j * ss] = pivot[j]
 
 
 @_jit
