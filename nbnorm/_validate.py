@@ -71,8 +71,9 @@ def _address_view(a):
     from ``__cuda_array_interface__`` for device arrays, None if unknown."""
     if isinstance(a, np.ndarray):
         return a
-    iface = getattr(type(a), "__cuda_array_interface__", None) and a.__cuda_array_interface__
-    if not iface:
+    try:
+        iface = a.__cuda_array_interface__
+    except (AttributeError, RuntimeError, TypeError, ValueError):
         return None
     holder = type("AddressOnly", (), {})()
     holder.__array_interface__ = {k: iface[k] for k in ("shape", "typestr", "data", "strides")

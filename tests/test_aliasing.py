@@ -203,3 +203,29 @@ def test_byte_swapped_arrays_compute_as_native_ones(code):
                 np.testing.assert_array_equal(a_swapped[k], a_native[k], err_msg=f"{op} {k}")
     for got, want in zip(nbnorm.moments(swapped["x"], AXIS), nbnorm.moments(native["x"], AXIS)):
         np.testing.assert_array_equal(got, want)
+
+
+class DeviceLike:
+    """An object describing device memory by ``__cuda_array_interface__`` only."""
+
+    def __init__(self, ptr, shape, strides=None, typestr="<f4"):
+        self.__cuda_array_interface__ = {"data": (ptr, False), "shape": shape,
+                                         "strides": strides, "typestr": typestr, "version": 3}
+
+
+def test_device_arrays_are_checked_by_their_addresses():
+    """The overlap rules hold for device arrays: decided from the pointers,
+    shapes and strides of ``__cuda_array_interface__`` (nothing is read)."""
+    from nbnorm._validate import no_aliasing
+
+    base = 1 << 40
+    x = DeviceLike(base, (4, 8))
+    no_aliasing({"out": DeviceLike(base, (4, 8))}, {"x": x}, [("out", "x")])       # in place
+    no_aliasing({"out": DeviceLike(base + 128, (4, 8))}, {"x": x}, [("out", "x")])  # after x
+    no_aliasing({"out": DeviceLike(base + 4, (4, 8), (64, 8))},                     # interleaved
+                {"x": DeviceLike(base, (4, 8), (64, 8))}, [("out", "x")])
+    with pytest.raises(ValueError, match="out: shares memory with x"):
+        no_aliasing({"out": DeviceLike(base + 4, (4, 8))}, {"x": x}, [("out", "x")])
+    with pytest.raises(ValueError, match="out: shares memory with mean"):
+        no_aliasing({"out": DeviceLike(base, (4, 8))}, {"x": x, "mean": DeviceLike(base, (8,))},
+                    [("out", "x")])
