@@ -82,6 +82,17 @@ def stats_bounds(x, axis, mean_ref, var_ref, ddof=0):
     return mb + under, vb + under
 
 
+def y_bound(x, axn, yr, mean, invstd, w, b, n=None):
+    """:func:`helpers.affine_bound` plus the reference's own rounding where
+    it underflows: it computes ``(x − mean)·invstd`` (or ``/√(var + eps)``)
+    first, which for float64 data near the subnormal range is rounded to
+    the subnormal grid (half of float64's smallest subnormal) before
+    ``weight`` scales it."""
+    wa = 1.0 if w is None else np.abs(np.asarray(w, np.float64)).reshape(
+        tuple(1 if d in axn else s for d, s in enumerate(x.shape)))
+    return affine_bound(x, axn, yr, mean, invstd, w, b, n) + 2 * tiny(np.float64) * (1 + wa)
+
+
 def overflow_to_inf(got, ref, bound, dtype):
     """The reference with values beyond ``dtype``'s range replaced by the
     ±inf a correctly rounded ``dtype`` result holds (where ``got`` is inf and
@@ -176,7 +187,7 @@ def check_forward(x, ax, w, b, eps, kind, out=None):
     mb, vb = stats_bounds(x, ax, mr, vr)
     assert_within(mean, mr, mb, "mean " + what)
     assert_within(invstd, ir, ir * (stat_eps(x.dtype) + 0.5 * vb / (vr + eps)), "invstd " + what)
-    assert_within(y, yr, affine_bound(x, axn, yr, mr, ir, w, b, reduced(x, ax)), "y " + what)
+    assert_within(y, yr, y_bound(x, axn, yr, mr, ir, w, b, reduced(x, ax)), "y " + what)
     # a constant statistic normalizes to exactly its bias
     const = np.broadcast_to(constant_statistics(x, ax), x.shape)
     bias = np.zeros(1, x.dtype) if b is None else np.asarray(b).astype(x.dtype).reshape(
@@ -248,7 +259,7 @@ def test_inference(case, kinds, fitted, sdtype, eps, seed, data):
     yr = R.batch_norm_inference(x, mean, var, w, b, axis=ax, eps=eps)
     with np.errstate(invalid="ignore", divide="ignore"):
         invstd = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps)
-    bound = affine_bound(x, axn, yr, mean, invstd, w, b)
+    bound = y_bound(x, axn, yr, mean, invstd, w, b)
     assert_within(y, overflow_to_inf(y, yr, bound, x.dtype), bound, "y " + what)
     np.testing.assert_array_equal(x, before)
     out = fresh_out(data, x)
