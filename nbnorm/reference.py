@@ -27,7 +27,8 @@ def _mean(x, ax):
     term by term, so with a large offset the plain mean is off by up to
     ``n·eps·|x|``; the correction brings it to ``eps·|mean|``."""
     m = np.mean(x, axis=ax, keepdims=True)
-    return m + np.mean(x - m, axis=ax, keepdims=True)
+    correction = np.mean(x - m, axis=ax, keepdims=True)
+    return np.where(np.isfinite(m), m + correction, m)   # inf − inf would turn ±inf into NaN
 
 
 def moments(x, axis=None, *, ddof=0, keepdims=False):
