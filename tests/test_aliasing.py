@@ -229,3 +229,29 @@ def test_device_arrays_are_checked_by_their_addresses():
     with pytest.raises(ValueError, match="out: shares memory with mean"):
         no_aliasing({"out": DeviceLike(base, (4, 8))}, {"x": x, "mean": DeviceLike(base, (8,))},
                     [("out", "x")])
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 80, 6, 6), (0, 2, 3)), ((3, 5, 7), (0, 2)),
+                                        ((2000, 3), 0), ((3, 70000), 1)])
+def test_statistics_do_not_depend_on_the_layout_of_out(shape, axis):
+    """mean/invstd (forward) and dweight/dbias (backward) are bitwise the same
+    whether the output is fresh, C-ordered, F-ordered, reversed or in place,
+    for x with positive and with negative strides."""
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal(shape) * 3 + 5
+    dy = rng.standard_normal(shape)
+    makers = [lambda: np.array(values, copy=True),                    # C order
+              lambda: np.flip(np.array(np.flip(values, 0), copy=True), 0)]  # reversed
+    for make in makers:
+        x = make()
+        want = nbnorm.batch_norm_forward(x, axis=axis)[1:]
+        grads = nbnorm.batch_norm_backward(dy, x, *want, axis=axis)[1:]
+        outs = [np.empty(shape), np.empty(shape, order="F"), np.flip(np.empty(shape), 0)]
+        for out in outs:
+            for g, w in zip(nbnorm.batch_norm_forward(x, axis=axis, out=out)[1:], want):
+                np.testing.assert_array_equal(g, w)
+            for g, w in zip(nbnorm.batch_norm_backward(dy, x, *want, axis=axis, out=out)[1:], grads):
+                np.testing.assert_array_equal(g, w)
+        in_place = make()
+        for g, w in zip(nbnorm.batch_norm_forward(in_place, axis=axis, out=in_place)[1:], want):
+            np.testing.assert_array_equal(g, w)

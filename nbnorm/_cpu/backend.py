@@ -230,23 +230,27 @@ def moments(x, axis, ddof):
 
 @_sized
 def forward(x, weight, bias, axis, eps, out):
-    """Training forward: ``(y, mean, biased var, invstd)``; stats float64."""
+    """Training forward: ``(y, mean, biased var, invstd)``; stats float64.
+
+    The statistics are planned over ``x`` alone (fused with the
+    normalization only when ``y`` has ``x``'s strides, which plans the same
+    runs), so they do not depend on the layout of ``out``."""
     y = empty_like(x) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
     plan = _plan(x.shape, axis, x, y)
     w = _stat_vector(weight, plan.n_stats, 1.0)
     b = _stat_vector(bias, plan.n_stats, 0.0)
-    if _fusable(plan, x.dtype.itemsize, 1):
+    if _fusable(plan, x.dtype.itemsize, 1) and y.strides == x.strides:
         mean = np.empty(plan.n_stats)
         var = np.empty(plan.n_stats)
         invstd = np.empty(plan.n_stats)
         K.forward_fused_inner(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
                               mean, var, invstd)
     else:
-        mean, m2 = _raw_moments(x, plan)
+        mean, m2 = _raw_moments(x, _plan(x.shape, axis, x))
         var = m2 / plan.n
         with np.errstate(divide="ignore"):
-            invstd = _welford.invstd_of(var, eps)
+            invstd = K.invstd_vector(var, float(eps))
         alpha = _welford.forward_scale(invstd, w)
         _affine(y, x, None, axis, mean, alpha, mean, alpha, b)
     sd = stat_dtype(x.dtype)
@@ -260,7 +264,7 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     y = empty_like(x) if out is None else out
     n_stats = int(np.prod(_layout.stat_shape(x.shape, axis), dtype=np.int64))
     with np.errstate(divide="ignore", invalid="ignore"):
-        invstd = _welford.invstd_of(_stat_vector(var, n_stats, 0.0), eps)
+        invstd = K.invstd_vector(_stat_vector(var, n_stats, 0.0), float(eps))
     alpha = _welford.forward_scale(invstd, _stat_vector(weight, n_stats, 1.0))
     mu = _stat_vector(mean, n_stats, 0.0)
     _affine(y, x, None, axis, mu, alpha, mu, alpha, _stat_vector(bias, n_stats, 0.0))
@@ -269,7 +273,8 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
 
 @_sized
 def backward(dy, x, mean, invstd, weight, axis, training, out):
-    """``(dx, dweight, dbias)``; dweight/dbias float64 of the statistic shape."""
+    """``(dx, dweight, dbias)``; dweight/dbias float64 of the statistic shape,
+    planned over ``dy`` and ``x`` alone (as the forward's statistics)."""
     dx = empty_like(x) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
     plan = _plan(x.shape, axis, dy, x, dx)
@@ -279,12 +284,13 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     dweight = np.empty(plan.n_stats)
     dbias = np.empty(plan.n_stats)
     sd = stat_dtype(x.dtype)
-    if _fusable(plan, x.dtype.itemsize, 2):
+    if _fusable(plan, x.dtype.itemsize, 2) and dx.strides in (dy.strides, x.strides):
         xf = _flat(x)
         K.backward_fused_inner(_flat(dy), xf, xf if training else None, _flat(dx),
                                _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
                                dweight, dbias)
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
+    plan = _plan(x.shape, axis, dy, x)
     args = _kernel_args(plan, [0, 1])
     dyf, xf = _flat(dy), _flat(x)
     tile, chunk, n_chunks = _split(plan)

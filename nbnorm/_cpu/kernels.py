@@ -69,6 +69,23 @@ forward_scale = _strict(_welford.forward_scale)
 backward_coefficients = _strict(_welford.backward_coefficients)
 
 
+@_strict
+def exact_ratio(a, b):
+    """``a / b`` correctly rounded (the fast-math flags of a caller would let
+    LLVM turn it into ``a·(1/b)``)."""
+    return a / b
+
+
+@_strict
+def invstd_vector(var, eps):
+    """``1/√(var + eps)`` per statistic with the scalar formula the fused
+    kernel uses, so fused and unfused passes agree to the last bit."""
+    out = np.empty_like(var)
+    for i in range(var.size):
+        out[i] = invstd_of(var[i], eps)
+    return out
+
+
 # ---------------------------------------------------------------- indexing
 @_jit
 def offset(lin, sizes, strides, nd):
@@ -309,7 +326,7 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
         pivot = pivot_at(x, xb)
         mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot)
         mean += pivot
-        var = m2 / n
+        var = exact_ratio(m2, float(n))
         invstd = invstd_of(var, eps)
         affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n,
