@@ -8,7 +8,8 @@ caller's array type.
 """
 from ._api import batch_norm_backward, batch_norm_forward, batch_norm_inference, moments
 from ._layout import AxisError
+from ._moments import Moments
 
 __version__ = "0.1.0"
-__all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
+__all__ = ["moments", "Moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
            "AxisError", "__version__"]

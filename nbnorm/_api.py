@@ -56,14 +56,16 @@ def _deliver(y, late_out):
     return late_out
 
 
-def moments(x, axis=None, *, ddof=0, keepdims=False):
+def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     """Mean and variance of ``x`` over ``axis`` in one pass (Welford/Chan).
 
     ``mean = Σx/n`` and ``var = Σ(x − mean)²/(n − ddof)`` with ``n`` the
     number of elements reduced into each statistic; ``axis=None`` reduces
     over all axes.  float16/float32 input gives float32 statistics, float64
     (and promoted integer/bool) input gives float64.  An empty reduction
-    gives NaN with a ``RuntimeWarning``, as NumPy does.
+    gives NaN with a ``RuntimeWarning``, as NumPy does.  With ``skipna``,
+    NaNs are left out and ``n`` is counted per statistic (``np.nanmean``,
+    ``np.nanvar``); a statistic with ``n − ddof ≤ 0`` is NaN with a warning.
     """
     backend, arrays, xa = _setup("moments", x)
     V.float_input(xa, "x", allow_int=True)
@@ -71,11 +73,20 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     ax = normalize_axis(axis, xa.ndim)
     if np.dtype(xa.dtype).kind in "iub":
         xa = backend.astype(xa, np.float64)
-    n = prod(xa.shape[d] for d in ax)
-    if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
-        msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"
-        warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
-    mean, var = backend.moments(xa, ax, ddof)
+    if skipna:
+        count, mean, m2 = backend.moment_state(xa, ax, True)
+        var, short = backend.state_variance(count, m2, ddof)
+        if short:
+            warnings.warn("moments: Degrees of freedom <= 0 for slice (all-NaN or too few "
+                          "values)", RuntimeWarning, stacklevel=2)
+        sd = backend.stat_dtype(xa.dtype)
+        mean, var = backend.astype(mean, sd), backend.astype(var, sd)
+    else:
+        n = prod(xa.shape[d] for d in ax)
+        if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
+            msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"
+            warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
+        mean, var = backend.moments(xa, ax, ddof)
     if keepdims:
         kshape = tuple(1 if d in ax else s for d, s in enumerate(xa.shape))
         mean, var = mean.reshape(kshape), var.reshape(kshape)

@@ -229,6 +229,46 @@ def moments(x, axis, ddof):
 
 
 @_sized
+def moment_state(x, axis, skipna):
+    """``(count, mean, m2)``: int64, float64, float64, statistic-shaped (see
+    :class:`nbnorm.Moments`); NaNs left out with ``skipna``."""
+    shape = _layout.stat_shape(x.shape, axis)
+    plan = _plan(x.shape, axis, x)
+    if skipna:
+        raise NotImplementedError("skipna")
+    if plan.n == 0 or plan.n_stats == 0:
+        return np.zeros(shape, np.int64), np.full(shape, np.nan), np.zeros(shape)
+    mean, m2 = _raw_moments(x, plan)
+    return np.full(shape, plan.n, np.int64), mean.reshape(shape), m2.reshape(shape)
+
+
+def merge_states(a, b):
+    """Two ``(count, mean, m2)`` states merged by Chan's formula (new arrays,
+    float64 or the wider of the two dtypes)."""
+    dt = np.result_type(a[1], b[1], np.float64)
+    flat = [np.ascontiguousarray(v, dtype=np.int64 if i % 3 == 0 else dt).reshape(-1)
+            for i, v in enumerate((*a, *b))]
+    count = np.empty_like(flat[0])
+    mean = np.empty_like(flat[1])
+    m2 = np.empty_like(flat[2])
+    K.merge_states(*flat, count, mean, m2)
+    shape = np.shape(a[1])
+    return count.reshape(shape), mean.reshape(shape), m2.reshape(shape)
+
+
+def state_variance(count, m2, ddof):
+    """``(m2/(count − ddof), whether any count − ddof ≤ 0)``; NaN there."""
+    dof = count - ddof
+    short = dof <= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(short, np.nan, m2 / np.where(short, 1, dof))
+    return var, bool(short.any())
+
+
+sqrt = np.sqrt
+
+
+@_sized
 def forward(x, weight, bias, axis, eps, out):
     """Training forward: ``(y, mean, biased var, invstd)``; stats float64.
 

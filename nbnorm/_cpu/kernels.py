@@ -772,6 +772,21 @@ def merge_moments(part_mean, part_m2, n, chunk, mean_out, m2_out):
         m2_out[s] = m2
 
 
+@_strict
+def merge_states(count_a, mean_a, m2_a, count_b, mean_b, m2_b, count, mean, m2):
+    """Chan-merge two ``(count, mean, M2)`` states elementwise into the last
+    three arrays; a side with count 0 is the identity (its mean is NaN)."""
+    for i in range(count.size):
+        if count_b[i] == 0:
+            count[i], mean[i], m2[i] = count_a[i], mean_a[i], m2_a[i]
+        elif count_a[i] == 0:
+            count[i], mean[i], m2[i] = count_b[i], mean_b[i], m2_b[i]
+        else:
+            n, mean[i], m2[i] = chan_merge(float(count_a[i]), mean_a[i], m2_a[i],
+                                           float(count_b[i]), mean_b[i], m2_b[i])
+            count[i] = count_a[i] + count_b[i]
+
+
 @_pjit
 def merge_sums(part_s1, part_s2, s1_out, s2_out):
     """Sum chunk partials in order, per statistic (float64)."""

@@ -1,0 +1,166 @@
+"""Mergeable Welford states: :class:`Moments`.
+
+A state holds, per statistic, ``count`` (int64), ``mean`` and
+``m2 = Σ(x − mean)²`` (float64).  Two states of the same statistic shape
+merge exactly, in any order (Chan, Golub & LeVeque)::
+
+    n  = nₐ + n_b,   δ = μ_b − μₐ
+    μ  = μₐ + δ · n_b / n
+    M2 = M2ₐ + M2_b + δ² · nₐ · n_b / n
+
+so statistics of data that arrives in batches, or lives in chunks of a Dask
+array, are those of the whole, without a second pass and without the
+``E[x²] − E[x]²`` cancellation.  A statistic with ``count == 0`` has mean
+NaN and ``m2`` 0; it is the identity of the merge.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _router
+from . import _validate as V
+from ._layout import normalize_axis
+
+__all__ = ["Moments"]
+
+
+class Moments:
+    """Per-statistic ``(count, mean, m2)`` of some data; immutable.
+
+    Build one with :meth:`of` (one pass over an array) or :meth:`empty`
+    (the identity), combine with :meth:`merge` or ``+``, read
+    :meth:`var` / :meth:`std`.  The arrays are of the backend's array type
+    (NumPy for host data); NumPy ones are read-only.
+    """
+
+    __slots__ = ("_count", "_mean", "_m2", "_backend", "_like")
+
+    def __init__(self, count, mean, m2, *, _backend=None, _like=None):
+        backend = _backend or _router.load("cpu")
+        if tuple(count.shape) != tuple(mean.shape) or tuple(mean.shape) != tuple(m2.shape):
+            raise ValueError(f"Moments: count, mean and m2 must have one shape, got "
+                             f"{tuple(count.shape)}, {tuple(mean.shape)}, {tuple(m2.shape)}")
+        for a in (count, mean, m2):
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        for name, value in (("_backend", backend), ("_like", _like), ("_count", count),
+                            ("_mean", mean), ("_m2", m2)):
+            object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------ builders
+    @classmethod
+    def of(cls, x, axis=None, *, skipna=False):
+        """The state of ``x`` reduced over ``axis`` (``None``: all axes), in one
+        pass; with ``skipna`` NaNs are left out (counts then differ per
+        statistic, as ``np.nanmean``/``np.nanvar``)."""
+        if x is None:
+            raise TypeError("Moments.of: x is required, got None")
+        backend, arrays = _router.dispatch(x=x)
+        xa = arrays["x"]
+        V.float_input(xa, "x", allow_int=True)
+        ax = normalize_axis(axis, xa.ndim)
+        if np.dtype(xa.dtype).kind in "iub":
+            xa = backend.astype(xa, np.float64)
+        count, mean, m2 = backend.moment_state(xa, ax, bool(skipna))
+        return cls(count, mean, m2, _backend=backend, _like=None if backend.name == "cpu" else x)
+
+    @classmethod
+    def empty(cls, shape, dtype=np.float64):
+        """The identity of :meth:`merge`: ``count`` 0 everywhere (host arrays)."""
+        shape = (shape,) if np.isscalar(shape) else tuple(shape)
+        dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise TypeError(f"Moments.empty: dtype must be a float dtype, got {dt}")
+        return cls(np.zeros(shape, np.int64), np.full(shape, np.nan, dt), np.zeros(shape, dt))
+
+    # ------------------------------------------------------------ reading
+    @property
+    def count(self):
+        return self._wrap(self._count)
+
+    @property
+    def mean(self):
+        return self._wrap(self._mean)
+
+    @property
+    def m2(self):
+        return self._wrap(self._m2)
+
+    @property
+    def shape(self):
+        """The statistic shape."""
+        return tuple(self._mean.shape)
+
+    @property
+    def backend(self):
+        """Name of the backend whose arrays the state holds (``"cpu"``, ``"cuda"``)."""
+        return self._backend.name
+
+    def _wrap(self, a):
+        return a if self._like is None else self._backend.wrap(a, self._like)
+
+    def var(self, ddof=0):
+        """``m2 / (count − ddof)``; NaN (with a ``RuntimeWarning``) where
+        ``count − ddof ≤ 0``."""
+        ddof = V.ddof_value(ddof)
+        var, short = self._backend.state_variance(self._count, self._m2, ddof)
+        if short:
+            warnings.warn("Moments.var: degrees of freedom <= 0 for some statistics; their "
+                          "variance is NaN", RuntimeWarning, stacklevel=2)
+        return self._wrap(var)
+
+    def std(self, ddof=0):
+        """``√var(ddof)`` (same NaN rule)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            var = self._backend.state_variance(self._count, self._m2, V.ddof_value(ddof))
+        if var[1]:
+            warnings.warn("Moments.std: degrees of freedom <= 0 for some statistics; their "
+                          "standard deviation is NaN", RuntimeWarning, stacklevel=2)
+        return self._wrap(self._backend.sqrt(var[0]))
+
+    # ------------------------------------------------------------ merging
+    def merge(self, other):
+        """The state of both data sets (Chan's formula, exact in any order)."""
+        if not isinstance(other, Moments):
+            raise TypeError(f"Moments.merge: other must be a Moments, got "
+                            f"{type(other).__module__}.{type(other).__qualname__}")
+        if other.backend != self.backend:
+            raise TypeError(f"Moments.merge: self holds {self.backend} arrays but other holds "
+                            f"{other.backend} arrays; move one state to the other's device")
+        if other.shape != self.shape:
+            raise ValueError(f"Moments.merge: statistic shapes differ: self {self.shape}, "
+                             f"other {other.shape}")
+        count, mean, m2 = self._backend.merge_states(
+            (self._count, self._mean, self._m2), (other._count, other._mean, other._m2))
+        return Moments(count, mean, m2, _backend=self._backend,
+                       _like=self._like if self._like is not None else other._like)
+
+    __add__ = merge
+
+    def __radd__(self, other):
+        """``sum(states)`` starts from 0."""
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
+    # ------------------------------------------------------------ the rest
+    def __reduce__(self):
+        host = self._backend.name == "cpu"
+        like = None if host else self._like
+        return (_rebuild, (self._count, self._mean, self._m2, self._backend.name, like))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Moments is immutable; merge returns a new state")
+
+    def __repr__(self):
+        return f"Moments(shape={self.shape}, backend={self.backend!r})"
+
+
+def _rebuild(count, mean, m2, backend, like):
+    return Moments(np.array(count) if backend == "cpu" else count,
+                   np.array(mean) if backend == "cpu" else mean,
+                   np.array(m2) if backend == "cpu" else m2,
+                   _backend=_router.load(backend), _like=like)
