@@ -1,0 +1,137 @@
+"""Mergeable states (:class:`nbnorm.Moments`): streaming, merge order,
+exactness, the identity, pickling, immutability and errors."""
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbnorm
+from nbnorm import Moments
+
+from helpers import channels_last
+
+
+def batches(seed, n_batches, shape=(5, 3, 4, 4), loc=0.0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(shape) * rng.uniform(0.5, 2) + loc).astype(dtype)
+            for _ in range(n_batches)]
+
+
+def test_of_matches_numpy():
+    x = batches(0, 1, (6, 3, 5, 7), loc=3.0)[0]
+    s = Moments.of(x, axis=(0, 2, 3))
+    assert s.shape == (3,) and s.backend == "cpu"
+    np.testing.assert_array_equal(s.count, np.full(3, 6 * 5 * 7))
+    assert s.count.dtype == np.int64 and s.mean.dtype == np.float64 and s.m2.dtype == np.float64
+    np.testing.assert_allclose(s.mean, x.mean(axis=(0, 2, 3)), rtol=1e-14)
+    np.testing.assert_allclose(s.m2, x.var(axis=(0, 2, 3)) * 210, rtol=1e-13)
+    np.testing.assert_allclose(s.var(ddof=1), x.var(axis=(0, 2, 3), ddof=1), rtol=1e-13)
+    np.testing.assert_allclose(s.std(), x.std(axis=(0, 2, 3)), rtol=1e-13)
+
+
+def test_streaming_equals_the_concatenation():
+    parts = batches(1, 12, loc=-7.0)
+    acc = Moments.empty((3,))
+    for b in parts:
+        acc = acc + Moments.of(b, axis=(0, 2, 3))
+    whole = np.concatenate(parts)
+    np.testing.assert_array_equal(acc.count, np.full(3, whole.size // 3))
+    np.testing.assert_allclose(acc.mean, whole.mean(axis=(0, 2, 3)), rtol=1e-14)
+    np.testing.assert_allclose(acc.var(), whole.var(axis=(0, 2, 3)), rtol=1e-13)
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_any_merge_order_gives_the_same_statistics(data):
+    n = data.draw(st.integers(2, 8))
+    sizes = data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    parts = [rng.standard_normal((k, 4)) * 3 + 100 for k in sizes]
+    states = [Moments.of(p, axis=0) if p.shape[0] else Moments.empty((4,)) for p in parts]
+    order = data.draw(st.permutations(range(n)))
+    tree = list(states[i] for i in order)
+    while len(tree) > 1:   # pairwise tree in a drawn order
+        tree = [tree[i] + tree[i + 1] if i + 1 < len(tree) else tree[i]
+                for i in range(0, len(tree), 2)]
+    left = sum(states)
+    whole = np.concatenate(parts)
+    for s in (tree[0], left):
+        np.testing.assert_array_equal(s.count, np.full(4, whole.shape[0]))
+        if whole.shape[0]:
+            np.testing.assert_allclose(s.mean, whole.mean(axis=0), rtol=1e-13)
+            np.testing.assert_allclose(s.m2, whole.var(axis=0) * whole.shape[0],
+                                       rtol=1e-11, atol=1e-11)
+
+
+def test_ten_thousand_float32_batches_at_large_offset():
+    """float32 batches at mean/std = 1e4, merged one by one: variance within
+    1e-6 relative of the float64 variance of the same stored values."""
+    rng = np.random.default_rng(2)
+    acc = Moments.empty((2,))
+    data = (1e4 + rng.standard_normal((10_000, 16, 2))).astype(np.float32)
+    for b in data:
+        acc = acc + Moments.of(b, axis=0)
+    truth = data.astype(np.float64).reshape(-1, 2)
+    truth_var = ((truth - truth.mean(axis=0)) ** 2).mean(axis=0)
+    assert np.max(np.abs(acc.var() / truth_var - 1)) < 1e-6
+
+
+def test_empty_is_the_identity():
+    s = Moments.of(batches(3, 1)[0], axis=(0, 2, 3))
+    e = Moments.empty(3)
+    for t in (s + e, e + s):
+        for got, want in zip((t.count, t.mean, t.m2), (s.count, s.mean, s.m2)):
+            np.testing.assert_array_equal(got, want)
+    assert (e.count == 0).all() and np.isnan(e.mean).all()
+
+
+def test_var_with_too_few_values_is_nan_with_a_warning():
+    s = Moments.of(np.array([[1.0, 2.0]]), axis=0)       # one value per statistic
+    with pytest.warns(RuntimeWarning, match="degrees of freedom"):
+        v = s.var(ddof=1)
+    assert np.isnan(v).all()
+    with pytest.warns(RuntimeWarning, match="degrees of freedom"):
+        assert np.isnan(Moments.empty(2).std()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(s.var(), [0.0, 0.0])
+
+
+def test_states_pickle_and_stay_read_only():
+    s = Moments.of(channels_last(batches(4, 1, (3, 4, 5, 6))[0]), axis=(0, 2, 3))
+    t = pickle.loads(pickle.dumps(s))
+    for got, want in zip((t.count, t.mean, t.m2), (s.count, s.mean, s.m2)):
+        np.testing.assert_array_equal(got, want)
+    for a in (t.count, t.mean, t.m2, s.mean):
+        assert not a.flags.writeable
+    with pytest.raises(AttributeError, match="immutable"):
+        s.foo = 1
+    with pytest.raises(ValueError):
+        s.mean[0] = 1.0
+    merged = s + t
+    assert merged is not s and (s.count == t.count).all()
+
+
+def test_merge_errors_name_both_sides():
+    s = Moments.of(np.ones((4, 3)), axis=0)
+    with pytest.raises(TypeError, match="other must be a Moments, got numpy.ndarray"):
+        s.merge(np.ones(3))
+    with pytest.raises(ValueError, match=r"self \(3,\), other \(2,\)"):
+        s + Moments.empty((2,))
+    with pytest.raises(TypeError, match="x: unsupported dtype complex128"):
+        Moments.of(np.ones(3, complex))
+    with pytest.raises(TypeError, match="dtype must be a float dtype"):
+        Moments.empty(3, dtype=np.int32)
+    with pytest.raises(nbnorm.AxisError):
+        Moments.of(np.ones((2, 2)), axis=2)
+
+
+def test_integer_input_is_promoted():
+    x = np.arange(12).reshape(4, 3)
+    s = Moments.of(x, axis=0)
+    np.testing.assert_allclose(s.var(), x.var(axis=0), rtol=1e-15)
