@@ -148,9 +148,11 @@ class Moments:
 
     # ------------------------------------------------------------ the rest
     def __reduce__(self):
-        host = self._backend.name == "cpu"
-        like = None if host else self._like
-        return (_rebuild, (self._count, self._mean, self._m2, self._backend.name, like))
+        """Pickled with host copies of device arrays (a backend's ``to_host``);
+        unpickled onto the backend again (as its own device arrays)."""
+        to_host = getattr(self._backend, "to_host", None)
+        arrays = [to_host(a) if to_host else a for a in (self._count, self._mean, self._m2)]
+        return (_rebuild, (*arrays, self._backend.name))
 
     def __setattr__(self, name, value):
         raise AttributeError("Moments is immutable; merge returns a new state")
@@ -159,8 +161,9 @@ class Moments:
         return f"Moments(shape={self.shape}, backend={self.backend!r})"
 
 
-def _rebuild(count, mean, m2, backend, like):
-    return Moments(np.array(count) if backend == "cpu" else count,
-                   np.array(mean) if backend == "cpu" else mean,
-                   np.array(m2) if backend == "cpu" else m2,
-                   _backend=_router.load(backend), _like=like)
+def _rebuild(count, mean, m2, backend):
+    impl = _router.load(backend)
+    from_host = getattr(impl, "from_host", None)
+    if from_host:
+        count, mean, m2 = (from_host(a) for a in (count, mean, m2))
+    return Moments(count, mean, m2, _backend=impl)

@@ -36,9 +36,9 @@ SCRIPT = textwrap.dedent("""
         class _Target:
             compute_capability = cc
         dispatcher.get_current_device = lambda: _Target
-    from nbnorm._cuda import kernels as K
+    from nbnorm._cuda import kernels as K, states as S
     done, failed, shuffles = [], [], []
-    for name, dispatcher_obj, sigs in K.kernel_signatures():
+    for name, dispatcher_obj, sigs in K.kernel_signatures() + S.kernel_signatures():
         for sig in sigs:
             try:
                 ptx, _ = cuda.compile_ptx(dispatcher_obj.py_func, sig, cc=cc)

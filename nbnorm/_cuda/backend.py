@@ -21,6 +21,7 @@ from numba import cuda
 
 from .. import _layout
 from . import kernels as K
+from . import states as S
 
 name = "cuda"
 
@@ -276,8 +277,11 @@ def _welford(x, dp, p, stream):
     return pn, pm, pv, piv
 
 
-def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None):
-    acc = _acc(x)
+def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None,
+              acc=None):
+    """Merge the partials: ``(mean, var = M2·inv_dof, invstd, centre, α, β)`` in
+    ``acc`` (the accumulator type unless given; float64 for states)."""
+    acc = acc or _acc(x)
     m = dp.n_stats
     mean, var = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
     dummy = cuda.device_array(1, np.float64, stream=stream)
@@ -339,6 +343,61 @@ def moments(x, axis, ddof):
     inv_dof = 1.0 / dof if dof > 0 else np.inf
     mean, var, *_ = _finalize(x, dp, _welford(x, dp, 0, stream), inv_dof, stream)
     return _stat_out(mean, shape, stream), _stat_out(var, shape, stream)
+
+
+def moment_state(x, axis, skipna):
+    """``(count, mean, m2)``: int64, float64, float64 device vectors of the
+    statistic shape (see :class:`nbnorm.Moments`)."""
+    if skipna:
+        raise NotImplementedError("skipna=True is not implemented for CUDA arrays yet; "
+                                  "pass host arrays or skipna=False")
+    stream = _launch_stream(x)
+    shape = _layout.stat_shape(x.shape, axis)
+    m = prod(shape)
+    n = prod(x.shape[d] for d in axis)
+    count = cuda.to_device(np.full(m, n if m else 0, np.int64), stream=stream)
+    if n == 0 or m == 0:
+        mean = cuda.to_device(np.full(m, np.nan), stream=stream)
+        m2 = cuda.to_device(np.zeros(m), stream=stream)
+    else:
+        dp = _DevPlan(x.shape, axis, [x], stream)
+        mean, m2, *_ = _finalize(x, dp, _welford(x, dp, 0, stream), 1.0, stream, acc=np.float64)
+    return tuple(_stat_out(a, shape, stream) for a in (count, mean, m2))
+
+
+def to_host(a):
+    """A device array's contents as a NumPy array (pickling states)."""
+    return a.copy_to_host()
+
+
+def from_host(a):
+    return to_device_like(np.asarray(a))
+
+
+def merge_states(a, b):
+    """Two device states merged by Chan's formula (new arrays)."""
+    shape = tuple(a[1].shape)
+    flat = [v.reshape(-1) if v.ndim != 1 else v for v in (*a, *b)]
+    m = flat[0].size
+    out = (cuda.device_array(m, np.int64), cuda.device_array(m), cuda.device_array(m))
+    S.launch(S.merge_states, m, *flat, *out)
+    return tuple(v.reshape(shape) for v in out)
+
+
+def state_variance(count, m2, ddof):
+    """``(m2/(count − ddof), whether any count − ddof ≤ 0)``: one flag is read
+    back to the host (a synchronization) for the warning."""
+    shape = tuple(m2.shape)
+    var = cuda.device_array(m2.size)
+    short = cuda.to_device(np.zeros(1, np.int32))
+    S.launch(S.state_variance, m2.size, count.reshape(-1), m2.reshape(-1), float(ddof), var, short)
+    return var.reshape(shape), bool(short.copy_to_host()[0])
+
+
+def sqrt(a):
+    out = cuda.device_array(a.size)
+    S.launch(S.sqrt_into, a.size, a.reshape(-1), out)
+    return out.reshape(a.shape)
 
 
 def forward(x, weight, bias, axis, eps, out):

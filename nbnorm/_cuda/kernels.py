@@ -647,11 +647,12 @@ def kernel_signatures():
             sigs = [spec.format(T=t, A=a, P=_PLAN) for t in stores]
             out.append((f"{name}[{a}]", kernels[name], sigs))
     # statistics are stored in the accumulator type (float32 or float64)
+    # statistics in the accumulator type, and float64 ones for Moments states
     out.append(("finalize_welford", finalize_welford, [
         f"void({a}[::1], {a}[::1], {a}[::1], float64[::1], int64, int64, float64, boolean, "
-        f"float64, {_PARAM}, {_PARAM}, {a}[::1], {a}[::1], {a}[::1], float64[::1], {a}[::1], "
-        f"{a}[::1])"
-        for a in ("float32", "float64")]))
+        f"float64, {_PARAM}, {_PARAM}, {s}[::1], {s}[::1], {s}[::1], float64[::1], {s}[::1], "
+        f"{s}[::1])"
+        for a, s in (("float32", "float32"), ("float64", "float64"), ("float32", "float64"))]))
     out.append(("finalize_sums", finalize_sums, [
         f"void({a}[::1], {a}[::1], int64, int64, int64, float64[::1], {_PARAM}, "
         f"boolean, {a}[::1], {a}[::1], {a}[::1], {a}[::1], {a}[::1])"

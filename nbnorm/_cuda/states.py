@@ -1,0 +1,74 @@
+"""CUDA side of :class:`nbnorm.Moments`: states on the device.
+
+A state is ``(count, mean, m2)``: int64, float64, float64 device vectors.
+``moment_state`` reduces ``x`` with the backend's Welford kernels and
+finalizes in float64 (``m2 = M2``, i.e. ``inv_dof = 1``); the kernels below
+merge two states elementwise with Chan's formula (the shared
+``_welford.chan_merge``; a side with count 0 is the identity) and read
+variances ``m2/(count − ddof)`` (NaN where ``count − ddof ≤ 0``, flagged in
+a one-element vector so the host can warn).  Compiled at first launch;
+``kernel_signatures`` lists the signatures the backend launches them with.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64
+
+from . import kernels as K
+
+MERGE_SIG = ("void(int64[::1], float64[::1], float64[::1], int64[::1], float64[::1], "
+             "float64[::1], int64[::1], float64[::1], float64[::1])")
+VARIANCE_SIG = "void(int64[::1], float64[::1], float64, float64[::1], int32[::1])"
+SQRT_SIG = "void(float64[::1], float64[::1])"
+
+
+@cuda.jit
+def merge_states(count_a, mean_a, m2_a, count_b, mean_b, m2_b, count, mean, m2):
+    """``(count, mean, m2)[i]`` = Chan merge of states ``a`` and ``b`` at ``i``."""
+    i = cuda.grid(1)
+    if i >= count.size:
+        return
+    if count_b[i] == 0:
+        count[i], mean[i], m2[i] = count_a[i], mean_a[i], m2_a[i]
+    elif count_a[i] == 0:
+        count[i], mean[i], m2[i] = count_b[i], mean_b[i], m2_b[i]
+    else:
+        _, mu, s2 = K.chan_merge(float64(count_a[i]), mean_a[i], m2_a[i],
+                                 float64(count_b[i]), mean_b[i], m2_b[i])
+        count[i] = count_a[i] + count_b[i]
+        mean[i] = mu
+        m2[i] = s2
+
+
+@cuda.jit
+def state_variance(count, m2, ddof, var, short):
+    """``var = m2/(count − ddof)``; NaN and ``short[0] = 1`` where ``count − ddof ≤ 0``."""
+    i = cuda.grid(1)
+    if i >= var.size:
+        return
+    dof = count[i] - ddof
+    if dof > 0:
+        var[i] = m2[i] / dof
+    else:
+        var[i] = math.nan
+        short[0] = 1
+
+
+@cuda.jit
+def sqrt_into(a, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = math.sqrt(a[i])
+
+
+def kernel_signatures():
+    """``(name, python function, [signature])`` of the kernels above, for the PTX check."""
+    return [("merge_states", merge_states, [MERGE_SIG]),
+            ("state_variance", state_variance, [VARIANCE_SIG]),
+            ("sqrt_into", sqrt_into, [SQRT_SIG])]
+
+
+def launch(kernel, n, *args):
+    """Launch an elementwise state kernel over ``n`` statistics."""
+    kernel[max(1, -(-n // K.TPB)), K.TPB](*args)
