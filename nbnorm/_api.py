@@ -132,7 +132,11 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
             f"x: expected more than 1 value per statistic when training, got {n} "
             f"(x.shape {tuple(xa.shape)} reduced over axis {ax})")
     out, late_out = _native_out(a["out"])
-    y, mean, var, invstd = backend.forward(xa, a["weight"], a["bias"], ax, eps, out)
+    forward = backend.forward
+    if a["running_mean"] is not None:
+        # a lazy backend (Dask) computes the statistics now, once, for the update
+        forward = getattr(backend, "forward_with_running", forward)
+    y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, out)
     y = _deliver(y, late_out)
     if a["running_mean"] is not None:
         skipped = backend.update_running(a["running_mean"], mean, momentum, 1.0)

@@ -9,12 +9,20 @@ imports the backend module on first use, so ``import nbnorm`` never imports
 ``numba.cuda``.  A backend module provides ``asarray(obj, argname)``,
 ``wrap(result, like)``, ``astype(a, dtype)``, ``stat_dtype(dtype)`` and the
 operations ``moments``, ``forward``, ``inference``, ``backward`` and
-``update_running``.  A new backend (e.g. Dask) is one more :func:`register`
-call; the API functions do not change.
+``update_running``.  A new backend is one more :func:`register` call; the
+API functions do not change.
+
+Mixing: all array arguments of a call normally belong to one backend.  A
+backend may declare (``accepts``) other backends whose arrays it takes
+alongside its own: ``dask`` accepts ``cpu`` arrays (NumPy weights, running
+statistics written in place), so a call with a Dask ``x`` and NumPy
+``weight`` runs on the Dask backend.  Any other mix (host with CUDA, Dask
+with CUDA) raises ``TypeError``.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,16 +32,18 @@ class _Entry:
     name: str
     claims: Callable[[object], bool]
     module: str
+    accepts: tuple = ()     # names of backends whose arrays it takes besides its own
 
 
 _REGISTRY: list[_Entry] = []
 _HOST = "cpu"
 
 
-def register(name, claims, module):
+def register(name, claims, module, accepts=()):
     """Register backend ``name``: ``claims(obj)`` says an argument belongs to
-    it; ``module`` is the dotted path of its implementation (imported lazily)."""
-    _REGISTRY.insert(0, _Entry(name, claims, module))
+    it; ``module`` is the dotted path of its implementation (imported lazily);
+    ``accepts`` names the backends whose arrays may be mixed into its calls."""
+    _REGISTRY.insert(0, _Entry(name, claims, module, tuple(accepts)))
 
 
 def is_cuda_array(obj):
@@ -48,8 +58,15 @@ def is_cuda_array(obj):
     return t.__module__.startswith("numba.cuda.simulator") and hasattr(obj, "copy_to_host")
 
 
+def is_dask_array(obj):
+    """True for ``dask.array.Array`` (without importing dask)."""
+    core = sys.modules.get("dask.array.core")
+    return core is not None and isinstance(obj, core.Array)
+
+
 register(_HOST, lambda obj: True, "nbnorm._cpu.backend")
 register("cuda", is_cuda_array, "nbnorm._cuda.backend")
+register("dask", is_dask_array, "nbnorm._dask.backend", accepts=(_HOST,))
 
 
 def _claim(obj):
@@ -72,23 +89,37 @@ def load(name):
     raise KeyError(name)
 
 
+def backend_of(obj):
+    """The backend module that owns ``obj`` (e.g. of one chunk of a Dask array)."""
+    return load(_claim(obj).name)
+
+
 def dispatch(outputs=(), **arrays):
     """``(backend, converted)`` for the named array arguments of one call.
 
     ``None`` values are passed through.  All other arguments must belong to
-    one backend; mixing host and device arrays raises ``TypeError``.  The
-    arguments named in ``outputs`` are written in place: the backend's
-    ``target`` checks that they are arrays it can write (no conversion).
+    one backend, or to backends that the owner ``accepts`` (the owner is the
+    backend that accepts all the others); any other mix (host and device
+    arrays) raises ``TypeError``.  The arguments named in ``outputs`` are
+    written in place: the backend's ``target`` checks that they are arrays it
+    can write (no conversion).
     """
     owner = None
     owner_arg = None
+    seen = []
     for argname, obj in arrays.items():
         if obj is None:
             continue
         entry = _claim(obj)
+        if entry not in seen:
+            seen.append(entry)
         if owner is None:
             owner, owner_arg = entry, argname
-        elif entry is not owner:
+        elif entry is owner or entry.name in owner.accepts:
+            continue
+        elif all(e is entry or e.name in entry.accepts for e in seen):
+            owner, owner_arg = entry, argname      # e.g. a Dask weight after a NumPy x
+        else:
             raise TypeError(
                 f"{argname} is a {entry.name} array ({_describe(obj)}) but {owner_arg} is a "
                 f"{owner.name} array ({_describe(arrays[owner_arg])}): pass every array "

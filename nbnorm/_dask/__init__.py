@@ -1,0 +1,1 @@
+"""Dask backend: lazy ``dask.array.Array`` in, lazy arrays out (see :mod:`.backend`)."""
