@@ -150,10 +150,9 @@ def _tree(states, like, axis, combine, fields, prefix, token, split_every=None):
             for d, i in zip(kept, kidx):
                 full[d] = i
             layer[(oname, *kidx)] = (operator.getitem, (cur, *full), j)
-        layers[oname] = MaterializedLayer(layer)
-        deps[oname] = {last}
-        outs.append(da.Array(HighLevelGraph(layers, deps), oname, chunks,
-                             meta=_meta(like, len(kept), dt)))
+        graph = HighLevelGraph({**layers, oname: MaterializedLayer(layer)},
+                               {**deps, oname: {last}})
+        outs.append(da.Array(graph, oname, chunks, meta=_meta(like, len(kept), dt)))
     return outs
 
 
@@ -241,7 +240,7 @@ def _block_dx(dyb, xb, mub, invb, wb, s1b, s2b, n, training):
     if training:
         mu = mub.astype(stat_dtype(xb.dtype)).astype(F64)
         dx = dx + (xb.astype(F64) - mu) * b + c
-    return dx.astype(xb.dtype)
+    return dx.astype(dyb.dtype)
 
 
 # ------------------------------------------------------------------ helpers
