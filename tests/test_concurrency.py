@@ -1,4 +1,6 @@
-"""Threads, fork and Dask's threaded scheduler under every threading layer.
+"""Threads, fork, Dask's threaded scheduler and a distributed LocalCluster
+(worker processes, each calling nbnorm from its threads) under every
+threading layer.
 
 Each case runs ``concurrency_job.py`` in a fresh interpreter with
 ``NUMBA_THREADING_LAYER`` set, under a timeout: a hang or an abort (GNU
@@ -63,3 +65,10 @@ def test_fork_pool_after_calls_in_parent(layer):
 def test_dask_threaded_scheduler(layer):
     pytest.importorskip("dask.array")
     run_job("dask", layer)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dask_distributed_workers(layer):
+    pytest.importorskip("dask.array")
+    pytest.importorskip("distributed")
+    run_job("distributed", layer)
