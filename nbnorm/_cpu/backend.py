@@ -153,24 +153,39 @@ def _fusable(plan, itemsize, n_inputs):
 
 
 def _raw_moments(x, plan):
-    """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays
-    (the kernels work relative to a pivot per statistic, added back here)."""
+    """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays."""
+    return _raw_state(x, plan, False)[1:]
+
+
+def _raw_state(x, plan, skipna):
+    """Per-statistic ``(count, mean, M2)`` in float64, flat C-order statistic
+    arrays; with ``skipna`` of the non-NaN values (mean NaN where there are
+    none), else of all ``plan.n``.  The kernels work relative to a pivot per
+    statistic, added back here; their chunk counts are kept only with
+    ``skipna`` (``part_count`` None compiles the kernels without NaN tests)."""
     xf = _flat(x)
     args = _kernel_args(plan, [0])
     tile, chunk, n_chunks = _split(plan)
+    pc = np.empty((n_chunks, plan.n_stats)) if skipna else None
     pm = np.empty((n_chunks, plan.n_stats))
     pv = np.empty((n_chunks, plan.n_stats))
     pivots = np.empty(plan.n_stats)
     if plan.inner_kept:
-        K.moments_outer(xf, args, tile, chunk, n_chunks, pm, pv, pivots)
+        K.moments_outer(xf, args, tile, chunk, n_chunks, pc, pm, pv, pivots)
     else:
-        K.moments_inner(xf, args, chunk, n_chunks, pm, pv, pivots)
+        K.moments_inner(xf, args, chunk, n_chunks, pc, pm, pv, pivots)
     if n_chunks == 1:
-        return pivots + pm[0], pv[0]
-    mean = np.empty(plan.n_stats)
-    m2 = np.empty(plan.n_stats)
-    K.merge_moments(pm, pv, plan.n, chunk, mean, m2)
-    return pivots + mean, m2
+        mean, m2 = pm[0], pv[0]
+    else:
+        mean = np.empty(plan.n_stats)
+        m2 = np.empty(plan.n_stats)
+        K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
+    mean = pivots + mean
+    if not skipna:
+        return np.full(plan.n_stats, float(plan.n)), mean, m2
+    count = pc.sum(axis=0)      # integers below 2⁵³: exact
+    mean[count == 0] = np.nan
+    return count, mean, m2
 
 
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
@@ -234,12 +249,10 @@ def moment_state(x, axis, skipna):
     :class:`nbnorm.Moments`); NaNs left out with ``skipna``."""
     shape = _layout.stat_shape(x.shape, axis)
     plan = _plan(x.shape, axis, x)
-    if skipna:
-        raise NotImplementedError("skipna")
     if plan.n == 0 or plan.n_stats == 0:
         return np.zeros(shape, np.int64), np.full(shape, np.nan), np.zeros(shape)
-    mean, m2 = _raw_moments(x, plan)
-    return np.full(shape, plan.n, np.int64), mean.reshape(shape), m2.reshape(shape)
+    count, mean, m2 = _raw_state(x, plan, skipna)
+    return count.astype(np.int64).reshape(shape), mean.reshape(shape), m2.reshape(shape)
 
 
 def merge_states(a, b):

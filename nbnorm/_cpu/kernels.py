@@ -22,6 +22,15 @@ relative to the pivot the means are small and keep their digits.
 Chunk partials land in ``(n_chunks, n_stats)`` arrays merged by
 ``merge_moments`` / ``merge_sums``; chunking depends only on the shape, so
 results do not depend on the thread count.
+
+NaN-skipping statistics (``skipna``) are a compile-time specialization of
+the same reductions (:mod:`._skipna`): the kernels take a chunk-count array
+``part_count`` that is None (every element counts; the loops compile to
+the plain sums) or an array (NaNs are left out of every block's sums and
+counted), so a block's ``(n, mean, M2)`` is that of its non-NaN values and
+a block or chunk with none is the identity of Chan's merge (``n_b = 0``).
+Infinite values are not skipped: ``np.nanmean``/``np.nanvar`` give
+``±inf``/NaN for them, and so do the merges.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ from numba import njit, prange
 from .. import _welford
 from ._threads import kernel
 from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, window
+from ._skipna import column_count, count_columns, skip_nan, skip_nan_at, term_count
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
 TILE = 512      # adjacent statistics per channels-last work item
@@ -117,16 +127,25 @@ def centred(v, c):
 
 
 @_jit
-def pivot_at(x, o):
-    """The pivot of a statistic whose first element is ``x[o]``: that value in
-    float64, or 0 if it is not finite (see ``finite_or_zero``)."""
+def pivot_at(x, o, rsz, rstr, skipna):
+    """The pivot of a statistic whose element ``r`` is at ``x[o + offset(r)]``
+    (reduction sizes/strides ``rsz``/``rstr``): its first element in float64,
+    or 0 if that is not finite (see ``finite_or_zero``); with ``skipna`` (not
+    None) the first non-NaN one among the first ``BLOCK``."""
+    if skipna is not None:
+        for r in range(min(_count(rsz), BLOCK)):
+            v = load(x, o + offset(r, rsz, rstr, rsz.size))
+            if v == v:
+                return float(finite_or_zero(x, v))
     return float(finite_or_zero(x, load(x, o)))
 
 
-@_jit
+@_strict
 def finite_or_zero(x, c):
     """A block's shift: its first value, or 0 if that is inf/NaN (an inf
-    shift would turn every other value into NaN); ``x``'s accumulator type."""
+    shift would turn every other value into NaN); ``x``'s accumulator type.
+    Compiled without fast-math flags: inside a fast-math caller LLVM was
+    seen to keep an infinite shift."""
     return acc_cast(x, c) if np.isfinite(c) else acc_cast(x, 0.0)
 
 
@@ -135,15 +154,18 @@ def finite_or_zero(x, c):
 # with literal offset 0 and stride 1 when every stride is 1: after inlining
 # the loop is provably in bounds and unit-stride, and LLVM vectorizes it.
 @_inline
-def run_sums(x, o, s, m, c):
-    """``Σ(x − c)``, ``Σ(x − c)²`` over ``x[o + i·s]``, ``i < m``."""
+def run_sums(x, o, s, m, c, skipna):
+    """``Σ(x − c)``, ``Σ(x − c)²`` and the number of terms over ``x[o + i·s]``,
+    ``i < m``; NaNs left out of all three unless ``skipna`` is None (then the
+    count is ``m``)."""
+    s0 = acc_zero(x)
     s1 = acc_zero(x)
     s2 = acc_zero(x)
     for i in range(m):
-        v = centred(load(x, o + i * s), c)
+        v, s0 = skip_nan(skipna, x, centred(load(x, o + i * s), c), s0)
         s1 += v
         s2 += v * v
-    return s1, s2
+    return s1, s2, term_count(skipna, s0, m)
 
 
 @_inline
@@ -167,10 +189,10 @@ def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
 
 
 @_jit
-def sums_at(x, o, s, m, c):
+def sums_at(x, o, s, m, c, skipna):
     if s == 1:
-        return run_sums(window(x, o, m), 0, 1, m, c)
-    return run_sums(x, o, s, m, c)
+        return run_sums(window(x, o, m), 0, 1, m, c, skipna)
+    return run_sums(x, o, s, m, c, skipna)
 
 
 @_jit
@@ -191,42 +213,54 @@ def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
 
 # ------------------------------------------- reduction-inner range helpers
 @_jit
-def sums_about(x, xb, rsz, rstr, a, b, c):
-    """``Σ(x − c)`` and ``Σ(x − c)²`` over reduction indices ``[a, b)``."""
+def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
+    """``Σ(x − c)``, ``Σ(x − c)²`` and their number of terms over reduction
+    indices ``[a, b)`` (NaNs left out unless ``skipna`` is None)."""
     s1 = acc_zero(x)
     s2 = acc_zero(x)
+    n = 0
     pos = a
     while pos < b:
         off, m = run_at(pos, b, rsz, rstr)
-        t1, t2 = sums_at(x, xb + off, rstr[-1], m, c)
+        t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
         s1 += t1
         s2 += t2
+        n += k
         pos += m
-    return s1, s2
+    return s1, s2, n
 
 
 @_jit
-def welford_range(x, xb, rsz, rstr, a, b, pivot):
-    """Exact ``(mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``.
+def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
+    """Exact ``(n, mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``,
+    ``n`` the number of values that entered (NaNs left out unless ``skipna``
+    is None; then ``n = b − a``).
 
-    Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block mean,
-    a second pass (from L1) the corrected ``M2``; blocks merge by Chan in
-    coordinates relative to ``pivot``.
+    Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block's count
+    ``n_b`` and mean ``c + Σ(x − c)/n_b``, a second pass (from L1) about
+    that mean the corrected ``M2``; blocks merge by Chan in coordinates
+    relative to ``pivot``.  The count is the first pass's: its shift is
+    finite, so only NaNs are left out (the second shift is inf when the
+    block holds an inf, and ``shifted_moments`` then ignores the sums).
     """
     n = 0.0
     mean = 0.0
     m2 = 0.0
     for blk in range(a, b, BLOCK):
         e = min(blk + BLOCK, b)
-        nb = e - blk
         off, _ = run_at(blk, e, rsz, rstr)
         c = finite_or_zero(x, load(x, xb + off))
-        s1, _ = sums_about(x, xb, rsz, rstr, blk, e, c)
+        s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+        if nb == 0:     # every value NaN: the identity of the merge
+            continue
         c = acc_cast(x, c + s1 / nb)
-        s1, s2 = sums_about(x, xb, rsz, rstr, blk, e, c)
+        if nb == e - blk:   # no NaN in the block: the plain second pass
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        else:
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
         mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
         n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
-    return mean, m2
+    return n, mean, m2
 
 
 @_jit
@@ -285,17 +319,21 @@ def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
 
 
 @_pjit
-def moments_inner(x, p, chunk, n_chunks, part_mean, part_m2, pivots):
+def moments_inner(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
     """Chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]`` and the
-    pivots into ``pivots[stat]``; ``p`` = plan arrays."""
+    pivots into ``pivots[stat]``; ``p`` = plan arrays.  ``part_count``: None,
+    or the chunks' counts of non-NaN values (NaNs are then left out)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     n_stats = part_mean.shape[1]
     for i_ in prange(n_stats * n_chunks):
         k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        pivot = pivot_at(x, xb)
-        part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot)
+        pivot = pivot_at(x, xb, rsz, rstr[0], part_count)
+        nc, part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot,
+                                                           part_count)
+        if part_count is not None:
+            part_count[c, s] = nc
         if c == 0:
             pivots[s] = pivot
 
@@ -323,8 +361,8 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
         k = np.int64(i_)
         s = offset(k, ksz, kstat, ksz.size)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        pivot = pivot_at(x, xb)
-        mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot)
+        pivot = pivot_at(x, xb, rsz, rstr[0], None)
+        _, mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot, None)
         mean += pivot
         var = exact_ratio(m2, float(n))
         invstd = invstd_of(var, eps)
@@ -405,10 +443,11 @@ def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
 
 
 @_inline_exact
-def row_shifted(s1, s2, x, o, s, shift):
-    """``s1 += x − shift`` and ``s2 += (x − shift)²`` along a row."""
+def row_shifted(s0, s1, s2, x, o, s, shift):
+    """``s1 += x − shift`` and ``s2 += (x − shift)²`` along a row; unless
+    ``s0`` is None, NaNs are left out and ``s0`` counts the other terms."""
     for j in range(s1.size):
-        v = load(x, o + j * s) - shift[j]
+        v = skip_nan_at(s0, j, x, load(x, o + j * s) - shift[j])
         s1[j] += v
         s2[j] += v * v
 
@@ -457,18 +496,22 @@ def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, r
 
 
 @_exact
-def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
+def rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
     """``t1 += Σ(x − shift)`` and ``t2 += Σ(x − shift)²`` (float64 columns)
-    over the rows ``[a, b)``.  Groups of ``rows`` rows are summed in the
-    accumulator type of ``x`` into ``s1``, ``s2`` (a vector add per row, or
-    per ``q`` adjacent rows: ``s1``, ``s2``, ``shift`` hold ``q·nt`` columns,
-    see :func:`_super_rows`) and then folded in; rows are walked run by run,
-    so no division is spent per row."""
+    over the rows ``[a, b)``; unless ``s0`` (and ``t0``) is None, NaNs are
+    left out and ``t0 +=`` the number of the other terms.  Groups of
+    ``rows`` rows are summed in the accumulator type of ``x`` into ``s0``,
+    ``s1``, ``s2`` (a vector add per row, or per ``q`` adjacent rows: they
+    and ``shift`` hold ``q·nt`` columns, see :func:`_super_rows`) and then
+    folded in; rows are walked run by run, so no division is spent per
+    row."""
     nt = t1.size
     w = q * nt
     step = rstr[-1]
     for blk in range(a, b, rows):
         e = min(blk + rows, b)
+        if s0 is not None:
+            s0[:] = 0.0
         s1[:] = 0.0
         s2[:] = 0.0
         pos = blk
@@ -477,25 +520,30 @@ def rows_shifted(t1, t2, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
             o = xb + off
             r = 0
             while r + q <= m and q > 1:
-                row_shifted(s1, s2, window(x, o + r * nt, w), 0, 1, shift)
+                row_shifted(s0, s1, s2, window(x, o + r * nt, w), 0, 1, shift)
                 r += q
+            u0 = maybe_window(s0, 0, nt)
             u1 = window(s1, 0, nt)
             u2 = window(s2, 0, nt)
             if sj == 1:
                 for r in range(r, m):
-                    row_shifted(u1, u2, window(x, o + r * step, nt), 0, 1, shift)
+                    row_shifted(u0, u1, u2, window(x, o + r * step, nt), 0, 1, shift)
             else:
                 for r in range(r, m):
-                    row_shifted(u1, u2, x, o + r * step, sj, shift)
+                    row_shifted(u0, u1, u2, x, o + r * step, sj, shift)
             pos += m
+        if s0 is not None:
+            fold_columns(t0, s0, nt)
         fold_columns(t1, s1, nt)
         fold_columns(t2, s2, nt)
 
 
 @_pjit
-def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2, pivots):
+def moments_outer(x, p, tile, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
     """Channels-last chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]``
-    and the pivots (each column's first row) into ``pivots[stat]``.
+    and the pivots (each column's first row) into ``pivots[stat]``;
+    ``part_count``: None, or the chunks' counts of non-NaN values (NaNs are
+    then left out, and each column's block count is its own).
 
     Blocks of ``ROWS_BLOCK // tile`` rows, summed about a per-column shift: the
     running mean of the blocks before (the first row for the first block).
@@ -525,16 +573,18 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2, pivots):
         q = _super_rows(nt, sj == 1 and r0[-1] == nt)
         zero = acc_zero(x)
         shift = np.full(q * nt, zero)
+        s0 = count_columns(part_count, q * nt, zero)
         s1 = np.full(q * nt, zero)
         s2 = np.full(q * nt, zero)
+        t0 = count_columns(part_count, nt, 0.0)
         t1 = np.zeros(nt)      # float64 columns: long blocks stay exact
         t2 = np.zeros(nt)
         pivot = np.empty(nt)
         for j in range(nt):
-            pivot[j] = pivot_at(x, xb + j * sj)
+            pivot[j] = pivot_at(x, xb + j * sj, rsz, r0, part_count)
+        cnt = np.zeros(nt)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
-        cnt = 0.0
         rows = max(1, ROWS_BLOCK // nt)
         group = _group_rows(nt, q)
         o0 = xb + offset(a, rsz, r0, rsz.size)
@@ -544,23 +594,21 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2, pivots):
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
-            t1[:] = 0.0
-            t2[:] = 0.0
-            rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
-            if not shift_near_mean(t1, t2, nb):
+            block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
+            if not shift_near_mean(t0, t1, t2, nb):
                 for j in range(nt):
-                    shift[j] = finite_or_zero(x, shift[j] + t1[j] / nb)
+                    shift[j] = finite_or_zero(x, shift[j] + t1[j] / column_count(t0, j, nb))
                 tile_columns(shift, nt)
-                t1[:] = 0.0
-                t2[:] = 0.0
-                rows_shifted(t1, t2, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
+                block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
             for j in range(nt):
-                mb, m2b = shifted_moments(float(nb), float(shift[j]) - pivot[j], t1[j], t2[j])
-                _, mean[j], m2[j] = chan_merge(cnt, mean[j], m2[j], float(nb), mb, m2b)
+                n_j = float(column_count(t0, j, nb))
+                mb, m2b = shifted_moments(n_j, float(shift[j]) - pivot[j], t1[j], t2[j])
+                cnt[j], mean[j], m2[j] = chan_merge(cnt[j], mean[j], m2[j], n_j, mb, m2b)
                 shift[j] = finite_or_zero(x, pivot[j] + mean[j])
             tile_columns(shift, nt)
-            cnt += nb
         for j in range(nt):
+            if part_count is not None:
+                part_count[c, sb + j * ss] = cnt[j]
             part_mean[c, sb + j * ss] = mean[j]
             part_m2[c, sb + j * ss] = m2[j]
             if c == 0:
@@ -568,12 +616,25 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_mean, part_m2, pivots):
 
 
 @_jit
-def shift_near_mean(s1, s2, nb):
+def block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
+    """:func:`rows_shifted` into zeroed ``t0`` (unless None), ``t1``, ``t2``."""
+    if t0 is not None:
+        t0[:] = 0.0
+    t1[:] = 0.0
+    t2[:] = 0.0
+    rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
+
+
+@_jit
+def shift_near_mean(t0, t1, t2, nb):
     """True when every column's shift is within 4 standard deviations of its
-    block mean: ``d² ≤ 16·(s2/n − d²)`` with ``d = s1/n`` (NaN → False)."""
-    for j in range(s1.size):
-        d = s1[j] / nb
-        if not d * d <= 16.0 * (s2[j] / nb - d * d):
+    block mean: ``d² ≤ 16·(t2/n − d²)`` with ``d = t1/n``, ``n`` its count
+    (:func:`column_count`) (NaN → False; a column without values has
+    nothing to be exact about)."""
+    for j in range(t1.size):
+        n = column_count(t0, j, nb)
+        d = t1[j] / n
+        if n > 0 and not d * d <= 16.0 * (t2[j] / n - d * d):
             return False
     return True
 
@@ -757,8 +818,11 @@ def touch_pages(buf, page):
 
 # ------------------------------------------------------- chunk merging
 @_pjit
-def merge_moments(part_mean, part_m2, n, chunk, mean_out, m2_out):
-    """Fold chunk partials in order: ``(mean, M2)`` per statistic (float64)."""
+def merge_moments(part_count, part_mean, part_m2, n, chunk, mean_out, m2_out):
+    """Fold chunk partials in order: ``(mean, M2)`` per statistic (float64).
+    A chunk counts ``part_count[c, stat]`` values, or (``part_count`` None)
+    all of its ``min(n, (c + 1)·chunk) − c·chunk``; one with none is the
+    identity of the merge."""
     n_chunks, n_stats = part_mean.shape
     for i_ in prange(n_stats):
         s = np.int64(i_)
@@ -766,7 +830,10 @@ def merge_moments(part_mean, part_m2, n, chunk, mean_out, m2_out):
         mean = 0.0
         m2 = 0.0
         for c in range(n_chunks):
-            nb = float(min(n, (c + 1) * chunk) - c * chunk)
+            if part_count is None:
+                nb = float(min(n, (c + 1) * chunk) - c * chunk)
+            else:
+                nb = part_count[c, s]
             cnt, mean, m2 = chan_merge(cnt, mean, m2, nb, part_mean[c, s], part_m2[c, s])
         mean_out[s] = mean
         m2_out[s] = m2

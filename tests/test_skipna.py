@@ -1,0 +1,106 @@
+"""NaN-aware statistics (``skipna=True``) against ``np.nanmean``/``np.nanvar``.
+
+NaNs are left out and counted per statistic; infinities are not skipped
+(NumPy's nan-functions give ±inf / NaN for them, and so do these); a
+statistic with no value left has mean and variance NaN with a warning.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbnorm
+from nbnorm import Moments
+
+from exact import exact_moments, relative_error
+from helpers import FLOATS, channels_last, relayout
+from strategies import layouts, reduction_cases
+
+CASES = [((6, 5, 7, 9), (0, 2, 3)), ((4, 3, 64, 64), (0, 2, 3)),   # NCHW, fused-size
+         ((3000, 8), 0), ((20001, 8), 0),                          # narrow channels-last rows
+         ((3, 70001), 1), ((300, 500), None)]                      # chunked, axis=None
+
+
+def with_nans(shape, dtype, fraction, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    x[rng.random(shape) < fraction] = np.nan
+    return x
+
+
+def views(x):
+    if x.ndim == 4:
+        return [x, channels_last(x)]
+    return [x, relayout(x, perm=tuple(reversed(range(x.ndim)))), np.flip(x, 0)]
+
+
+def check(x, axis, ddof=0, keepdims=False):
+    xf = np.asarray(x, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, var = nbnorm.moments(x, axis, ddof=ddof, keepdims=keepdims, skipna=True)
+        want_mean = np.nanmean(xf, axis=axis, keepdims=keepdims)
+        want_var = np.nanvar(xf, axis=axis, ddof=ddof, keepdims=keepdims)
+    tol = 1e-13 if np.dtype(x.dtype) == np.float64 else 2e-6
+    np.testing.assert_allclose(mean, want_mean, rtol=tol, atol=tol)
+    np.testing.assert_allclose(var, want_var, rtol=10 * tol, atol=tol)
+    state = Moments.of(x, axis, skipna=True)
+    np.testing.assert_array_equal(state.count, (~np.isnan(xf)).sum(axis=axis))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.97])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_matches_numpy_nan_functions(shape, axis, dtype, fraction):
+    for v in views(with_nans(shape, dtype, fraction, seed=1)):
+        check(v, axis)
+        check(v, axis, ddof=1, keepdims=True)
+
+
+def test_without_nans_equals_the_plain_statistics():
+    x = np.random.default_rng(2).standard_normal((8, 16, 32, 32)).astype(np.float32) + 5
+    for v in views(x):
+        for a, b in zip(nbnorm.moments(v, (0, 2, 3)), nbnorm.moments(v, (0, 2, 3), skipna=True)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_all_nan_statistics_and_infinities():
+    y = np.ones((5, 4))
+    y[:, 1] = np.nan
+    y[0, 2] = np.inf
+    y[0, 3], y[1, 3] = np.inf, -np.inf
+    with pytest.warns(RuntimeWarning, match="Degrees of freedom"):
+        mean, var = nbnorm.moments(y, 0, skipna=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_array_equal(mean, np.nanmean(y, 0))
+        np.testing.assert_array_equal(var, np.nanvar(y, 0))
+    s = Moments.of(y, 0, skipna=True)
+    assert s.count.tolist() == [5, 0, 5, 5] and np.isnan(s.mean[1]) and s.m2[1] == 0
+
+
+@pytest.mark.parametrize("dtype,loc,bound", [(np.float64, 1e8, 1e-14), (np.float32, 1e4, 1e-6)])
+def test_exact_at_large_offset_with_nans(dtype, loc, bound):
+    rng = np.random.default_rng(3)
+    x = (loc + rng.standard_normal((3, 40000))).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    _, var = nbnorm.moments(x, 1, skipna=True)
+    for k in range(3):
+        row = x[k][~np.isnan(x[k])]
+        _, exact = exact_moments(row, 0)
+        assert relative_error(var[k:k + 1], exact.reshape(1)) < bound
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_property_nan_masks_over_layouts(data):
+    x, axis = data.draw(reduction_cases(allow_none=True))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    mask = rng.random(x.shape) < data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    values = np.array(x, copy=True)
+    values[mask] = np.nan
+    check(relayout(values, **data.draw(layouts(x.ndim))), axis)
