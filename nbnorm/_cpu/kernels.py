@@ -250,7 +250,9 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
         e = min(blk + BLOCK, b)
         off, _ = run_at(blk, e, rsz, rstr)
         c = finite_or_zero(x, load(x, xb + off))
-        s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+        s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        if skipna is not None and s1 != s1:   # a NaN in the block: count the others
+            s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
         if nb == 0:     # every value NaN: the identity of the merge
             continue
         c = acc_cast(x, c + s1 / nb)
@@ -617,12 +619,21 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_count, part_mean, part_m2, p
 
 @_jit
 def block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
-    """:func:`rows_shifted` into zeroed ``t0`` (unless None), ``t1``, ``t2``."""
-    if t0 is not None:
-        t0[:] = 0.0
+    """:func:`rows_shifted` into zeroed ``t0`` (unless None), ``t1``, ``t2``.
+
+    NaNs are looked for only where they are: the plain sums first, and when
+    counting (``t0`` not None) the block again with NaN skipping only if a
+    column's sum came out NaN; otherwise every column counts ``b − a``."""
     t1[:] = 0.0
     t2[:] = 0.0
-    rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
+    rows_shifted(None, t1, t2, None, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
+    if t0 is not None:
+        t0[:] = b - a
+        if np.isnan(t1).any():
+            t0[:] = 0.0
+            t1[:] = 0.0
+            t2[:] = 0.0
+            rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
 
 
 @_jit
