@@ -6,9 +6,11 @@ The test suite and ``python -m nbnorm`` check the kernels against them.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ._layout import normalize_axis
+from ._layout import normalize_axis, stat_shape
 
 
 def _keep(x, axis):
@@ -31,17 +33,42 @@ def _mean(x, ax):
     return np.where(np.isfinite(m), m + correction, m)   # inf − inf would turn ±inf into NaN
 
 
-def moments(x, axis=None, *, ddof=0, keepdims=False):
-    """``(mean, var)`` in float64: corrected mean, two-pass ``Σ(x − mean)²/(n − ddof)``."""
+def moment_state(x, axis=None, *, skipna=False):
+    """``(count, mean, m2)`` of :class:`nbnorm.Moments` in float64 (count
+    int64): with ``skipna`` of the non-NaN values (``np.nanmean`` and the
+    two-pass ``Σ(x − mean)²`` about it; mean NaN where none is left)."""
     x = np.asarray(x, dtype=np.float64)
     ax = normalize_axis(axis, x.ndim)
+    if not skipna:
+        count = np.full(stat_shape(x.shape, ax), int(np.prod([x.shape[d] for d in ax])),
+                        np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = _mean(x, ax)
+            m2 = np.sum((x - mean) ** 2, axis=ax)
+        return count, mean.squeeze(ax), m2
+    valid = ~np.isnan(x)
+    count = valid.sum(axis=ax)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=ax, keepdims=True)
+        mean = np.where(np.isfinite(mean), mean + np.nanmean(x - mean, axis=ax, keepdims=True),
+                        mean)
+        m2 = np.nansum((x - mean) ** 2, axis=ax)
+    return count, mean.squeeze(ax), np.where(count > 0, m2, 0.0)
+
+
+def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
+    """``(mean, var)`` in float64: corrected mean, two-pass ``Σ(x − mean)²/(n − ddof)``
+    (with ``skipna``, of the non-NaN values, ``n`` counted per statistic)."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = normalize_axis(axis, x.ndim)
+    count, mean, m2 = moment_state(x, ax, skipna=skipna)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = _mean(x, ax)
-        var = np.sum((x - mean) ** 2, axis=ax, keepdims=True) / max(
-            x.size // max(mean.size, 1) - ddof, 0)
-        if not keepdims:
-            mean, var = mean.squeeze(ax), var.squeeze(ax)
-        return mean, var
+        var = m2 / np.maximum(count - ddof, 0)
+    if keepdims:
+        kshape = tuple(1 if d in ax else s for d, s in enumerate(x.shape))
+        mean, var = mean.reshape(kshape), var.reshape(kshape)
+    return mean, var
 
 
 def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mean=None,

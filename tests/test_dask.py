@@ -416,3 +416,36 @@ def test_deferred_dof_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         st.var(ddof=0).compute(scheduler="sync")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from helpers import assert_within, moments_bound  # noqa: E402
+from nbnorm import reference  # noqa: E402
+from strategies import reduction_cases  # noqa: E402
+
+
+@settings(max_examples=12)
+@given(st.data())
+def test_property_any_chunking_and_merge_tree_matches_the_reference(data):
+    """Shapes × axes × strided layouts × dtypes × chunkings × split_every ×
+    NaN masks: the Dask state equals the float64 reference state."""
+    x, axis = data.draw(reduction_cases(allow_none=True, max_dims=4))
+    x = np.array(x, copy=True)
+    skipna = data.draw(st.booleans())
+    if skipna:
+        x[np.random.default_rng(data.draw(st.integers(0, 99))).random(x.shape) < 0.2] = np.nan
+    chunks = tuple(data.draw(st.integers(1, s)) for s in x.shape)
+    split_every = data.draw(st.sampled_from([2, 3, 4]))
+    with dask.config.set(split_every=split_every):
+        s = nbnorm.Moments.of(da.from_array(x, chunks=chunks), axis, skipna=skipna)
+        count, mean, m2 = dask.compute(s.count, s.mean, s.m2, scheduler="sync")
+    want_count, want_mean, want_m2 = reference.moment_state(x, axis, skipna=skipna)
+    np.testing.assert_array_equal(count, want_count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want_var = want_m2 / np.maximum(want_count, 1)
+    finite = np.where(np.isnan(x), 0.0, x)
+    mean_b, var_b = moments_bound(finite, axis, want_mean, want_var)
+    assert_within(mean, want_mean, 4 * mean_b, "mean")
+    assert_within(m2 / np.maximum(count, 1), want_var, 4 * var_b, "m2/count")
