@@ -74,14 +74,19 @@ def arrays(draw, shape, dtype, *, loc=None, scale=None):
 def reduction_cases(draw, *, min_n=1, allow_none=False, allow_empty=False, dtype=None, max_dims=5):
     """``(x, axis)``: a strided float array and an axis spec reducing
     at least ``min_n`` elements into each statistic."""
+    shape, ax, dt = draw(shape_axis_dtype(min_n, allow_none, allow_empty, dtype, max_dims))
+    return draw(arrays(shape, dt)), ax
+
+
+@st.composite
+def shape_axis_dtype(draw, min_n, allow_none, allow_empty, dtype, max_dims):
+    """``(shape, axis, dtype)`` with at least ``min_n`` elements per statistic."""
     shape = draw(shapes(max_dims=max_dims))
     if min_n > 1 and np.prod(shape) < min_n:
         shape = shape[:-1] + (shape[-1] + min_n,)
     ax = draw(axes(len(shape), allow_none=allow_none, allow_empty=allow_empty,
                    min_n=min_n, shape=shape))
-    dt = draw(dtypes) if dtype is None else dtype
-    x = draw(arrays(shape, dt))
-    return x, ax
+    return shape, ax, draw(dtypes) if dtype is None else dtype
 
 
 # ------------------------------------------------------------ adversarial data
@@ -160,11 +165,6 @@ def adversarial_cases(draw, *, min_n=1, allow_none=False, allow_empty=False, dty
                       max_dims=5, nonfinite=True):
     """``(x, axis, kind)`` as :func:`reduction_cases`, with the values of
     :func:`adversarial_values` stored in a random layout."""
-    shape = draw(shapes(max_dims=max_dims))
-    if min_n > 1 and np.prod(shape) < min_n:
-        shape = shape[:-1] + (shape[-1] + min_n,)
-    ax = draw(axes(len(shape), allow_none=allow_none, allow_empty=allow_empty,
-                   min_n=min_n, shape=shape))
-    dt = draw(dtypes) if dtype is None else dtype
+    shape, ax, dt = draw(shape_axis_dtype(min_n, allow_none, allow_empty, dtype, max_dims))
     values, kind = draw(adversarial_values(shape, dt, ax, nonfinite=nonfinite))
     return relayout(values, **draw(layouts(len(shape)))), ax, kind
