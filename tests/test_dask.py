@@ -190,10 +190,7 @@ def test_moments_skipna():
     x[0, :, 0, :3] = np.nan
     xd = da.from_array(x, chunks=(3, 4, 5, 7))
     mean, var = nbnorm.moments(xd, (0, 2, 3), skipna=True)
-    try:
-        got_m, got_v = dask.compute(mean, var, scheduler="sync")
-    except NotImplementedError:
-        pytest.xfail("skipna kernels of the CPU backend are not implemented yet")
+    got_m, got_v = dask.compute(mean, var, scheduler="sync")
     np.testing.assert_allclose(got_m, np.nanmean(x, (0, 2, 3)), rtol=1e-13)
     np.testing.assert_allclose(got_v, np.nanvar(x, (0, 2, 3)), rtol=1e-13)
 
