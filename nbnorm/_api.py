@@ -74,7 +74,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     if np.dtype(xa.dtype).kind in "iub":
         xa = backend.astype(xa, np.float64)
     if skipna:
-        count, mean, m2 = backend.moment_state(xa, ax, True)
+        count, mean, m2, _ = backend.moment_state(xa, ax, True)
         var, short = backend.state_variance(count, m2, ddof)
         if short:
             warnings.warn("moments: Degrees of freedom <= 0 for slice (all-NaN or too few "

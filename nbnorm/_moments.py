@@ -12,6 +12,11 @@ so statistics of data that arrives in batches, or lives in chunks of a Dask
 array, are those of the whole, without a second pass and without the
 ``E[x²] − E[x]²`` cancellation.  A statistic with ``count == 0`` has mean
 NaN and ``m2`` 0; it is the identity of the merge.
+
+Each mean is carried with its rounding error (``mean + mean_lo``, a
+compensated float64): ``δ = μ_b − μₐ`` of two means near 10⁸ rounded to
+float64 would be off by ~ulp(10⁸), which ``δ²·nₐn_b/n`` squares into M2;
+with the compensation, merged states keep the precision of one pass.
 """
 from __future__ import annotations
 
@@ -35,18 +40,18 @@ class Moments:
     (NumPy for host data); NumPy ones are read-only.
     """
 
-    __slots__ = ("_count", "_mean", "_m2", "_backend", "_like")
+    __slots__ = ("_count", "_mean", "_m2", "_mean_lo", "_backend", "_like")
 
-    def __init__(self, count, mean, m2, *, _backend=None, _like=None):
+    def __init__(self, count, mean, m2, mean_lo, *, _backend=None, _like=None):
         backend = _backend or _router.load("cpu")
         if tuple(count.shape) != tuple(mean.shape) or tuple(mean.shape) != tuple(m2.shape):
             raise ValueError(f"Moments: count, mean and m2 must have one shape, got "
                              f"{tuple(count.shape)}, {tuple(mean.shape)}, {tuple(m2.shape)}")
-        for a in (count, mean, m2):
+        for a in (count, mean, m2, mean_lo):
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False
         for name, value in (("_backend", backend), ("_like", _like), ("_count", count),
-                            ("_mean", mean), ("_m2", m2)):
+                            ("_mean", mean), ("_m2", m2), ("_mean_lo", mean_lo)):
             object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ builders
@@ -63,8 +68,9 @@ class Moments:
         ax = normalize_axis(axis, xa.ndim)
         if np.dtype(xa.dtype).kind in "iub":
             xa = backend.astype(xa, np.float64)
-        count, mean, m2 = backend.moment_state(xa, ax, bool(skipna))
-        return cls(count, mean, m2, _backend=backend, _like=None if backend.name == "cpu" else x)
+        count, mean, m2, mean_lo = backend.moment_state(xa, ax, bool(skipna))
+        return cls(count, mean, m2, mean_lo, _backend=backend,
+                   _like=None if backend.name == "cpu" else x)
 
     @classmethod
     def empty(cls, shape, dtype=np.float64):
@@ -73,7 +79,8 @@ class Moments:
         dt = np.dtype(dtype)
         if dt.kind != "f":
             raise TypeError(f"Moments.empty: dtype must be a float dtype, got {dt}")
-        return cls(np.zeros(shape, np.int64), np.full(shape, np.nan, dt), np.zeros(shape, dt))
+        return cls(np.zeros(shape, np.int64), np.full(shape, np.nan, dt), np.zeros(shape, dt),
+                   np.zeros(shape, dt))
 
     # ------------------------------------------------------------ reading
     @property
@@ -133,12 +140,14 @@ class Moments:
         if other.shape != self.shape:
             raise ValueError(f"Moments.merge: statistic shapes differ: self {self.shape}, "
                              f"other {other.shape}")
-        count, mean, m2 = self._backend.merge_states(
-            (self._count, self._mean, self._m2), (other._count, other._mean, other._m2))
-        return Moments(count, mean, m2, _backend=self._backend,
+        merged = self._backend.merge_states(self._fields(), other._fields())
+        return Moments(*merged, _backend=self._backend,
                        _like=self._like if self._like is not None else other._like)
 
     __add__ = merge
+
+    def _fields(self):
+        return self._count, self._mean, self._m2, self._mean_lo
 
     def __radd__(self, other):
         """``sum(states)`` starts from 0."""
@@ -151,7 +160,7 @@ class Moments:
         """Pickled with host copies of device arrays (a backend's ``to_host``);
         unpickled onto the backend again (as its own device arrays)."""
         to_host = getattr(self._backend, "to_host", None)
-        arrays = [to_host(a) if to_host else a for a in (self._count, self._mean, self._m2)]
+        arrays = [to_host(a) if to_host else a for a in self._fields()]
         return (_rebuild, (*arrays, self._backend.name))
 
     def __setattr__(self, name, value):
@@ -161,9 +170,10 @@ class Moments:
         return f"Moments(shape={self.shape}, backend={self.backend!r})"
 
 
-def _rebuild(count, mean, m2, backend):
+def _rebuild(count, mean, m2, mean_lo, backend):
     impl = _router.load(backend)
     from_host = getattr(impl, "from_host", None)
+    arrays = (count, mean, m2, mean_lo)
     if from_host:
-        count, mean, m2 = (from_host(a) for a in (count, mean, m2))
-    return Moments(count, mean, m2, _backend=impl)
+        arrays = tuple(from_host(a) for a in arrays)
+    return Moments(*arrays, _backend=impl)

@@ -35,6 +35,36 @@ def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean_a + delta * f, m2_a + m2_b + delta * delta * n_a * f
 
 
+def two_sum(a, b):
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e = a + b`` exactly (Knuth);
+    must be compiled without reassociation."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def merge_states(n_a, hi_a, lo_a, m2_a, n_b, hi_b, lo_b, m2_b):
+    """Chan merge of two states whose means are carried as ``hi + lo``
+    (a float64 mean and its rounding error): ``δ = (hi_b − hi_a) + (lo_b − lo_a)``
+    keeps the digits that ``μ_b − μₐ`` of two rounded means near 10⁸ would
+    lose, and ``δ²·nₐn_b/n`` then adds no error of ``ulp(|mean|)``.  Returns
+    ``(n, hi, lo, M2)``; a side with ``n = 0`` is the identity; non-finite
+    means merge as :func:`chan_merge` (``lo`` 0)."""
+    if n_b == 0:
+        return n_a, hi_a, lo_a, m2_a
+    if n_a == 0:
+        return n_b, hi_b, lo_b, m2_b
+    n = n_a + n_b
+    f = n_b / n
+    delta = (hi_b - hi_a) + (lo_b - lo_a)
+    if not abs(delta) < math.inf:  # as chan_merge
+        return n, hi_a * (n_a / n) + hi_b * f, 0.0, m2_a + m2_b + delta * delta
+    t = lo_a + delta * f
+    hi = hi_a + t                       # two_sum(hi_a, t), written out: the backends
+    bb = hi - hi_a                      # compile each function of this module alone
+    return n, hi, (hi_a - (hi - bb)) + (t - bb), m2_a + m2_b + delta * delta * n_a * f
+
+
 def shifted_moments(n, shift, s1, s2):
     """Exact ``(mean, M2)`` of ``n`` values from sums taken about ``shift``.
 

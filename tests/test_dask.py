@@ -24,6 +24,8 @@ import dask.threaded  # noqa: E402
 import nbnorm  # noqa: E402
 from nbnorm import _router  # noqa: E402
 
+from exact import exact_moments, relative_error  # noqa: E402
+
 SHAPE = (8, 6, 10, 12)
 CHUNKINGS = {
     "single": SHAPE,
@@ -164,10 +166,10 @@ def test_moments_large_offset_no_cancellation():
     x = data(np.float64, offset=1e8)
     xd = da.from_array(x, chunks=(3, 2, 4, 5))
     _, var = nbnorm.moments(xd, (0, 2, 3))
-    want = nbnorm.moments(x, (0, 2, 3))[1]
-    # chunk states carry absolute float64 means (ulp(1e8) = 1.5e-8) into Chan's δ²:
-    # ~1e-9 relative; E[x²] − E[x]² would lose every digit (1e16 vs 9)
-    np.testing.assert_allclose(var.compute(scheduler="sync"), want, rtol=1e-8)
+    _, exact = exact_moments(x, (0, 2, 3))
+    # chunk states carry compensated means, so the tree of merges keeps the
+    # one-pass bound; E[x²] − E[x]² would lose every digit (1e16 vs 9)
+    assert relative_error(var.compute(scheduler="sync"), exact) < 1e-14
 
 
 def test_split_every_is_daskconfig():

@@ -135,3 +135,24 @@ def test_integer_input_is_promoted():
     x = np.arange(12).reshape(4, 3)
     s = Moments.of(x, axis=0)
     np.testing.assert_allclose(s.var(), x.var(axis=0), rtol=1e-15)
+
+
+def test_merged_float64_states_keep_one_pass_exactness_at_1e8():
+    """Means near 1e8 are carried with their rounding error, so a chain of
+    merges gives the variance of the concatenation within 1e-14 (exact
+    rational reference), as one pass over it does."""
+    from exact import exact_moments, relative_error
+
+    rng = np.random.default_rng(5)
+    parts = [1e8 + rng.standard_normal((int(k), 2)) for k in rng.integers(1, 400, 60)]
+    acc = Moments.empty(2)
+    for p in parts:
+        acc = acc + Moments.of(p, axis=0)
+    whole = np.concatenate(parts)
+    exact_mean, exact_var = exact_moments(whole, 0)
+    assert relative_error(acc.var(), exact_var) < 1e-14
+    assert relative_error(acc.mean, exact_mean) < 2.5e-16
+    tree = [Moments.of(p, axis=0) for p in parts]
+    while len(tree) > 1:
+        tree = [sum(tree[i:i + 3]) for i in range(0, len(tree), 3)]
+    assert relative_error(tree[0].var(), exact_var) < 1e-14

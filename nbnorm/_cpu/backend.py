@@ -157,7 +157,7 @@ def _raw_moments(x, plan):
     return _raw_state(x, plan, False)[1:]
 
 
-def _raw_state(x, plan, skipna):
+def _raw_state(x, plan, skipna, split_mean=False):
     """Per-statistic ``(count, mean, M2)`` in float64, flat C-order statistic
     arrays; with ``skipna`` of the non-NaN values (mean NaN where there are
     none), else of all ``plan.n``.  The kernels work relative to a pivot per
@@ -180,12 +180,14 @@ def _raw_state(x, plan, skipna):
         mean = np.empty(plan.n_stats)
         m2 = np.empty(plan.n_stats)
         K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
-    mean = pivots + mean
-    if not skipna:
-        return np.full(plan.n_stats, float(plan.n)), mean, m2
-    count = pc.sum(axis=0)      # integers below 2⁵³: exact
-    mean[count == 0] = np.nan
-    return count, mean, m2
+    count = np.full(plan.n_stats, float(plan.n)) if not skipna else pc.sum(axis=0)
+    if split_mean:   # pivot + relative mean as a float64 and its rounding error
+        mean, lo = K.two_sum(pivots, mean)
+        lo = np.where(np.isfinite(mean) & (count > 0), lo, 0.0)
+    else:
+        mean = pivots + mean
+    mean[count == 0] = np.nan   # (counts are integers below 2⁵³: exact)
+    return count, ((mean, lo) if split_mean else mean), m2
 
 
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
@@ -245,28 +247,27 @@ def moments(x, axis, ddof):
 
 @_sized
 def moment_state(x, axis, skipna):
-    """``(count, mean, m2)``: int64, float64, float64, statistic-shaped (see
-    :class:`nbnorm.Moments`); NaNs left out with ``skipna``."""
+    """``(count, mean, m2, mean_lo)``: int64 and float64 arrays of the statistic
+    shape (see :class:`nbnorm.Moments`; ``mean + mean_lo`` is the mean to
+    twice float64's precision); NaNs left out with ``skipna``."""
     shape = _layout.stat_shape(x.shape, axis)
     plan = _plan(x.shape, axis, x)
     if plan.n == 0 or plan.n_stats == 0:
-        return np.zeros(shape, np.int64), np.full(shape, np.nan), np.zeros(shape)
-    count, mean, m2 = _raw_state(x, plan, skipna)
-    return count.astype(np.int64).reshape(shape), mean.reshape(shape), m2.reshape(shape)
+        return (np.zeros(shape, np.int64), np.full(shape, np.nan), np.zeros(shape),
+                np.zeros(shape))
+    count, (mean, lo), m2 = _raw_state(x, plan, skipna, split_mean=True)
+    return tuple(a.reshape(shape) for a in (count.astype(np.int64), mean, m2, lo))
 
 
 def merge_states(a, b):
-    """Two ``(count, mean, m2)`` states merged by Chan's formula (new arrays,
-    float64 or the wider of the two dtypes)."""
-    dt = np.result_type(a[1], b[1], np.float64)
-    flat = [np.ascontiguousarray(v, dtype=np.int64 if i % 3 == 0 else dt).reshape(-1)
+    """Two ``(count, mean, m2, mean_lo)`` states merged by Chan's formula with
+    compensated means (new arrays)."""
+    flat = [np.ascontiguousarray(v, dtype=np.int64 if i % 4 == 0 else np.float64).reshape(-1)
             for i, v in enumerate((*a, *b))]
-    count = np.empty_like(flat[0])
-    mean = np.empty_like(flat[1])
-    m2 = np.empty_like(flat[2])
-    K.merge_states(*flat, count, mean, m2)
+    out = [np.empty_like(v) for v in flat[:4]]
+    K.merge_states(*flat, *out)
     shape = np.shape(a[1])
-    return count.reshape(shape), mean.reshape(shape), m2.reshape(shape)
+    return tuple(v.reshape(shape) for v in out)
 
 
 def state_variance(count, m2, ddof):

@@ -74,6 +74,8 @@ _strict = njit(cache=True, fastmath=False, error_model="numpy")
 
 chan_merge = _strict(_welford.chan_merge)
 shifted_moments = _strict(_welford.shifted_moments)
+merge_state = _strict(_welford.merge_states)
+two_sum = _strict(_welford.two_sum)
 invstd_of = _strict(_welford.invstd_of)
 forward_scale = _strict(_welford.forward_scale)
 backward_coefficients = _strict(_welford.backward_coefficients)
@@ -851,18 +853,14 @@ def merge_moments(part_count, part_mean, part_m2, n, chunk, mean_out, m2_out):
 
 
 @_strict
-def merge_states(count_a, mean_a, m2_a, count_b, mean_b, m2_b, count, mean, m2):
-    """Chan-merge two ``(count, mean, M2)`` states elementwise into the last
-    three arrays; a side with count 0 is the identity (its mean is NaN)."""
+def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b, count, mean, m2, lo):
+    """Merge two ``(count, mean, M2, mean_lo)`` states elementwise into the
+    last four arrays (:func:`nbnorm._welford.merge_states`: compensated
+    means; a side with count 0 is the identity)."""
     for i in range(count.size):
-        if count_b[i] == 0:
-            count[i], mean[i], m2[i] = count_a[i], mean_a[i], m2_a[i]
-        elif count_a[i] == 0:
-            count[i], mean[i], m2[i] = count_b[i], mean_b[i], m2_b[i]
-        else:
-            n, mean[i], m2[i] = chan_merge(float(count_a[i]), mean_a[i], m2_a[i],
-                                           float(count_b[i]), mean_b[i], m2_b[i])
-            count[i] = count_a[i] + count_b[i]
+        _, mean[i], lo[i], m2[i] = merge_state(float(count_a[i]), mean_a[i], lo_a[i], m2_a[i],
+                                               float(count_b[i]), mean_b[i], lo_b[i], m2_b[i])
+        count[i] = count_a[i] + count_b[i]
 
 
 @_pjit

@@ -346,7 +346,7 @@ def moments(x, axis, ddof):
 
 
 def moment_state(x, axis, skipna):
-    """``(count, mean, m2)``: int64, float64, float64 device vectors of the
+    """``(count, mean, m2, mean_lo)``: int64 and float64 device vectors of the
     statistic shape (see :class:`nbnorm.Moments`)."""
     if skipna:
         raise NotImplementedError("skipna=True is not implemented for CUDA arrays yet; "
@@ -356,13 +356,16 @@ def moment_state(x, axis, skipna):
     m = prod(shape)
     n = prod(x.shape[d] for d in axis)
     count = cuda.to_device(np.full(m, n if m else 0, np.int64), stream=stream)
+    lo = cuda.to_device(np.zeros(m), stream=stream)
     if n == 0 or m == 0:
         mean = cuda.to_device(np.full(m, np.nan), stream=stream)
         m2 = cuda.to_device(np.zeros(m), stream=stream)
     else:
         dp = _DevPlan(x.shape, axis, [x], stream)
-        mean, m2, *_ = _finalize(x, dp, _welford(x, dp, 0, stream), 1.0, stream, acc=np.float64)
-    return tuple(_stat_out(a, shape, stream) for a in (count, mean, m2))
+        mean, m2, _, centre, _, _ = _finalize(x, dp, _welford(x, dp, 0, stream), 1.0, stream,
+                                              training=True, acc=np.float64)
+        S.launch(S.split_mean, m, centre[0], centre[1], mean, lo)
+    return tuple(_stat_out(a, shape, stream) for a in (count, mean, m2, lo))
 
 
 def to_host(a):
@@ -375,11 +378,13 @@ def from_host(a):
 
 
 def merge_states(a, b):
-    """Two device states merged by Chan's formula (new arrays)."""
+    """Two device ``(count, mean, m2, mean_lo)`` states merged by Chan's
+    formula with compensated means (new arrays)."""
     shape = tuple(a[1].shape)
     flat = [v.reshape(-1) if v.ndim != 1 else v for v in (*a, *b)]
     m = flat[0].size
-    out = (cuda.device_array(m, np.int64), cuda.device_array(m), cuda.device_array(m))
+    out = (cuda.device_array(m, np.int64), cuda.device_array(m), cuda.device_array(m),
+           cuda.device_array(m))
     S.launch(S.merge_states, m, *flat, *out)
     return tuple(v.reshape(shape) for v in out)
 

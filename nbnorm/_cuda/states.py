@@ -1,10 +1,12 @@
 """CUDA side of :class:`nbnorm.Moments`: states on the device.
 
-A state is ``(count, mean, m2)``: int64, float64, float64 device vectors.
+A state is ``(count, mean, m2, mean_lo)``: int64 and float64 device
+vectors (``mean + mean_lo``: the compensated mean, see :class:`nbnorm.Moments`).
 ``moment_state`` reduces ``x`` with the backend's Welford kernels and
 finalizes in float64 (``m2 = M2``, i.e. ``inv_dof = 1``); the kernels below
-merge two states elementwise with Chan's formula (the shared
-``_welford.chan_merge``; a side with count 0 is the identity) and read
+split ``pivot + mean(x − pivot)`` into ``mean`` and ``mean_lo``, merge two
+states elementwise with Chan's formula (the shared
+``_welford.merge_states``; a side with count 0 is the identity) and read
 variances ``m2/(count − ddof)`` (NaN where ``count − ddof ≤ 0``, flagged in
 a one-element vector so the host can warn).  Compiled at first launch;
 ``kernel_signatures`` lists the signatures the backend launches them with.
@@ -15,30 +17,43 @@ import math
 
 from numba import cuda, float64
 
+from .. import _welford
 from . import kernels as K
 
-MERGE_SIG = ("void(int64[::1], float64[::1], float64[::1], int64[::1], float64[::1], "
-             "float64[::1], int64[::1], float64[::1], float64[::1])")
+_STATE = "int64[::1], float64[::1], float64[::1], float64[::1]"
+MERGE_SIG = f"void({_STATE}, {_STATE}, {_STATE})"
+SPLIT_SIG = "void(float64[::1], float64[::1], float64[::1], float64[::1])"
+
+merge_state = cuda.jit(device=True)(_welford.merge_states)
+two_sum = cuda.jit(device=True)(_welford.two_sum)
 VARIANCE_SIG = "void(int64[::1], float64[::1], float64, float64[::1], int32[::1])"
 SQRT_SIG = "void(float64[::1], float64[::1])"
 
 
 @cuda.jit
-def merge_states(count_a, mean_a, m2_a, count_b, mean_b, m2_b, count, mean, m2):
-    """``(count, mean, m2)[i]`` = Chan merge of states ``a`` and ``b`` at ``i``."""
+def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b,
+                 count, mean, m2, lo):
+    """``(count, mean, m2, lo)[i]`` = the merge of states ``a`` and ``b`` at ``i``."""
     i = cuda.grid(1)
     if i >= count.size:
         return
-    if count_b[i] == 0:
-        count[i], mean[i], m2[i] = count_a[i], mean_a[i], m2_a[i]
-    elif count_a[i] == 0:
-        count[i], mean[i], m2[i] = count_b[i], mean_b[i], m2_b[i]
-    else:
-        _, mu, s2 = K.chan_merge(float64(count_a[i]), mean_a[i], m2_a[i],
-                                 float64(count_b[i]), mean_b[i], m2_b[i])
-        count[i] = count_a[i] + count_b[i]
-        mean[i] = mu
-        m2[i] = s2
+    _, mu, mu_lo, s2 = merge_state(float64(count_a[i]), mean_a[i], lo_a[i], m2_a[i],
+                                   float64(count_b[i]), mean_b[i], lo_b[i], m2_b[i])
+    count[i] = count_a[i] + count_b[i]
+    mean[i] = mu
+    lo[i] = mu_lo
+    m2[i] = s2
+
+
+@cuda.jit
+def split_mean(pivot, relative, mean, lo):
+    """``mean + lo = pivot + relative`` exactly (``lo`` 0 where not finite)."""
+    i = cuda.grid(1)
+    if i >= mean.size:
+        return
+    hi, err = two_sum(pivot[i], relative[i])
+    mean[i] = hi
+    lo[i] = err if abs(hi) < math.inf else 0.0
 
 
 @cuda.jit
@@ -65,6 +80,7 @@ def sqrt_into(a, out):
 def kernel_signatures():
     """``(name, python function, [signature])`` of the kernels above, for the PTX check."""
     return [("merge_states", merge_states, [MERGE_SIG]),
+            ("split_mean", split_mean, [SPLIT_SIG]),
             ("state_variance", state_variance, [VARIANCE_SIG]),
             ("sqrt_into", sqrt_into, [SQRT_SIG])]
 

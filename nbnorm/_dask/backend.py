@@ -11,7 +11,7 @@ Reductions are a tree of merges of per-chunk states, with any chunking
 along kept and reduced axes and no rechunking:
 
 1. one task per chunk of ``x`` (a ``blockwise`` layer whose blocks are
-   tuples): the chunk backend's ``moment_state`` → ``(count, mean, m2)``
+   tuples): the chunk backend's ``moment_state`` → ``(count, mean, m2, mean_lo)``
    of that chunk's statistics (the backward: ``(Σdy, Σdy·(x − mean))`` in
    float64);
 2. a tree along the reduced axes: each task merges up to ``split_every``
@@ -48,6 +48,7 @@ name = "dask"
 
 F64 = np.dtype(np.float64)
 I64 = np.dtype(np.int64)
+STATE_FIELDS = (I64, F64, F64, F64)    # count, mean, m2, mean_lo (see nbnorm.Moments)
 
 
 def _cpu():
@@ -180,8 +181,9 @@ def _merge_all(states):
     return acc
 
 
-def _merge_pair(ca, ma, m2a, cb, mb, m2b):
-    return tuple(_router.backend_of(ma).merge_states((ca, ma, m2a), (cb, mb, m2b)))
+def _merge_pair(*fields):
+    """Merge the state ``fields[:4]`` with ``fields[4:]`` by their backend."""
+    return tuple(_router.backend_of(fields[1]).merge_states(fields[:4], fields[4:]))
 
 
 def _block_variance(count, m2, ddof):
@@ -275,12 +277,12 @@ def _normalize(x, mean, var, weight, bias, axis, eps):
 
 # ------------------------------------------------------------------ operations
 def moment_state(x, axis, skipna, split_every=None):
-    """Lazy ``(count, mean, m2)`` (int64, float64, float64; statistic-shaped,
-    chunked as ``x``'s kept axes): one tree reduction shared by the three."""
+    """Lazy ``(count, mean, m2, mean_lo)`` (int64, float64 ×3; statistic-shaped,
+    chunked as ``x``'s kept axes): one tree reduction shared by the four."""
     token = tokenize(x, axis, skipna, _split(axis, x.ndim, split_every))
     states = _blocks(_chunk_state, x, x, prefix="nbnorm-state", token=token, axis=axis,
                      skipna=bool(skipna))
-    return tuple(_tree(states, x, axis, _merge_all, (I64, F64, F64), "nbnorm-moments", token,
+    return tuple(_tree(states, x, axis, _merge_all, STATE_FIELDS, "nbnorm-moments", token,
                        split_every))
 
 
@@ -296,7 +298,7 @@ def merge_states(a, b):
     merged = da.blockwise(_merge_pair, inds, *pairs, name=f"nbnorm-merge-{token}",
                           meta=_meta(arrays[1], nd, F64))
     return tuple(merged.map_blocks(operator.getitem, j, dtype=dt, meta=_meta(arrays[1], nd, dt))
-                 for j, dt in enumerate((I64, F64, F64)))
+                 for j, dt in enumerate(STATE_FIELDS))
 
 
 def state_variance(count, m2, ddof):
@@ -310,7 +312,7 @@ def state_variance(count, m2, ddof):
 def moments(x, axis, ddof):
     """Lazy ``(mean, var)`` in :func:`stat_dtype` (``var = m2/(n − ddof)``)."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2 = moment_state(x, axis, False)
+    _, mean, m2, _ = moment_state(x, axis, False)
     var = m2.map_blocks(_divide, _n(x, axis) - ddof, sd, dtype=sd, meta=_meta(m2, m2.ndim, sd))
     return mean.astype(sd), var
 
@@ -319,7 +321,7 @@ def forward(x, weight, bias, axis, eps, out):
     """Lazy training forward ``(y, mean, biased var, invstd)``: the statistics
     are a tree reduction, ``y`` a blockwise pass that uses them."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2 = moment_state(x, axis, False)
+    _, mean, m2, _ = moment_state(x, axis, False)
     var = m2.map_blocks(_divide, _n(x, axis), F64, dtype=F64, meta=_meta(m2, m2.ndim, F64))
     invstd = var.map_blocks(_invstd, eps, sd, dtype=sd, meta=_meta(var, var.ndim, sd))
     y = _normalize(x, mean, var, weight, bias, axis, eps)
@@ -333,7 +335,7 @@ def forward_with_running(x, weight, bias, axis, eps, out):
     is reduced once.  Returns ``(y, mean, var, invstd)`` with NumPy
     statistics (wrapped into Dask arrays by the API)."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2 = moment_state(x, axis, False)
+    _, mean, m2, _ = moment_state(x, axis, False)
     mean, m2 = dask.compute(mean, m2)
     mean, m2 = np.asarray(mean, F64), np.asarray(m2, F64)
     var = m2 / _n(x, axis)
