@@ -11,7 +11,8 @@ stays short.  Skipped when dask is not installed.
 
 Run as a script for the hand measurement of the README/report
 (``python -m benchmarks.bench_dask [--repeat 5] [--no-distributed]``): a
-(256, 128, 56, 56) float32 array (411 MB) in 64 MB chunks, axis (0, 2, 3):
+(640, 128, 56, 56) float32 array (1.03 GB; ``--batch N`` for another N) in
+64 MB chunks, axis (0, 2, 3):
 moments and the training forward on the threaded scheduler against the
 NumPy path and ``da.mean`` + ``da.var``, then moments on a 2-process
 ``LocalCluster`` with the data persisted on the workers (time and bytes
@@ -103,12 +104,12 @@ def _show(label, ts, ref=None):
     return ts[0]
 
 
-def manual(repeat=5, distributed=True):
+def manual(repeat=5, distributed=True, batch=640):
     import dask
     import dask.array as da
     import numba
 
-    shape, axis = (256, 128, 56, 56), (0, 2, 3)
+    shape, axis = (batch, 128, 56, 56), (0, 2, 3)
     x = np.empty(shape, np.float32)
     from .common import _fill
     _fill(x.reshape(-1), 0)
@@ -165,5 +166,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--no-distributed", action="store_true")
+    p.add_argument("--batch", type=int, default=640,
+                   help="N of the (N, 128, 56, 56) float32 array (640: 1.03 GB)")
     a = p.parse_args()
-    manual(a.repeat, not a.no_distributed)
+    manual(a.repeat, not a.no_distributed, a.batch)
