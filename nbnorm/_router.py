@@ -9,8 +9,11 @@ imports the backend module on first use, so ``import nbnorm`` never imports
 ``numba.cuda``.  A backend module provides ``asarray(obj, argname)``,
 ``wrap(result, like)``, ``astype(a, dtype)``, ``stat_dtype(dtype)`` and the
 operations ``moments``, ``forward``, ``inference``, ``backward`` and
-``update_running``.  A new backend is one more :func:`register` call; the
-API functions do not change.
+``update_running``; for :class:`nbnorm.Moments` ``moment_state``,
+``merge_states``, ``state_variance`` and ``sqrt`` (and optionally
+``to_host``/``from_host`` for pickling, ``forward_with_running`` for a lazy
+backend).  A new backend is one more :func:`register` call; the API
+functions do not change.
 
 Mixing: all array arguments of a call normally belong to one backend.  A
 backend may declare (``accepts``) other backends whose arrays it takes

@@ -75,10 +75,14 @@ def _address_view(a):
         iface = a.__cuda_array_interface__
     except (AttributeError, RuntimeError, TypeError, ValueError):
         return None
-    holder = type("AddressOnly", (), {})()
+    holder = _AddressOnly()
     holder.__array_interface__ = {k: iface[k] for k in ("shape", "typestr", "data", "strides")
                                   if k in iface} | {"version": 3}
     return np.asarray(holder)
+
+
+class _AddressOnly:
+    """Carries an ``__array_interface__`` for :func:`_address_view`."""
 
 
 def _same_view(a, b):

@@ -154,15 +154,17 @@ def _fusable(plan, itemsize, n_inputs):
 
 def _raw_moments(x, plan):
     """Per-statistic ``(mean, M2)`` in float64, flat C-order statistic arrays."""
-    return _raw_state(x, plan, False)[1:]
+    _, mean, _, m2 = _raw_state(x, plan, False)
+    return mean, m2
 
 
-def _raw_state(x, plan, skipna, split_mean=False):
-    """Per-statistic ``(count, mean, M2)`` in float64, flat C-order statistic
-    arrays; with ``skipna`` of the non-NaN values (mean NaN where there are
-    none), else of all ``plan.n``.  The kernels work relative to a pivot per
-    statistic, added back here; their chunk counts are kept only with
-    ``skipna`` (``part_count`` None compiles the kernels without NaN tests)."""
+def _raw_state(x, plan, skipna):
+    """Per-statistic ``(count, mean, mean_lo, M2)`` in float64, flat C-order
+    statistic arrays; with ``skipna`` of the non-NaN values (mean NaN where
+    there are none), else of all ``plan.n``.  The kernels work relative to a
+    pivot per statistic, added back here as ``mean + mean_lo`` (the rounded
+    sum and its error); their chunk counts are kept only with ``skipna``
+    (``part_count`` None compiles the kernels without NaN tests)."""
     xf = _flat(x)
     args = _kernel_args(plan, [0])
     tile, chunk, n_chunks = _split(plan)
@@ -181,13 +183,10 @@ def _raw_state(x, plan, skipna, split_mean=False):
         m2 = np.empty(plan.n_stats)
         K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
     count = np.full(plan.n_stats, float(plan.n)) if not skipna else pc.sum(axis=0)
-    if split_mean:   # pivot + relative mean as a float64 and its rounding error
-        mean, lo = K.two_sum(pivots, mean)
-        lo = np.where(np.isfinite(mean) & (count > 0), lo, 0.0)
-    else:
-        mean = pivots + mean
+    mean, lo = K.two_sum(pivots, mean)
+    lo = np.where(np.isfinite(mean) & (count > 0), lo, 0.0)
     mean[count == 0] = np.nan   # (counts are integers below 2⁵³: exact)
-    return count, ((mean, lo) if split_mean else mean), m2
+    return count, mean, lo, m2
 
 
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
@@ -255,7 +254,7 @@ def moment_state(x, axis, skipna):
     if plan.n == 0 or plan.n_stats == 0:
         return (np.zeros(shape, np.int64), np.full(shape, np.nan), np.zeros(shape),
                 np.zeros(shape))
-    count, (mean, lo), m2 = _raw_state(x, plan, skipna, split_mean=True)
+    count, mean, lo, m2 = _raw_state(x, plan, skipna)
     return tuple(a.reshape(shape) for a in (count.astype(np.int64), mean, m2, lo))
 
 
