@@ -14,7 +14,9 @@ Run as a script for the hand measurement of the README/report
 (640, 128, 56, 56) float32 array (1.03 GB; ``--batch N`` for another N) in
 64 MB chunks, axis (0, 2, 3):
 moments and the training forward on the threaded scheduler against the
-NumPy path and ``da.mean`` + ``da.var``, then moments on a 2-process
+NumPy path and ``da.mean`` + ``da.var`` (the forward three ways: ``y``
+persisted in chunks as ``x`` is held, stored into a preallocated NumPy
+array with ``da.store``, and computed into a new one), then moments on a 2-process
 ``LocalCluster`` with the data persisted on the workers (time and bytes
 sent between processes).  Prints every repeat, so the spread shows.
 """
@@ -63,7 +65,7 @@ class DaskMoments:
 
 
 class DaskForward:
-    params = [["small", "large"], ["nbnorm-dask", "nbnorm-numpy"]]
+    params = [["small", "large"], ["nbnorm-dask", "nbnorm-dask-persist", "nbnorm-numpy"]]
     param_names = ["size", "impl"]
 
     def setup(self, size, impl):
@@ -77,9 +79,13 @@ class DaskForward:
         self.time_forward(size, impl)
 
     def time_forward(self, size, impl):
-        """``y, mean, invstd`` with weight and bias, computed (y materialised)."""
+        """``y, mean, invstd`` with weight and bias: computed into NumPy arrays
+        (``nbnorm-dask``) or persisted as chunks (``nbnorm-dask-persist``)."""
         if impl == "nbnorm-numpy":
             nbnorm.batch_norm_forward(self.x, self.w, self.b, axis=self.axis)
+        elif impl == "nbnorm-dask-persist":
+            self.dask.persist(*nbnorm.batch_norm_forward(self.xd, self.w, self.b, axis=self.axis),
+                              scheduler="threads")
         else:
             self.dask.compute(*nbnorm.batch_norm_forward(self.xd, self.w, self.b, axis=self.axis),
                               scheduler="threads")
@@ -129,11 +135,17 @@ def manual(repeat=5, distributed=True, batch=640):
             lambda: dask.compute(xd.mean(axis), xd.var(axis)), repeat), ref)
         ref = _show("forward numpy", _times(
             lambda: nbnorm.batch_norm_forward(x, w, b, axis=axis), repeat))
-        _show("forward dask (nbnorm)", _times(
+        _show("forward dask, persisted", _times(
+            lambda: dask.persist(*nbnorm.batch_norm_forward(xd, w, b, axis=axis)), repeat), ref)
+        y = np.empty_like(x)
+        _show("forward dask, stored into y", _times(
+            lambda: da.store(nbnorm.batch_norm_forward(xd, w, b, axis=axis)[0], y, lock=False),
+            repeat), ref)
+        _show("forward dask, computed", _times(
             lambda: dask.compute(*nbnorm.batch_norm_forward(xd, w, b, axis=axis)), repeat), ref)
         rm, rv = np.zeros(128), np.ones(128)
-        _show("forward dask + running stats", _times(
-            lambda: dask.compute(*nbnorm.batch_norm_forward(
+        _show("forward dask + running, persisted", _times(
+            lambda: dask.persist(*nbnorm.batch_norm_forward(
                 xd, w, b, axis=axis, running_mean=rm, running_var=rv)), repeat), ref)
     if not distributed:
         return
