@@ -51,6 +51,7 @@ if not os.path.exists("/dev/nvidiactl"):
 from collections import Counter  # noqa: E402
 from functools import wraps  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis.errors import StopTest, UnsatisfiedAssumption  # noqa: E402
@@ -148,3 +149,49 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"hypothesis: {valid} examples in {len(ran)} tests (profile "
         f"{settings.get_current_profile_name()}, {profile_factor()} × base counts{extra})")
+
+
+# ------------------------------------------------------------ backends
+class Backend:
+    """One backend as the tests see it: ``put`` turns a NumPy array into
+    that backend's array type (same layout), ``get`` brings a result back
+    as NumPy; ``small`` is true where shapes must stay tiny (the CUDA
+    simulator runs each GPU thread in Python)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.small = False
+        if name == "cuda":
+            cuda = pytest.importorskip("numba.cuda")
+            from numba import config
+            self.small = bool(config.ENABLE_CUDASIM)
+            if not self.small and not cuda.is_available():
+                pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+
+    def fit(self, shape, limit=400):
+        """``shape``, or on a ``small`` backend ``shape`` with its largest
+        sizes halved until it holds at most ``limit`` elements."""
+        shape = list(shape)
+        while self.small and np.prod(shape) > limit:
+            d = int(np.argmax(shape))
+            shape[d] = -(-shape[d] // 2)
+        return tuple(shape)
+
+    def put(self, a):
+        if self.name == "cpu":
+            return a
+        from nbnorm._cuda.backend import to_device_like
+        return to_device_like(a)
+
+    def get(self, a):
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def backend(request):
+    """Every backend with an array type of its own (CPU; CUDA on a GPU or
+    the simulator): one set of checks, run on each."""
+    return Backend(request.param)

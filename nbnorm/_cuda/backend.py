@@ -265,15 +265,17 @@ def _acc(x):
     return stat_dtype(x.dtype)
 
 
-def _welford(x, dp, p, stream):
-    """Per-chunk partials ``(pn, pm, pv)`` of ``x − pivot`` (plan row ``p``) and
-    the per-statistic pivots ``piv``: ``(pn, pm, pv, piv)``."""
+def _welford(x, dp, p, stream, skipna=False):
+    """Per-chunk partials ``(pn, pm, pv)`` of ``x − pivot`` (plan row ``p``;
+    NaNs left out with ``skipna``) and the per-statistic pivots ``piv``:
+    ``(pn, pm, pv, piv)``."""
     acc = _acc(x)
     size = dp.n_chunks * dp.n_stats
     pn, pm, pv = (cuda.device_array(size, acc, stream=stream) for _ in range(3))
     piv = cuda.device_array(dp.n_stats, np.float64, stream=stream)
     kern = K.ELEMENT[acc]["welford_cols" if dp.cols else "welford_rows"]
-    kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, *dp.shape_args(), pn, pm, pv, piv)
+    kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, bool(skipna), *dp.shape_args(),
+                               pn, pm, pv, piv)
     return pn, pm, pv, piv
 
 
@@ -347,10 +349,8 @@ def moments(x, axis, ddof):
 
 def moment_state(x, axis, skipna):
     """``(count, mean, m2, mean_lo)``: int64 and float64 device vectors of the
-    statistic shape (see :class:`nbnorm.Moments`)."""
-    if skipna:
-        raise NotImplementedError("skipna=True is not implemented for CUDA arrays yet; "
-                                  "pass host arrays or skipna=False")
+    statistic shape (see :class:`nbnorm.Moments`); with ``skipna`` the counts
+    are of the non-NaN values (a statistic with none: mean NaN, m2 0)."""
     stream = _launch_stream(x)
     shape = _layout.stat_shape(x.shape, axis)
     m = prod(shape)
@@ -362,8 +362,13 @@ def moment_state(x, axis, skipna):
         m2 = cuda.to_device(np.zeros(m), stream=stream)
     else:
         dp = _DevPlan(x.shape, axis, [x], stream)
-        mean, m2, _, centre, _, _ = _finalize(x, dp, _welford(x, dp, 0, stream), 1.0, stream,
-                                              training=True, acc=np.float64)
+        partials = _welford(x, dp, 0, stream, skipna)
+        # training=True for the (pivot, relative mean) centre; the invstd it
+        # also computes is unused (eps=1 keeps it finite for the simulator)
+        mean, m2, _, centre, _, _ = _finalize(x, dp, partials, 1.0, stream, training=True,
+                                              eps=1.0, acc=np.float64)
+        if skipna:
+            S.launch(S.count_partials, m, partials[0], dp.n_chunks, count, centre[1])
         S.launch(S.split_mean, m, centre[0], centre[1], mean, lo)
     return tuple(_stat_out(a, shape, stream) for a in (count, mean, m2, lo))
 

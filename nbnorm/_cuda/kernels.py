@@ -66,6 +66,7 @@ SIM = bool(config.ENABLE_CUDASIM)
 WARP = 32
 TPB = 64 if SIM else 256       # threads per block (the simulator runs each thread in Python)
 ACC_N = 4                      # independent Welford accumulators per thread
+PIVOT_SCAN = 32                # elements searched for a finite pivot with skipna
 FULL_MASK = 0xFFFFFFFF
 
 chan_merge = cuda.jit(device=True)(_welford.chan_merge)
@@ -88,6 +89,19 @@ def pivot_at(x, at):
     whenever ``x`` is within a factor 2 of ``p``."""
     v = float64(x[at])
     return v if v - v == 0 else 0.0
+
+
+@cuda.jit(device=True)
+def pivot_skipping(x, at, rs, rst, p, nr, n):
+    """With ``skipna``: the first finite value among a statistic's first
+    ``PIVOT_SCAN`` elements (reduction indices 0, 1, …; the same for every
+    chunk), 0 if there is none — a leading NaN would otherwise cost the
+    pivot."""
+    for r in range(min(n, PIVOT_SCAN)):
+        v = float64(x[at + offset(r, rs, rst, p, nr)])
+        if v - v == 0:
+            return v
+    return 0.0
 
 
 @cuda.jit(device=True)
@@ -245,10 +259,11 @@ def element_kernels(acc):
         return tn, tm, tv
 
     @cuda.jit
-    def welford_rows(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, G,
-                     pn, pm, pv, piv):
+    def welford_rows(x, ks, ss, kst, rs, rst, bases, p, skipna, n, n_stats, chunk, n_chunks,
+                     G, pn, pm, pv, piv):
         """Partial ``(n, mean, M2)`` of ``x − pivot`` of each (statistic, chunk) →
-        ``p*[c, s]``; the pivot → ``piv[s]``."""
+        ``p*[c, s]``; the pivot → ``piv[s]``.  With ``skipna`` NaNs are left
+        out (each accumulator then counts its own values)."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -270,7 +285,10 @@ def element_kernels(acc):
             c = item - k * n_chunks
             b = min(c * chunk + chunk, n)
             koff = bases[p] + offset(k, ks, kst, p, nk)
-            pivot = pivot_at(x, koff)
+            if skipna:
+                pivot = pivot_skipping(x, koff, rs, rst, p, nr, n)
+            else:
+                pivot = pivot_at(x, koff)
             shift = acc(pivot)
             inner = rs[nr - 1]
             sin = rst[p, nr - 1]
@@ -284,9 +302,13 @@ def element_kernels(acc):
                 r = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if pos < b:
-                        mu[u], m2[u] = welford_step(acc(x[koff + ooff + i * sin]) - shift,
-                                                    mu[u], m2[u], r)
-                        cnt[u] += acc(1)
+                        v = acc(x[koff + ooff + i * sin]) - shift
+                        if not skipna:
+                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], r)
+                            cnt[u] += acc(1)
+                        elif v == v:
+                            cnt[u] += acc(1)
+                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], acc(1) / cnt[u])
                         pos += G
                         i += G
                         if i >= inner:
@@ -301,10 +323,10 @@ def element_kernels(acc):
                           pn, pm, pv, piv)
 
     @cuda.jit
-    def welford_cols(x, ks, ss, kst, rs, rst, bases, p, n, n_stats, chunk, n_chunks, TX,
-                     n_tiles, pn, pm, pv, piv):
+    def welford_cols(x, ks, ss, kst, rs, rst, bases, p, skipna, n, n_stats, chunk, n_chunks,
+                     TX, n_tiles, pn, pm, pv, piv):
         """Channels-last partial ``(n, mean, M2)`` of ``x − pivot`` → ``p*[c, s]``;
-        the pivot → ``piv[s]``."""
+        the pivot → ``piv[s]``; ``skipna`` as in ``welford_rows``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -321,7 +343,10 @@ def element_kernels(acc):
         pivot = 0.0
         if active:
             koff = bases[p] + offset(k, ks, kst, p, nk)
-            pivot = pivot_at(x, koff)
+            if skipna:
+                pivot = pivot_skipping(x, koff, rs, rst, p, nr, n)
+            else:
+                pivot = pivot_at(x, koff)
             shift = acc(pivot)
             b = min(c * chunk + chunk, n)
             r = c * chunk + ty
@@ -332,8 +357,12 @@ def element_kernels(acc):
                 for u in range(ACC_N):
                     if r < b:
                         v = acc(x[koff + offset(r, rs, rst, p, nr)]) - shift
-                        mu[u], m2[u] = welford_step(v, mu[u], m2[u], rc)
-                        cnt[u] += acc(1)
+                        if not skipna:
+                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], rc)
+                            cnt[u] += acc(1)
+                        elif v == v:
+                            cnt[u] += acc(1)
+                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], acc(1) / cnt[u])
                         r += TY
         tn, tm, tv = welford_finish(cnt, mu, m2)
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, ty, TX, TY, sh0, sh1, sh2)
@@ -626,10 +655,10 @@ def kernel_signatures():
         a = _ACC[t]
         el.setdefault(a, []).append(t)
     specs = {
-        "welford_rows": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, "
-                        "{A}[::1], {A}[::1], {A}[::1], float64[::1])",
-        "welford_cols": "void({T}[::1], {P}, int64, int64, int64, int64, int64, int64, int64, "
-                        "{A}[::1], {A}[::1], {A}[::1], float64[::1])",
+        "welford_rows": "void({T}[::1], {P}, int64, boolean, int64, int64, int64, int64, "
+                        "int64, {A}[::1], {A}[::1], {A}[::1], float64[::1])",
+        "welford_cols": "void({T}[::1], {P}, int64, boolean, int64, int64, int64, int64, "
+                        "int64, int64, {A}[::1], {A}[::1], {A}[::1], float64[::1])",
         "dual_sums_rows": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
                           "int64, int64, int64, int64, {A}[::1], {A}[::1])",
         "dual_sums_cols": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+from numba import cuda, float64, int64
 
 from .. import _welford
 from . import kernels as K
@@ -28,6 +28,7 @@ merge_state = cuda.jit(device=True)(_welford.merge_states)
 two_sum = cuda.jit(device=True)(_welford.two_sum)
 VARIANCE_SIG = "void(int64[::1], float64[::1], float64, float64[::1], int32[::1])"
 SQRT_SIG = "void(float64[::1], float64[::1])"
+COUNT_SIGS = [f"void({a}[::1], int64, int64[::1], float64[::1])" for a in ("float32", "float64")]
 
 
 @cuda.jit
@@ -43,6 +44,23 @@ def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b,
     mean[i] = mu
     lo[i] = mu_lo
     m2[i] = s2
+
+
+@cuda.jit
+def count_partials(pn, n_chunks, count, relative):
+    """``count[s] = Σ_c pn[c, s]`` (flat ``(n_chunks, n_stats)`` partial counts,
+    exact integers in the accumulator type); ``relative[s] = NaN`` where
+    the count is 0 (no value: the mean is NaN)."""
+    s = cuda.grid(1)
+    n_stats = count.size
+    if s >= n_stats:
+        return
+    total = 0
+    for c in range(n_chunks):
+        total += int64(pn[c * n_stats + s])
+    count[s] = total
+    if total == 0:
+        relative[s] = math.nan
 
 
 @cuda.jit
@@ -80,6 +98,7 @@ def sqrt_into(a, out):
 def kernel_signatures():
     """``(name, python function, [signature])`` of the kernels above, for the PTX check."""
     return [("merge_states", merge_states, [MERGE_SIG]),
+            ("count_partials", count_partials, COUNT_SIGS),
             ("split_mean", split_mean, [SPLIT_SIG]),
             ("state_variance", state_variance, [VARIANCE_SIG]),
             ("sqrt_into", sqrt_into, [SQRT_SIG])]
