@@ -60,9 +60,19 @@ def test_device_states_merge_like_host_states():
     assert np.isnan(host(v)).all()
 
 
-def test_skipna_on_device_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="skipna=True is not implemented for CUDA"):
-        Moments.of(device(np.ones((3, 2))), axis=0, skipna=True)
+def test_skipna_states_of_device_arrays_merge_like_host_states():
+    rng = np.random.default_rng(2)
+    parts = [rng.standard_normal((k, 3)) + 1e3 for k in (6, 2, 9)]
+    for p in parts:
+        p[rng.random(p.shape) < 0.3] = np.nan
+    acc = None
+    for p in parts:
+        s = Moments.of(device(p), axis=0, skipna=True)
+        acc = s if acc is None else acc + s
+    whole = np.concatenate(parts)
+    np.testing.assert_array_equal(host(acc.count), (~np.isnan(whole)).sum(axis=0))
+    np.testing.assert_allclose(host(acc.mean), np.nanmean(whole, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(host(acc.var()), np.nanvar(whole, axis=0), rtol=1e-11)
 
 
 def test_device_state_pickles_through_the_host():
