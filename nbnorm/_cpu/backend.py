@@ -189,6 +189,24 @@ def _raw_state(x, plan, skipna):
     return count, mean, lo, m2
 
 
+def _dual_sums(dy, x, plan, mu):
+    """``(Σ dy, Σ dy·(x − mu))`` per statistic of a plan over ``(dy, x)``
+    (float64, flat C-order statistic arrays; ``mu`` per statistic)."""
+    args = _kernel_args(plan, [0, 1])
+    dyf, xf = _flat(dy), _flat(x)
+    tile, chunk, n_chunks = _split(plan)
+    p1 = np.empty((n_chunks, plan.n_stats))
+    p2 = np.empty((n_chunks, plan.n_stats))
+    if plan.inner_kept:
+        K.dual_sums_outer(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
+    else:
+        K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
+    s1 = np.empty(plan.n_stats)
+    s2 = np.empty(plan.n_stats)
+    K.merge_sums(p1, p2, s1, s2)
+    return s1, s2
+
+
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic; with ``v``
     None only the first term (``cv``, ``cb`` are then ignored)."""
@@ -334,26 +352,17 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     mu = np.ascontiguousarray(mean, dtype=stat_dtype(x.dtype)).reshape(plan.n_stats)
     inv = _stat_vector(invstd, plan.n_stats, 0.0)
     w = _stat_vector(weight, plan.n_stats, 1.0)
-    dweight = np.empty(plan.n_stats)
-    dbias = np.empty(plan.n_stats)
     sd = stat_dtype(x.dtype)
     if _fusable(plan, x.dtype.itemsize, 2) and dx.strides in (dy.strides, x.strides):
+        dweight = np.empty(plan.n_stats)
+        dbias = np.empty(plan.n_stats)
         xf = _flat(x)
         K.backward_fused_inner(_flat(dy), xf, xf if training else None, _flat(dx),
                                _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
                                dweight, dbias)
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
     plan = _plan(x.shape, axis, dy, x)
-    args = _kernel_args(plan, [0, 1])
-    dyf, xf = _flat(dy), _flat(x)
-    tile, chunk, n_chunks = _split(plan)
-    p1 = np.empty((n_chunks, plan.n_stats))
-    p2 = np.empty((n_chunks, plan.n_stats))
-    if plan.inner_kept:
-        K.dual_sums_outer(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
-    else:
-        K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
-    K.merge_sums(p1, p2, dbias, dweight)
+    dbias, dweight = _dual_sums(dy, x, plan, mu)
     a, b, c = _welford.backward_coefficients(plan.n, inv, w, dbias, dweight, training)
     zero = np.zeros_like(a)
     b, c = zero + b, zero + c
@@ -370,3 +379,6 @@ def update_running(running, batch, momentum, scale):
     ok = np.isfinite(batch)
     running[...] = np.where(ok, new, running)
     return int(ok.size - np.count_nonzero(ok))
+
+
+from .family import norm_backward, norm_forward  # noqa: E402,F401  (the family's operations)
