@@ -24,7 +24,25 @@ def run_all(x, axis):
     grads = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=axis)
     frozen = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=axis, training=False)
     inf = nbnorm.batch_norm_inference(x, mean, invstd, axis=axis)
-    return [*stats, y, mean, invstd, *grads, *frozen, inf]
+    return [*stats, y, mean, invstd, *grads, *frozen, inf, *run_family(x, dy)]
+
+
+def run_family(x, dy):
+    """Layer and RMS norm over the last axis; group and instance norm of
+    ≥ 2-D inputs (channels at axis 1)."""
+    out = []
+    y, mean, inv = nbnorm.layer_norm(x)
+    out += [y, mean, inv, *nbnorm.layer_norm_backward(dy, x, mean, inv)]
+    y, rstd = nbnorm.rms_norm(x)
+    out += [y, rstd, *nbnorm.rms_norm_backward(dy, x, rstd)]
+    if x.ndim >= 2:
+        c = x.shape[1]
+        groups = max(g for g in (1, 2, 4, 8) if c % g == 0)
+        y, mean, inv = nbnorm.group_norm(x, groups)
+        out += [y, mean, inv, *nbnorm.group_norm_backward(dy, x, mean, inv, groups)]
+        y, mean, inv = nbnorm.instance_norm(x)
+        out += [y, mean, inv, *nbnorm.instance_norm_backward(dy, x, mean, inv)]
+    return out
 
 
 @pytest.fixture

@@ -1,0 +1,380 @@
+"""Layer, group, instance and RMS norm (forward and backward) against the
+float64 references of ``nbnorm.reference``, finite differences and, where
+installed, PyTorch CPU; over layouts, axes, groups, dtypes and adversarial
+data.  Error bounds: ``k·eps·scale`` with ``eps`` of the accumulation type
+(of the storage type for rounded outputs) and ``scale`` the magnitude of the
+terms (see ``bound``).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nbnorm
+from nbnorm import reference as R
+
+from helpers import FLOATS, channels_last, eps, named_layouts, normal, relayout, stat_dtype
+from strategies import layouts
+
+MEMBERS = ("layer", "group", "instance", "rms")
+
+
+# ------------------------------------------------------------------ calls
+class Member:
+    """One member of the family with its arguments: ``forward(x, w, b)`` →
+    ``(y, stats…)``, ``backward(dy, x, stats, w)`` → grads; the same on the
+    reference; ``param_shape``/``stat_shape`` for ``x``'s shape."""
+
+    def __init__(self, name, shape, axis=-1, groups=2, channel_axis=1):
+        self.name, self.axis, self.groups, self.ca = name, axis, groups, channel_axis
+        nd = len(shape)
+        if name in ("layer", "rms"):
+            ax = sorted(a % nd for a in (axis if isinstance(axis, tuple) else (axis,)))
+            self.param_shape = tuple(shape[a] for a in ax)
+            self.stat_shape = tuple(s for d, s in enumerate(shape) if d not in ax)
+        else:
+            c = channel_axis % nd
+            g = shape[c] if name == "instance" else groups
+            self.param_shape = (shape[c],)
+            self.stat_shape = (shape[0], g)
+
+    def kwargs(self):
+        if self.name in ("layer", "rms"):
+            return {"axis": self.axis}
+        return {"channel_axis": self.ca}
+
+    def forward(self, mod, x, w, b, **kw):
+        f = getattr(mod, f"{self.name}_norm")
+        if self.name == "group":
+            return f(x, self.groups, w, b, **self.kwargs(), **kw)
+        if self.name == "rms":
+            return f(x, w, **self.kwargs(), **kw)
+        return f(x, w, b, **self.kwargs(), **kw)
+
+    def backward(self, mod, dy, x, stats, w, **kw):
+        f = getattr(mod, f"{self.name}_norm_backward")
+        if self.name == "group":
+            return f(dy, x, *stats, self.groups, w, **self.kwargs(), **kw)
+        return f(dy, x, *stats, w, **self.kwargs(), **kw)
+
+
+def member(name, shape):
+    """A typical configuration of ``name`` for ``shape`` (≥ 3 dims)."""
+    if name in ("layer", "rms"):
+        return Member(name, shape, axis=(-2, -1))
+    c = shape[1]
+    return Member(name, shape, groups=2 if c % 2 == 0 else 1)
+
+
+def params(m, dtype, seed, with_bias=True):
+    rng = np.random.default_rng(seed)
+    sd = stat_dtype(dtype)
+    w = (rng.standard_normal(m.param_shape) + 1).astype(sd)
+    b = rng.standard_normal(m.param_shape).astype(sd) if with_bias and m.name != "rms" else None
+    return w, b
+
+
+def bound(dtype, ref, scale, k=64):
+    """``k·eps·scale`` (accumulation precision) plus the output's rounding."""
+    acc = eps(stat_dtype(dtype))
+    return k * acc * scale + eps(dtype) * np.abs(ref)
+
+
+def check_close(got, ref, dtype, scale, what, k=64):
+    got = np.asarray(got, np.float64)
+    err = np.abs(got - ref)
+    b = bound(dtype, ref, scale, k)
+    assert got.shape == np.shape(ref), f"{what}: shape {got.shape} != {np.shape(ref)}"
+    bad = ~(err <= b)
+    assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} beyond the bound; worst "
+                           f"err/bound {np.nanmax(err / b):.3g}")
+
+
+def run_forward(m, x, w, b, out=None):
+    saved = [None if a is None else a.copy() for a in (x, w, b)]
+    got = m.forward(nbnorm, x, w, b, out=out)
+    ref = m.forward(R, x, w, b)
+    for a, s in zip((x, w, b), saved):
+        if a is not None and a is not out:
+            np.testing.assert_array_equal(a, s)
+    y = got[0]
+    assert y.dtype == x.dtype and y.shape == x.shape
+    for s in got[1:]:
+        assert s.dtype == stat_dtype(x.dtype) and s.shape == m.stat_shape
+    what = f"{m.name} {x.dtype} {x.shape} strides {x.strides}"
+    wmax = 1.0 if w is None else float(np.max(np.abs(w)))
+    bmax = 0.0 if b is None else float(np.max(np.abs(b)))
+    # y = x̂·w + b with |x̂| ≤ √n; its error is relative to |x̂|·|w| + |b|
+    n = x.size // max(int(np.prod(m.stat_shape)), 1)
+    check_close(y, ref[0], x.dtype, np.sqrt(n) * wmax + bmax, "y " + what)
+    xmax = float(np.max(np.abs(x.astype(np.float64))))
+    for g, r in zip(got[1:], ref[1:]):      # mean: error relative to |x|; (r)std to itself
+        check_close(g, r, x.dtype, xmax if g is got[1] and m.name != "rms" else np.abs(r),
+                    "statistic " + what)
+    return got
+
+
+def run_backward(m, x, w, seed, out=None, dy=None):
+    rng = np.random.default_rng(seed)
+    if dy is None:
+        dy = rng.standard_normal(x.shape).astype(x.dtype)
+    stats = m.forward(nbnorm, x, w, None)[1:]
+    saved = [a.copy() for a in (dy, x, *stats)]
+    got = m.backward(nbnorm, dy, x, stats, w, out=out)
+    ref = m.backward(R, dy, x, stats, w)
+    for a, s in zip((dy, x, *stats), saved):
+        if a is not out:
+            np.testing.assert_array_equal(a, s)
+    what = f"{m.name} backward {x.dtype} {x.shape} strides {x.strides}"
+    assert got[0].dtype == x.dtype and got[0].shape == x.shape
+    n = x.size // max(int(np.prod(m.stat_shape)), 1)
+    wmax = 1.0 if w is None else float(np.max(np.abs(w)))
+    inv = float(np.max(np.abs(stats[-1])))
+    g = float(np.max(np.abs(dy))) * wmax
+    # dx: terms up to inv·|g|·(1 + 2) with sums of n terms
+    check_close(got[0], ref[0], x.dtype, 4 * inv * g * (1 + np.sqrt(n)), "dx " + what)
+    total = x.size / max(int(np.prod(m.param_shape)), 1)
+    for gg, r, name in zip(got[1:], ref[1:], ("dweight", "dbias")):
+        assert gg.dtype == stat_dtype(x.dtype) and gg.shape == m.param_shape
+        check_close(gg, r, x.dtype, total * float(np.max(np.abs(dy))) * np.sqrt(n),
+                    f"{name} " + what)
+    return got
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", MEMBERS)
+def test_forward_and_backward_over_layouts(name, dtype):
+    x0 = normal((3, 4, 5, 6), dtype, seed=1, loc=2.0, scale=3.0)
+    for label, x in named_layouts(x0).items():
+        m = member(name, x.shape)
+        w, b = params(m, dtype, seed=2)
+        run_forward(m, x, w, b)
+        run_forward(m, x, None, None)
+        run_backward(m, x, w, seed=3)
+        run_backward(m, x, None, seed=4)
+
+
+@pytest.mark.parametrize("name", ["layer", "rms"])
+def test_every_axis_subset(name):
+    x = normal((3, 4, 5), np.float64, seed=5, loc=1.0)
+    for r in range(1, 4):
+        for ax in itertools.combinations(range(3), r):
+            spelled = tuple(a - 3 if a % 2 else a for a in ax)
+            m = Member(name, x.shape, axis=spelled)
+            w, b = params(m, x.dtype, seed=len(ax))
+            run_forward(m, x, w, b)
+            run_backward(m, x, w, seed=6)
+
+
+@pytest.mark.parametrize("name", ["group", "instance"])
+@pytest.mark.parametrize("channel_axis", [1, -1, 2])
+def test_channel_axis_and_groups(name, channel_axis):
+    x = normal((2, 6, 4, 3) if channel_axis != -1 else (2, 4, 3, 6), np.float32, seed=7)
+    for groups in ((1, 2, 3, 6) if name == "group" else (None,)):
+        if channel_axis == 2:
+            x = normal((2, 3, 6, 5), np.float32, seed=7)
+        m = Member(name, x.shape, groups=groups or 1, channel_axis=channel_axis)
+        w, b = params(m, x.dtype, seed=8)
+        run_forward(m, x, w, b)
+        run_backward(m, x, w, seed=9)
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_out_and_in_place(name):
+    x = normal((4, 6, 5, 5), np.float32, seed=10, loc=1.0)
+    m = member(name, x.shape)
+    w, b = params(m, x.dtype, seed=11)
+    ref = m.forward(nbnorm, x, w, b)[0]
+    out = np.empty_like(x)
+    assert m.forward(nbnorm, x, w, b, out=out)[0] is out
+    np.testing.assert_array_equal(out, ref)
+    xi = x.copy()
+    assert m.forward(nbnorm, xi, w, b, out=xi)[0] is xi
+    np.testing.assert_array_equal(xi, ref)
+    dy = normal(x.shape, np.float32, seed=12)
+    stats = m.forward(nbnorm, x, w, b)[1:]
+    dref = m.backward(nbnorm, dy, x, stats, w)
+    dyi = dy.copy()
+    got = m.backward(nbnorm, dyi, x, stats, w, out=dyi)
+    assert got[0] is dyi
+    for g, r in zip(got, dref):
+        np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_finite_differences(name):
+    """dx, dweight, dbias against central differences of L = Σ y·dy (float64)."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 4, 3, 2)) * 2 + 1
+    m = member(name, x.shape)
+    w, b = params(m, x.dtype, seed=14)
+    dy = rng.standard_normal(x.shape)
+
+    def loss(xv, wv, bv):
+        return float((m.forward(nbnorm, xv, wv, bv)[0] * dy).sum())
+
+    stats = m.forward(nbnorm, x, w, b)[1:]
+    grads = m.backward(nbnorm, dy, x, stats, w)
+    h = 1e-6
+    for target, grad in ((0, grads[0]), (1, grads[1])) + (((2, grads[2]),) if b is not None
+                                                           else ()):
+        base = [x, w, b][target]
+        v = rng.standard_normal(base.shape)
+        args_p = [x, w, b]
+        args_m = [x, w, b]
+        args_p[target] = base + h * v
+        args_m[target] = base - h * v
+        fd = (loss(*args_p) - loss(*args_m)) / (2 * h)
+        an = float((grad * v).sum())
+        assert abs(fd - an) <= 1e-6 * (1 + abs(an)), f"{name} arg {target}: fd {fd} vs {an}"
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+@pytest.mark.parametrize("loc,dtype", [(1e4, np.float32), (1e8, np.float64)])
+def test_large_offsets_and_constant_statistics(name, loc, dtype):
+    x = normal((4, 8, 6, 6), dtype, seed=15, loc=loc)
+    m = member(name, x.shape)
+    w, b = params(m, dtype, seed=16)
+    for v in (x, channels_last(x)):         # the fused and the per-channel paths
+        run_forward(m, v, w, b)
+        run_backward(m, v, w, seed=17)
+    if name == "rms":
+        return
+    c = np.full(x.shape, loc, dtype)        # every statistic constant: y is exactly the bias
+    y = m.forward(nbnorm, c, w, b)[0]
+    expected = m.forward(R, c, w, b)[0]
+    assert np.all(expected == np.broadcast_to(expected, x.shape))
+    np.testing.assert_array_equal(y, expected.astype(dtype))
+
+
+def test_rms_eps_default_is_the_dtype_epsilon():
+    x = np.zeros((3, 4), np.float32)
+    x[0, 0] = 1e-6
+    _, rstd = nbnorm.rms_norm(x)
+    np.testing.assert_allclose(rstd[1], 1 / np.sqrt(np.finfo(np.float32).eps), rtol=1e-6)
+    _, rstd16 = nbnorm.rms_norm(x.astype(np.float16))
+    np.testing.assert_allclose(rstd16[1], 1 / np.sqrt(np.finfo(np.float16).eps), rtol=1e-6)
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_property_members_over_shapes_and_layouts(data):
+    name = data.draw(st.sampled_from(MEMBERS))
+    dtype = data.draw(st.sampled_from(FLOATS))
+    nd = data.draw(st.integers(2, 4))
+    shape = tuple(data.draw(st.integers(1, 5)) for _ in range(nd))
+    if name in ("layer", "rms"):
+        ax = data.draw(st.lists(st.integers(0, nd - 1), min_size=1, max_size=nd, unique=True))
+        m = Member(name, shape, axis=tuple(a - nd if data.draw(st.booleans()) else a for a in ax))
+    else:
+        ca = data.draw(st.integers(1, nd - 1))
+        c = shape[ca]
+        groups = data.draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+        m = Member(name, shape, groups=groups, channel_axis=ca - nd if data.draw(st.booleans())
+                   else ca)
+    x0 = normal(shape, dtype, seed=data.draw(st.integers(0, 2**16)),
+                loc=data.draw(st.sampled_from([0.0, 3.0, 1e3])))
+    x = relayout(x0, **data.draw(layouts(nd)))
+    w, b = params(m, dtype, seed=1, with_bias=data.draw(st.booleans()))
+    run_forward(m, x, w, b)
+    run_backward(m, x, w, seed=2)
+
+
+# ------------------------------------------------------------------ PyTorch
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", MEMBERS)
+def test_pytorch_forward_and_autograd(name, memory):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    shape = (4, 6, 5, 7)
+    x = normal(shape, np.float32, seed=20, loc=1.5, scale=2.0)
+    if memory == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    m = Member(name, shape, axis=(-2, -1), groups=3)
+    w, b = params(m, np.float32, seed=21)
+    dy = normal(shape, np.float32, seed=22)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(w).requires_grad_(True)
+    bt = None if b is None else torch.from_numpy(b).requires_grad_(True)
+    if name == "layer":
+        yt = F.layer_norm(xt, (5, 7), wt, bt, eps=1e-5)
+    elif name == "group":
+        yt = F.group_norm(xt, 3, wt, bt, eps=1e-5)
+    elif name == "instance":
+        yt = F.instance_norm(xt, weight=wt, bias=bt, eps=1e-5)
+    else:
+        yt = F.rms_norm(xt, (5, 7), wt)
+    yt.backward(torch.from_numpy(dy))
+    got = m.forward(nbnorm, x, w, b)
+    grads = m.backward(nbnorm, dy, x, got[1:], w)
+    scale = float(np.abs(yt.detach().numpy()).max())
+    check_close(got[0], yt.detach().numpy(), np.float32, scale, f"{name} y vs torch", k=64)
+    check_close(grads[0], xt.grad.numpy(), np.float32, float(np.abs(xt.grad.numpy()).max()),
+                f"{name} dx vs torch", k=256)
+    for g, t in zip(grads[1:], (wt, bt)):
+        if t is not None:
+            check_close(g, t.grad.numpy(), np.float32, float(np.abs(t.grad.numpy()).max()),
+                        f"{name} param grad vs torch", k=256)
+
+
+def test_instance_norm_running_statistics_as_pytorch():
+    torch = pytest.importorskip("torch")
+    x = normal((5, 3, 4, 6), np.float32, seed=23, loc=2.0, scale=3.0)
+    rm = np.arange(3, dtype=np.float32)
+    rv = np.ones(3, np.float32) * 2
+    rmt, rvt = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+    torch.nn.functional.instance_norm(torch.from_numpy(x), rmt, rvt, use_input_stats=True,
+                                      momentum=0.3, eps=1e-5)
+    nbnorm.instance_norm(x, running_mean=rm, running_var=rv, momentum=0.3)
+    np.testing.assert_allclose(rm, rmt.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rv, rvt.numpy(), rtol=1e-6, atol=1e-6)
+    rm2, rv2 = np.arange(3.0), np.ones(3) * 2
+    R.instance_norm(x, running_mean=rm2, running_var=rv2, momentum=0.3)
+    np.testing.assert_allclose(rm, rm2, rtol=1e-6)
+    np.testing.assert_allclose(rv, rv2, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ errors
+def test_bad_arguments_raise_named_errors_and_change_nothing():
+    x = normal((2, 6, 3, 3), np.float32, seed=30)
+    out = np.zeros_like(x)
+    w = np.ones(6, np.float32)
+    rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
+    saved = [a.copy() for a in (x, out, rm, rv)]
+    cases = [
+        (ValueError, "num_groups", lambda: nbnorm.group_norm(x, 4, out=out)),
+        (ValueError, "num_groups", lambda: nbnorm.group_norm(x, 0, out=out)),
+        (TypeError, "num_groups", lambda: nbnorm.group_norm(x, 2.0, out=out)),
+        (ValueError, "channel_axis", lambda: nbnorm.group_norm(x, 2, channel_axis=0, out=out)),
+        (nbnorm.AxisError, "channel_axis", lambda: nbnorm.instance_norm(x, channel_axis=4,
+                                                                        out=out)),
+        (ValueError, "weight", lambda: nbnorm.group_norm(x, 2, np.ones(5, np.float32), out=out)),
+        (ValueError, "bias", lambda: nbnorm.layer_norm(x, None, np.ones(6), out=out)),
+        (nbnorm.AxisError, "axis", lambda: nbnorm.layer_norm(x, axis=4, out=out)),
+        (ValueError, "axis", lambda: nbnorm.rms_norm(x, axis=(1, -3), out=out)),
+        (ValueError, "axis", lambda: nbnorm.layer_norm(x, axis=(), out=out)),
+        (TypeError, "x", lambda: nbnorm.layer_norm(x.astype(np.int32), out=out)),
+        (ValueError, "out", lambda: nbnorm.layer_norm(x, out=out[:1])),
+        (ValueError, "out", lambda: nbnorm.rms_norm(x, out=out.astype(np.float64))),
+        (ValueError, "running_var", lambda: nbnorm.instance_norm(x, running_mean=rm, out=out)),
+        (ValueError, "running_mean", lambda: nbnorm.instance_norm(
+            x, running_mean=rm[:3], running_var=rv, out=out)),
+        (ValueError, "x", lambda: nbnorm.instance_norm(
+            x[:, :, :1, :1], running_mean=rm, running_var=rv)),
+        (ValueError, "eps", lambda: nbnorm.rms_norm(x, eps=-1.0, out=out)),
+        (ValueError, "invstd", lambda: nbnorm.group_norm_backward(
+            x, x, np.zeros((2, 2)), np.ones((2, 3)), 2, out=out)),
+        (TypeError, "dy", lambda: nbnorm.layer_norm_backward(
+            x.astype(np.float64), x, np.zeros((2, 6, 3)), np.ones((2, 6, 3)), out=out)),
+        (TypeError, "rstd", lambda: nbnorm.rms_norm_backward(x, x, None, out=out)),
+        (ValueError, "out", lambda: nbnorm.layer_norm(x, out=x[::-1])),   # partial overlap
+    ]
+    for exc, word, call in cases:
+        with pytest.raises(exc, match=word):
+            call()
+        for a, s in zip((x, out, rm, rv), saved):
+            np.testing.assert_array_equal(a, s)
