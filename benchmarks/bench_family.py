@@ -1,0 +1,186 @@
+"""Layer, group, instance and RMS norm: nbnorm beside PyTorch CPU, float32.
+
+``case``: ``group`` (G=32) and ``instance`` on (64,128,56,56) NCHW,
+``group-nhwc`` the same in channels-last memory, ``layer`` and ``rms`` over
+the last axis of (8192,4096) (``large``: 103 / 134 MB per array); ``small``
+divides the batch so it runs in cache.  Each call allocates its outputs,
+as a user's call does; the backward is timed alone (torch:
+``torch.autograd.grad`` of a retained graph).  ``impl`` = ``nbnorm`` or
+``torch`` (skipped when PyTorch is not installed).
+
+Run as a script for the hand measurement of the README
+(``python -m benchmarks.bench_family [--repeat 7] [--runs 2]``): every case,
+forward and backward, medians of ``repeat`` calls per run, both libraries
+in one process, runs alternating.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import nbnorm
+
+from .common import have, skip
+
+CASES = ("group", "group-nhwc", "instance", "layer", "rms")
+SHAPES = {"group": (64, 128, 56, 56), "group-nhwc": (64, 128, 56, 56),
+          "instance": (64, 128, 56, 56), "layer": (8192, 4096), "rms": (8192, 4096)}
+GROUPS = 32
+
+
+def _shape(case, size):
+    shape = SHAPES[case]
+    return shape if size == "large" else (max(1, shape[0] // 64),) + shape[1:]
+
+
+def _inputs(case, size, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = _shape(case, size)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    if case == "group-nhwc":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    n_par = shape[-1] if case in ("layer", "rms") else shape[1]
+    w = (rng.standard_normal(n_par) + 1).astype(np.float32)
+    b = rng.standard_normal(n_par).astype(np.float32)
+    return x, dy, w, b
+
+
+class _Nbnorm:
+    def __init__(self, case, x, dy, w, b):
+        self.case, self.x, self.dy, self.w, self.b = case, x, dy, w, b
+        self.stats = self.forward()[1:]
+
+    def forward(self):
+        c, x, w, b = self.case, self.x, self.w, self.b
+        if c in ("group", "group-nhwc"):
+            return nbnorm.group_norm(x, GROUPS, w, b)
+        if c == "instance":
+            return nbnorm.instance_norm(x, w, b)
+        if c == "layer":
+            return nbnorm.layer_norm(x, w, b)
+        return nbnorm.rms_norm(x, w)
+
+    def backward(self):
+        c, x, dy, w, s = self.case, self.x, self.dy, self.w, self.stats
+        if c in ("group", "group-nhwc"):
+            return nbnorm.group_norm_backward(dy, x, *s, GROUPS, w)
+        if c == "instance":
+            return nbnorm.instance_norm_backward(dy, x, *s, w)
+        if c == "layer":
+            return nbnorm.layer_norm_backward(dy, x, *s, w)
+        return nbnorm.rms_norm_backward(dy, x, *s, w)
+
+
+class _Torch:
+    def __init__(self, case, x, dy, w, b):
+        import torch
+        self.torch = torch
+        self.case = case
+        self.x = torch.from_numpy(x)
+        if case == "group-nhwc":
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.dy = torch.from_numpy(np.ascontiguousarray(dy))
+        if case == "group-nhwc":
+            self.dy = self.dy.contiguous(memory_format=torch.channels_last)
+        self.w, self.b = torch.from_numpy(w), torch.from_numpy(b)
+        self.xg = self.x.detach().clone().requires_grad_(True)
+        self.wg = self.w.clone().requires_grad_(True)
+        self.bg = self.b.clone().requires_grad_(True)
+        self.y = self._call(self.xg, self.wg, self.bg)
+
+    def _call(self, x, w, b):
+        F = self.torch.nn.functional
+        c = self.case
+        if c in ("group", "group-nhwc"):
+            return F.group_norm(x, GROUPS, w, b, eps=1e-5)
+        if c == "instance":
+            return F.instance_norm(x, weight=w, bias=b, eps=1e-5)
+        if c == "layer":
+            return F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-5)
+        return F.rms_norm(x, (x.shape[-1],), w)
+
+    def forward(self):
+        with self.torch.no_grad():
+            return self._call(self.x, self.w, self.b)
+
+    def backward(self):
+        inputs = (self.xg, self.wg) if self.case == "rms" else (self.xg, self.wg, self.bg)
+        return self.torch.autograd.grad(self.y, inputs, self.dy, retain_graph=True)
+
+
+def _impl(impl, case, size):
+    if impl == "torch":
+        if not have("torch"):
+            skip("torch is not installed")
+        return _Torch(case, *_inputs(case, size))
+    return _Nbnorm(case, *_inputs(case, size))
+
+
+class FamilyForward:
+    params = [list(CASES), ["small", "large"], ["nbnorm", "torch"]]
+    param_names = ["case", "size", "impl"]
+
+    def setup(self, case, size, impl):
+        self.run = _impl(impl, case, size)
+        self.run.forward()
+
+    def time_forward(self, case, size, impl):
+        """Forward with weight and bias (RMS: weight), outputs allocated."""
+        self.run.forward()
+
+
+class FamilyBackward:
+    params = [list(CASES), ["small", "large"], ["nbnorm", "torch"]]
+    param_names = ["case", "size", "impl"]
+
+    def setup(self, case, size, impl):
+        self.run = _impl(impl, case, size)
+        self.run.backward()
+
+    def time_backward(self, case, size, impl):
+        """``dx`` and the parameter gradients, outputs allocated."""
+        self.run.backward()
+
+
+# ------------------------------------------------------------------ by hand
+def manual(repeat=7, runs=2, cases=CASES):
+    import time
+
+    import numba
+    print(f"float32, medians of {repeat} calls, {runs} runs alternating; numba threads "
+          f"{numba.get_num_threads()}" + ("" if have("torch") else "; torch not installed"))
+    for case in cases:
+        impls = {"nbnorm": _Nbnorm(case, *_inputs(case, "large"))}
+        if have("torch"):
+            import torch
+            impls["torch"] = _Torch(case, *_inputs(case, "large"))
+            torch.set_num_threads(numba.get_num_threads())
+        for op in ("forward", "backward"):
+            med = {k: [] for k in impls}
+            for _ in range(runs):
+                for name, impl in impls.items():
+                    fn = getattr(impl, op)
+                    fn()
+                    ts = []
+                    for _ in range(repeat):
+                        t0 = time.perf_counter()
+                        fn()
+                        ts.append(time.perf_counter() - t0)
+                    med[name].append(sorted(ts)[len(ts) // 2] * 1e3)
+            line = f"{case:10s} {op:8s} " + "  ".join(
+                f"{k} {'/'.join(f'{v:.1f}' for v in vs)} ms" for k, vs in med.items())
+            if "torch" in med:
+                ratios = [t / n for t, n in zip(med["torch"], med["nbnorm"])]
+                line += f"  (torch/nbnorm {'/'.join(f'{r:.2f}' for r in ratios)})"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--case", action="append", choices=CASES)
+    a = p.parse_args()
+    manual(a.repeat, a.runs, tuple(a.case) if a.case else CASES)
