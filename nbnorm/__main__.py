@@ -99,6 +99,7 @@ def main(argv=None):
 
     import nbnorm
     from nbnorm._bench import format_table, gpu_available, run_cases, run_cuda_cases
+    from nbnorm._bench_family import run_family_cases
     t_import = time.perf_counter() - t0
 
     shape = (8, 32, 28, 28) if args.quick else args.shape
@@ -109,6 +110,8 @@ def main(argv=None):
           f"{platform.processor() or platform.machine()} · {numba.get_num_threads()} threads · "
           f"import {t_import:.2f} s")
     rows, copy_bw = run_cases(shape, args.dtype, repeat=repeat, with_peers=not args.no_peers)
+    rows += run_family_cases(shape, args.dtype, repeat=repeat, copy_bw=copy_bw,
+                             with_peers=not args.no_peers)
     print(f"copy bandwidth (parallel copy, read + write): {copy_bw / 1e9:.1f} GB/s")
     if gpu_available():
         gpu_rows, gpu_bw = run_cuda_cases(shape, args.dtype, repeat=repeat)
