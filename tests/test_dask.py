@@ -448,3 +448,33 @@ def test_property_any_chunking_and_merge_tree_matches_the_reference(data):
     mean_b, var_b = moments_bound(finite, axis, np.nan_to_num(want_mean), want_var)
     assert_within(mean, want_mean, 4 * mean_b, "mean")
     assert_within(m2 / np.maximum(count, 1), want_var, 4 * var_b, "m2/count")
+
+
+@pytest.mark.cuda
+def test_device_chunks_are_reduced_by_the_cuda_backend(monkeypatch):
+    """Each chunk's state comes from the backend of the chunk's own type: a
+    Dask array of CUDA device arrays (Numba's, on the simulator without a
+    GPU) is reduced chunk by chunk by the CUDA kernels, then merged."""
+    pytest.importorskip("numba.cuda")
+    from nbnorm._cuda import backend as cuda_backend
+    from nbnorm._cuda.backend import to_device_like
+    calls = []
+    original = cuda_backend.moment_state
+
+    def spy(x, axis, skipna):
+        calls.append(type(x).__name__)
+        return original(x, axis, skipna)
+
+    monkeypatch.setattr(cuda_backend, "moment_state", spy)
+    x = data(np.float64, shape=(8, 3, 4), offset=1e4)
+    x[1, 2, 3] = np.nan
+    xd = da.from_array(x, chunks=(2, 3, 4)).map_blocks(to_device_like, meta=np.empty((0, 0, 0)))
+    for skipna in (False, True):
+        calls.clear()
+        state = nbnorm.Moments.of(xd, (0, 2), skipna=skipna)
+        count, mean, m2 = dask.compute(state.count, state.mean, state.m2, scheduler="sync")
+        want = nbnorm.Moments.of(x, (0, 2), skipna=skipna)
+        assert len(calls) == 4 and "ndarray" not in calls, calls
+        np.testing.assert_array_equal(np.asarray(count), want.count)
+        np.testing.assert_allclose(np.asarray(mean), want.mean, rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(m2), want.m2, rtol=1e-11, atol=1e-9)
