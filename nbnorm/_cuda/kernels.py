@@ -244,6 +244,18 @@ def element_kernels(acc):
         return mu + v, nan
 
     @cuda.jit(device=True)
+    def welford_add(v, cnt, mu, m2, u, r, skipna):
+        """``v`` into accumulator ``u`` (``r = 1/count`` after it, shared by the
+        round); with ``skipna`` a NaN is left out and the accumulator's own
+        count gives the reciprocal."""
+        if not skipna:
+            mu[u], m2[u] = welford_step(v, mu[u], m2[u], r)
+            cnt[u] += acc(1)
+        elif v == v:
+            cnt[u] += acc(1)
+            mu[u], m2[u] = welford_step(v, mu[u], m2[u], acc(1) / cnt[u])
+
+    @cuda.jit(device=True)
     def welford_init(cnt, mu, m2):
         """Empty the ``ACC_N`` per-thread Welford accumulators."""
         for u in range(ACC_N):
@@ -302,13 +314,8 @@ def element_kernels(acc):
                 r = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if pos < b:
-                        v = acc(x[koff + ooff + i * sin]) - shift
-                        if not skipna:
-                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], r)
-                            cnt[u] += acc(1)
-                        elif v == v:
-                            cnt[u] += acc(1)
-                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], acc(1) / cnt[u])
+                        welford_add(acc(x[koff + ooff + i * sin]) - shift, cnt, mu, m2, u, r,
+                                    skipna)
                         pos += G
                         i += G
                         if i >= inner:
@@ -356,13 +363,8 @@ def element_kernels(acc):
                 rc = acc(1) / acc(rounds)
                 for u in range(ACC_N):
                     if r < b:
-                        v = acc(x[koff + offset(r, rs, rst, p, nr)]) - shift
-                        if not skipna:
-                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], rc)
-                            cnt[u] += acc(1)
-                        elif v == v:
-                            cnt[u] += acc(1)
-                            mu[u], m2[u] = welford_step(v, mu[u], m2[u], acc(1) / cnt[u])
+                        welford_add(acc(x[koff + offset(r, rs, rst, p, nr)]) - shift, cnt, mu,
+                                    m2, u, rc, skipna)
                         r += TY
         tn, tm, tv = welford_finish(cnt, mu, m2)
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, ty, TX, TY, sh0, sh1, sh2)
