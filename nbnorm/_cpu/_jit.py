@@ -1,0 +1,67 @@
+"""Compilation settings of the CPU kernels and the shared numerics they
+compile (:mod:`nbnorm._welford`); block and tile sizes.
+
+See :mod:`.kernels` for the overview of the CPU kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import _welford
+from ._threads import kernel
+
+BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
+TILE = 512      # adjacent statistics per channels-last work item
+GROUP_ROWS = 64 # terms a channels-last column sums in float32 before a float64 fold
+SUPER_ROW = 128 # elements read as one vector when narrow channels-last rows lie back to back
+ROWS_BLOCK = 8 * BLOCK  # elements per channels-last block: one pass each, so it
+                        # may outgrow L1, and the scalar per-column merge is rare
+
+# Reductions along a run may be reassociated (that is what lets LLVM
+# vectorize a sum; ``centred`` keeps the shift exact inside them); elementwise
+# code and per-column (channels-last) accumulations vectorize without it and
+# may only contract to FMAs: with reassociation LLVM would rewrite
+# (x − mean)·α as x·α − mean·α and lose every digit when |mean| ≫ std.
+# Neither set assumes away NaN or inf.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+_EXACT = {"contract"}
+_jit = njit(cache=True, fastmath=_FAST, error_model="numpy")
+_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy")
+# run/row bodies are inlined at each call site so that LLVM sees the literal
+# offset 0 and stride 1 of the contiguous call and vectorizes that copy
+_inline = njit(cache=True, fastmath=_FAST, error_model="numpy", inline="always")
+_inline_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", inline="always")
+# parallel kernels come in a parallel and a serial build (see ``_threads``);
+# prange indices are cast to int64: uint64 parfor indices would turn index
+# arithmetic into float64
+_pjit = kernel(cache=True, fastmath=_FAST, error_model="numpy")
+_pjit_exact = kernel(cache=True, fastmath=_EXACT, error_model="numpy")
+# A callee compiled without its own fastmath option inherits its caller's
+# flags, so the merge formulas state theirs: none at all.
+_strict = njit(cache=True, fastmath=False, error_model="numpy")
+
+chan_merge = _strict(_welford.chan_merge)
+shifted_moments = _strict(_welford.shifted_moments)
+merge_state = _strict(_welford.merge_states)
+two_sum = _strict(_welford.two_sum)
+invstd_of = _strict(_welford.invstd_of)
+forward_scale = _strict(_welford.forward_scale)
+backward_coefficients = _strict(_welford.backward_coefficients)
+
+
+@_strict
+def exact_ratio(a, b):
+    """``a / b`` correctly rounded (the fast-math flags of a caller would let
+    LLVM turn it into ``a·(1/b)``)."""
+    return a / b
+
+
+@_strict
+def invstd_vector(var, eps):
+    """``1/√(var + eps)`` per statistic with the scalar formula the fused
+    kernel uses, so fused and unfused passes agree to the last bit."""
+    out = np.empty_like(var)
+    for i in range(var.size):
+        out[i] = invstd_of(var[i], eps)
+    return out

@@ -1,0 +1,223 @@
+"""Indexing and the run/range helpers of the CPU kernels: sums, dual sums
+and affine maps over one contiguous run (vectorized through windows with
+literal offset 0 and stride 1) and over a range of reduction indices.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, window
+from ._jit import BLOCK, _exact, _inline, _inline_exact, _jit, _strict, chan_merge, shifted_moments
+from ._skipna import skip_nan, term_count
+
+
+# ---------------------------------------------------------------- indexing
+@_jit
+def _count(rsz):
+    n = 1
+    for s in rsz:
+        n *= s
+    return n
+
+
+@_jit
+def offset(lin, sizes, strides, nd):
+    """Offset of C-order linear index ``lin`` over the first ``nd`` of ``sizes``
+    with ``strides`` (no slicing: views would touch a shared refcount)."""
+    off = 0
+    for d in range(nd - 1, -1, -1):
+        q = lin // sizes[d]
+        off += (lin - q * sizes[d]) * strides[d]
+        lin = q
+    return off
+
+
+@_jit
+def run_at(pos, end, rsz, rstr):
+    """(offset, length) of the contiguous run starting at reduction index ``pos``."""
+    inner = rsz[-1]
+    o = pos // inner
+    i = pos - o * inner
+    return offset(o, rsz, rstr, rsz.size - 1) + i * rstr[-1], min(inner - i, end - pos)
+
+
+@_strict
+def centred(v, c):
+    """``v − c`` without fast-math flags: inside a reassociating sum LLVM
+    could otherwise turn ``Σ(x − c)`` into ``Σx − n·c``, the cancellation
+    that the shift exists to avoid."""
+    return v - c
+
+
+@_jit
+def pivot_at(x, o, rsz, rstr, skipna):
+    """The pivot of a statistic whose element ``r`` is at ``x[o + offset(r)]``
+    (reduction sizes/strides ``rsz``/``rstr``): its first element in float64,
+    or 0 if that is not finite (see ``finite_or_zero``); with ``skipna`` (not
+    None) the first non-NaN one among the first ``BLOCK``."""
+    if skipna is not None:
+        for r in range(min(_count(rsz), BLOCK)):
+            v = load(x, o + offset(r, rsz, rstr, rsz.size))
+            if v == v:
+                return float(finite_or_zero(x, v))
+    return float(finite_or_zero(x, load(x, o)))
+
+
+@_strict
+def finite_or_zero(x, c):
+    """A block's shift: its first value, or 0 if that is inf/NaN (an inf
+    shift would turn every other value into NaN); ``x``'s accumulator type.
+    Compiled without fast-math flags: inside a fast-math caller LLVM was
+    seen to keep an infinite shift."""
+    return acc_cast(x, c) if np.isfinite(c) else acc_cast(x, 0.0)
+
+
+# ------------------------------------------------------------- run math
+# Each takes (array, offset, stride) per operand.  Call sites pass a window
+# with literal offset 0 and stride 1 when every stride is 1: after inlining
+# the loop is provably in bounds and unit-stride, and LLVM vectorizes it.
+@_inline
+def run_sums(x, o, s, m, c, skipna):
+    """``Σ(x − c)``, ``Σ(x − c)²`` and the number of terms over ``x[o + i·s]``,
+    ``i < m``; NaNs left out of all three unless ``skipna`` is None (then the
+    count is ``m``)."""
+    s0 = acc_zero(x)
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    for i in range(m):
+        v, s0 = skip_nan(skipna, x, centred(load(x, o + i * s), c), s0)
+        s1 += v
+        s2 += v * v
+    return s1, s2, term_count(skipna, s0, m)
+
+
+@_inline
+def run_dual(dy, od, sd, x, ox, sx, m, mu):
+    """``Σ dy`` and ``Σ dy·(x − mu)`` over a run."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    for i in range(m):
+        g = load(dy, od + i * sd)
+        s1 += g
+        s2 += g * centred(load(x, ox + i * sx), mu)
+    return s1, s2
+
+
+@_inline_exact
+def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over a run (float64
+    arithmetic); without ``v`` (None) the second term is absent."""
+    for i in range(m):
+        store(out, oo + i * so, (load(u, ou + i * su) - cu) * ca + vterm(v, ov + i * sv, cv, cb) + cc)
+
+
+@_jit
+def sums_at(x, o, s, m, c, skipna):
+    if s == 1:
+        return run_sums(window(x, o, m), 0, 1, m, c, skipna)
+    return run_sums(x, o, s, m, c, skipna)
+
+
+@_jit
+def dual_at(dy, od, sd, x, ox, sx, m, mu):
+    if sd == 1 and sx == 1:
+        return run_dual(window(dy, od, m), 0, 1, window(x, ox, m), 0, 1, m, mu)
+    return run_dual(dy, od, sd, x, ox, sx, m, mu)
+
+
+@_exact
+def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
+    if so == 1 and su == 1 and sv == 1:
+        run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m), 0, 1,
+                   m, cu, ca, cv, cb, cc)
+    else:
+        run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc)
+
+
+# ------------------------------------------- reduction-inner range helpers
+@_jit
+def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
+    """``Σ(x − c)``, ``Σ(x − c)²`` and their number of terms over reduction
+    indices ``[a, b)`` (NaNs left out unless ``skipna`` is None)."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    n = 0
+    pos = a
+    while pos < b:
+        off, m = run_at(pos, b, rsz, rstr)
+        t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
+        s1 += t1
+        s2 += t2
+        n += k
+        pos += m
+    return s1, s2, n
+
+
+@_jit
+def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
+    """Exact ``(n, mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``,
+    ``n`` the number of values that entered (NaNs left out unless ``skipna``
+    is None; then ``n = b − a``).
+
+    Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block's count
+    ``n_b`` and mean ``c + Σ(x − c)/n_b``, a second pass (from L1) about
+    that mean the corrected ``M2``; blocks merge by Chan in coordinates
+    relative to ``pivot``.  The count is the first pass's: its shift is
+    finite, so only NaNs are left out (the second shift is inf when the
+    block holds an inf, and ``shifted_moments`` then ignores the sums).
+    """
+    n = 0.0
+    mean = 0.0
+    m2 = 0.0
+    for blk in range(a, b, BLOCK):
+        e = min(blk + BLOCK, b)
+        off, _ = run_at(blk, e, rsz, rstr)
+        c = finite_or_zero(x, load(x, xb + off))
+        s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        if skipna is not None and s1 != s1:   # a NaN in the block: count the others
+            s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+        if nb == 0:     # every value NaN: the identity of the merge
+            continue
+        c = acc_cast(x, c + s1 / nb)
+        if nb == e - blk:   # no NaN in the block: the plain second pass
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        else:
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+        mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+        n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
+    return n, mean, m2
+
+
+@_jit
+def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
+    """``(Σ dy, Σ dy·(x − mu))`` (float64) over reduction indices ``[a, b)``."""
+    t1 = 0.0
+    t2 = 0.0
+    for blk in range(a, b, BLOCK):
+        e = min(blk + BLOCK, b)
+        s1 = acc_zero(x)
+        s2 = acc_zero(x)
+        pos = blk
+        while pos < e:
+            od, m = run_at(pos, e, rsz, rstr_dy)
+            ox, _ = run_at(pos, e, rsz, rstr_x)
+            u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
+            s1 += u1
+            s2 += u2
+            pos += m
+        t1 += s1
+        t2 += s2
+    return t1, t2
+
+
+@_exact
+def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``."""
+    pos = a
+    while pos < b:
+        oo, m = run_at(pos, b, rsz, rstr_o)
+        ou, _ = run_at(pos, b, rsz, rstr_u)
+        ov, _ = run_at(pos, b, rsz, rstr_v)
+        affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
+                  m, cu, ca, cv, cb, cc)
+        pos += m

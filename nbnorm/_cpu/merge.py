@@ -1,0 +1,57 @@
+"""Merging of chunk partials (Chan for moments, plain sums for the
+backward) and of two Moments states."""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import _pjit, _strict, chan_merge, merge_state
+
+
+# ------------------------------------------------------- chunk merging
+@_pjit
+def merge_moments(part_count, part_mean, part_m2, n, chunk, mean_out, m2_out):
+    """Fold chunk partials in order: ``(mean, M2)`` per statistic (float64).
+    A chunk counts ``part_count[c, stat]`` values, or (``part_count`` None)
+    all of its ``min(n, (c + 1)·chunk) − c·chunk``; one with none is the
+    identity of the merge."""
+    n_chunks, n_stats = part_mean.shape
+    for i_ in prange(n_stats):
+        s = np.int64(i_)
+        cnt = 0.0
+        mean = 0.0
+        m2 = 0.0
+        for c in range(n_chunks):
+            if part_count is None:
+                nb = float(min(n, (c + 1) * chunk) - c * chunk)
+            else:
+                nb = part_count[c, s]
+            cnt, mean, m2 = chan_merge(cnt, mean, m2, nb, part_mean[c, s], part_m2[c, s])
+        mean_out[s] = mean
+        m2_out[s] = m2
+
+
+@_strict
+def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b, count, mean, m2, lo):
+    """Merge two ``(count, mean, M2, mean_lo)`` states elementwise into the
+    last four arrays (:func:`nbnorm._welford.merge_states`: compensated
+    means; a side with count 0 is the identity)."""
+    for i in range(count.size):
+        _, mean[i], lo[i], m2[i] = merge_state(float(count_a[i]), mean_a[i], lo_a[i], m2_a[i],
+                                               float(count_b[i]), mean_b[i], lo_b[i], m2_b[i])
+        count[i] = count_a[i] + count_b[i]
+
+
+@_pjit
+def merge_sums(part_s1, part_s2, s1_out, s2_out):
+    """Sum chunk partials in order, per statistic (float64)."""
+    n_chunks, n_stats = part_s1.shape
+    for i_ in prange(n_stats):
+        s = np.int64(i_)
+        t1 = 0.0
+        t2 = 0.0
+        for c in range(n_chunks):
+            t1 += part_s1[c, s]
+            t2 += part_s2[c, s]
+        s1_out[s] = t1
+        s2_out[s] = t2

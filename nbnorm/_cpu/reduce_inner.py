@@ -1,0 +1,100 @@
+"""Reductions whose innermost dimension is reduced (NCHW over (0, 2, 3),
+rows): work items are (statistic, chunk of its reduction range); the fused
+training forward and backward (one statistic per item, its data in cache).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import _jit, _pjit, backward_coefficients, exact_ratio, forward_scale, invstd_of
+from ._runs import _count, affine_range, dual_sums_range, offset, pivot_at, welford_range
+
+
+# ------------------------------------------------ reduction-inner kernels
+@_jit
+def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
+    """(statistic in plan order, its position in the statistic arrays, chunk,
+    reduction range [a, b)) of a reduction-inner work item."""
+    item = np.int64(i_)
+    k = item // n_chunks
+    c = item - k * n_chunks
+    a = c * chunk
+    return k, offset(k, ksz, kstat, ksz.size), c, a, min(a + chunk, n)
+
+
+@_pjit
+def moments_inner(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
+    """Chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]`` and the
+    pivots into ``pivots[stat]``; ``p`` = plan arrays.  ``part_count``: None,
+    or the chunks' counts of non-NaN values (NaNs are then left out)."""
+    ksz, kstat, kstr, rsz, rstr, bases = p
+    n = _count(rsz)
+    n_stats = part_mean.shape[1]
+    for i_ in prange(n_stats * n_chunks):
+        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
+        xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
+        pivot = pivot_at(x, xb, rsz, rstr[0], part_count)
+        nc, part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot,
+                                                           part_count)
+        if part_count is not None:
+            part_count[c, s] = nc
+        if c == 0:
+            pivots[s] = pivot
+
+
+@_pjit
+def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
+    """Chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``; operands (dy, x)."""
+    ksz, kstat, kstr, rsz, rstr, bases = p
+    n = _count(rsz)
+    n_stats = part_s1.shape[1]
+    for i_ in prange(n_stats * n_chunks):
+        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
+        part_s1[c, s], part_s2[c, s] = dual_sums_range(
+            dy, bases[0] + offset(k, ksz, kstr[0], ksz.size), x, bases[1] + offset(k, ksz, kstr[1], ksz.size),
+            rsz, rstr[0], rstr[1], a, b, mean[s])
+
+
+@_pjit
+def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
+    """Training forward, one statistic per work item, its data still in cache
+    for the normalization pass: one read of ``x`` from memory, one write."""
+    ksz, kstat, kstr, rsz, rstr, bases = p
+    n = _count(rsz)
+    for i_ in prange(mean_out.size):
+        k = np.int64(i_)
+        s = offset(k, ksz, kstat, ksz.size)
+        xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
+        pivot = pivot_at(x, xb, rsz, rstr[0], None)
+        _, mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot, None)
+        mean += pivot
+        var = exact_ratio(m2, float(n))
+        invstd = invstd_of(var, eps)
+        affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
+                     rsz, rstr[1], rstr[0], rstr[0], 0, n,
+                     mean, forward_scale(invstd, weight[s]), 0.0, 0.0, bias[s])
+        mean_out[s] = mean
+        var_out[s] = var
+        invstd_out[s] = invstd
+
+
+@_pjit
+def backward_fused_inner(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias):
+    """Backward, one statistic per work item: the reduction and the
+    elementwise pass share one read of ``dy`` and ``x`` from memory.
+    ``x_dx`` is ``x`` in training and None with frozen statistics."""
+    ksz, kstat, kstr, rsz, rstr, bases = p
+    n = _count(rsz)
+    for i_ in prange(dweight.size):
+        k = np.int64(i_)
+        s = offset(k, ksz, kstat, ksz.size)
+        db = bases[0] + offset(k, ksz, kstr[0], ksz.size)
+        xb = bases[1] + offset(k, ksz, kstr[1], ksz.size)
+        s1, s2 = dual_sums_range(dy, db, x, xb, rsz, rstr[0], rstr[1], 0, n, mean[s])
+        ca, cb, cc = backward_coefficients(float(n), float(invstd[s]), float(weight[s]),
+                                           s1, s2, training)
+        affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
+                     rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc)
+        dweight[s] = s2 * invstd[s]
+        dbias[s] = s1
