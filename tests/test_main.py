@@ -18,8 +18,9 @@ from nbnorm._bench import format_table, run_cases
 def test_quick_run_passes_its_checks(capsys):
     assert main_module.main(["--quick", "--no-peers", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    assert "all 12 checks passed" in out
-    for op in ("moments", "forward", "inference", "backward"):
+    assert "all 20 checks passed" in out       # 4 ops × 3 layouts + 4 members × 2
+    for op in ("moments", "forward", "inference", "backward", "group_norm", "instance_norm",
+               "layer_norm", "rms_norm"):
         assert op in out
 
 
@@ -33,6 +34,24 @@ def test_every_case_is_checked_against_the_reference():
     assert all(np.isnan(r.vs_numpy) for r in rows)
     table = format_table(rows)
     assert table.count("\n") == len(rows) + 1
+
+
+def test_every_member_of_the_family_is_checked():
+    from nbnorm._bench_family import run_family_cases
+    rows = run_family_cases((4, 6, 5, 7), "float64", repeat=1, with_peers=False)
+    assert {r.op for r in rows} == {f"{m}_norm {op}" for m in ("group", "instance", "layer", "rms")
+                                     for op in ("forward", "backward")}
+    assert all(r.ok and r.error < 1e-12 for r in rows)
+
+
+def test_a_wrong_family_kernel_fails_the_check(monkeypatch):
+    import nbnorm._bench_family as bench
+    from nbnorm._bench_family import run_family_cases
+    real = bench.nb.layer_norm_backward
+    monkeypatch.setattr(bench.nb, "layer_norm_backward",
+                        lambda *a, **k: (real(*a, **k)[0] * 1.001,) + real(*a, **k)[1:])
+    rows = run_family_cases((4, 6, 5, 7), "float32", repeat=1, with_peers=False)
+    assert [r.op for r in rows if not r.ok] == ["layer_norm backward"]
 
 
 def test_a_wrong_kernel_fails_the_check(monkeypatch):
@@ -124,4 +143,4 @@ def test_smallest_valid_run_passes_its_checks(capsys, restore_threads):
     argv = ["--shape", "2,3,2,2", "--repeat", "1", "--threads", "1", "--no-peers"]
     assert main_module.main(argv) == 0
     out = capsys.readouterr().out
-    assert "1 threads" in out and "all 12 checks passed" in out
+    assert "1 threads" in out and "all 20 checks passed" in out
