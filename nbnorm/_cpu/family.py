@@ -43,11 +43,11 @@ def _fused(plan, itemsize, n_inputs):
 
 
 # ------------------------------------------- group/instance, per channel
-# Statistics per group are taken the way
-# batch norm takes them per channel: per (n, c) over the spatial axes by
-# the reduction kernels of :mod:`.kernels` (which stream channels-last rows
-# as vectors), Chan-merged over each group's C/G channels; the elementwise
-# passes are batch norm's, with per-(n, c) coefficients.
+# Statistics per group are taken the way batch norm takes them per channel:
+# per (n, c) over the spatial axes by the reduction kernels of :mod:`.kernels`
+# (which stream channels-last rows as vectors), then Chan-merged over each
+# group's C/G channels (compensated means); the elementwise passes are batch
+# norm's, with per-(n, c) coefficients.
 def _per_channel(geo, plan, forward):
     """Group/instance norm: the forward always (measured: faster than the
     fused pass even for NCHW), the backward when the runs are short."""
