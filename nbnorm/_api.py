@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _router
 from . import _validate as V
+from ._contract import LazyForward
 from ._layout import normalize_axis, stat_shape
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward"]
@@ -135,7 +136,8 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     forward = backend.forward
     if a["running_mean"] is not None:
         # a lazy backend (Dask) computes the statistics now, once, for the update
-        forward = getattr(backend, "forward_with_running", forward)
+        if isinstance(backend, LazyForward):
+            forward = backend.forward_with_running
     y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, out)
     y = _deliver(y, late_out)
     if a["running_mean"] is not None:

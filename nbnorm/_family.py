@@ -19,17 +19,18 @@ import numpy as np
 from . import _geometry as G
 from . import _validate as V
 from ._api import _check_aliasing, _deliver, _native_out, _setup
+from ._contract import NormFamily
 
 __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "rms_norm", "rms_norm_backward"]
 
 
 def _op(backend, fname, name):
-    fn = getattr(backend, name, None)
-    if fn is None:
+    """``backend.<name>`` of the optional :class:`~nbnorm._contract.NormFamily` part."""
+    if not isinstance(backend, NormFamily):
         raise NotImplementedError(f"{fname}: not implemented yet for {backend.name} arrays; "
                                   f"pass NumPy arrays")
-    return fn
+    return getattr(backend, name)
 
 
 def _param_arrays(a, names, geo, what):

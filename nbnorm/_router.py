@@ -6,14 +6,11 @@
 
 Backends register a *claim* (a predicate on one argument) and a loader that
 imports the backend module on first use, so ``import nbnorm`` never imports
-``numba.cuda``.  A backend module provides ``asarray(obj, argname)``,
-``wrap(result, like)``, ``astype(a, dtype)``, ``stat_dtype(dtype)`` and the
-operations ``moments``, ``forward``, ``inference``, ``backward`` and
-``update_running``; for :class:`nbnorm.Moments` ``moment_state``,
-``merge_states``, ``state_variance`` and ``sqrt`` (and optionally
-``to_host``/``from_host`` for pickling, ``forward_with_running`` for a lazy
-backend).  A new backend is one more :func:`register` call; the API
-functions do not change.
+``numba.cuda``.  What a backend module provides is the contract in
+:mod:`nbnorm._contract` (``Backend``, and optionally ``NormFamily`` and
+``LazyForward``; ``to_host``/``from_host`` for pickling states), checked for
+every registered backend by ``tests/test_contract.py``.  A new backend is
+one more :func:`register` call; the API functions do not change.
 
 Mixing: all array arguments of a call normally belong to one backend.  A
 backend may declare (``accepts``) other backends whose arrays it takes

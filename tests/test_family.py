@@ -378,3 +378,13 @@ def test_bad_arguments_raise_named_errors_and_change_nothing():
             call()
         for a, s in zip((x, out, rm, rv), saved):
             np.testing.assert_array_equal(a, s)
+
+
+def test_backends_without_the_family_say_so():
+    """CUDA arrays (simulator without a GPU) raise NotImplementedError naming
+    the function, before anything is computed."""
+    pytest.importorskip("numba.cuda")
+    from nbnorm._cuda.backend import to_device_like
+    x = to_device_like(normal((2, 4, 3), np.float32, seed=40))
+    with pytest.raises(NotImplementedError, match="group_norm: not implemented yet for cuda"):
+        nbnorm.group_norm(x, 2)

@@ -7,7 +7,7 @@ in place through flat views, outputs are written in place.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -237,12 +237,11 @@ def empty_like(x):
 def _sized(fn):
     """Decorate an operation so that small problems run on the calling thread
     (see :mod:`._threads` for the other cases that run serially)."""
+    @wraps(fn)
     def wrapper(*args):
         work = args[0].size * (2 if fn.__name__ == "backward" else 1)
         with _threads.serial_if(work < SERIAL_ELEMENTS):
             return fn(*args)
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -296,7 +295,8 @@ def state_variance(count, m2, ddof):
     return var, bool(short.any())
 
 
-sqrt = np.sqrt
+def sqrt(a):
+    return np.sqrt(a)
 
 
 @_sized

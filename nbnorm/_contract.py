@@ -1,0 +1,88 @@
+"""The backend contract: what a backend module registered with
+:func:`nbnorm._router.register` provides, as code.
+
+``Backend`` lists the attributes every backend has (checked for each
+registered module by ``tests/test_contract.py``, names and parameters);
+``NormFamily`` and ``LazyForward`` are the optional parts, used where present
+(a backend without them raises ``NotImplementedError`` for the family's
+functions / computes the running statistics from its lazy results).
+
+Arrays: "array" is the backend's own type (NumPy, a device array, a Dask
+array); statistics are flat or statistic-shaped as each method says; shapes
+follow :mod:`nbnorm._api` (a statistic is ``x.shape`` without ``axis``).
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+Array = Any
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    # -- arrays in and out
+    def asarray(self, obj, argname: str) -> Array:
+        """An argument that is read, as this backend's array (no copy where possible)."""
+
+    def target(self, obj, argname: str) -> Array:
+        """An argument written in place (``out``, running statistics), unconverted."""
+
+    def wrap(self, result: Array, like) -> Any:
+        """``result`` as the caller's array type (that of ``like``)."""
+
+    def astype(self, a: Array, dtype) -> Array: ...
+
+    def stat_dtype(self, dtype):
+        """float64 for float64 data, float32 otherwise."""
+
+    # -- batch norm and moments
+    def moments(self, x: Array, axis: tuple, ddof: int) -> tuple[Array, Array]:
+        """``(mean, var)``, ``var = M2/(n − ddof)``, statistic-shaped."""
+
+    def forward(self, x, weight, bias, axis, eps, out) -> tuple[Array, Array, Array, Array]:
+        """Training forward: ``(y, mean, biased var, invstd)``."""
+
+    def inference(self, x, mean, var, weight, bias, axis, eps, out) -> Array:
+        """``y = (x − mean)/√(var + eps)·weight + bias``."""
+
+    def backward(self, dy, x, mean, invstd, weight, axis, training, out
+                 ) -> tuple[Array, Array, Array]:
+        """``(dx, dweight, dbias)``."""
+
+    def update_running(self, running, batch, momentum, scale) -> int:
+        """``running ← (1 − momentum)·running + momentum·scale·batch`` in place
+        where ``batch`` is finite; returns how many entries were skipped."""
+
+    # -- Moments states: (count int64, mean, m2, mean_lo) float64
+    def moment_state(self, x, axis, skipna) -> tuple[Array, Array, Array, Array]: ...
+
+    def merge_states(self, a: tuple, b: tuple) -> tuple[Array, Array, Array, Array]: ...
+
+    def state_variance(self, count, m2, ddof) -> tuple[Array, bool]:
+        """``(m2/(count − ddof), whether some count − ddof ≤ 0)``."""
+
+    def sqrt(self, a: Array) -> Array: ...
+
+
+@runtime_checkable
+class NormFamily(Protocol):
+    """Layer, group, instance and RMS norm on a :class:`nbnorm._geometry.Geometry`."""
+
+    def norm_forward(self, x, geo, weight, bias, eps, rms, out
+                     ) -> tuple[Array, Array, Array, Array]:
+        """``(y, c, var, invstd)``: ``c`` the mean (0 for RMS), ``var`` the
+        biased variance (mean(x²) for RMS)."""
+
+    def norm_backward(self, dy, x, centre, invstd, geo, weight, rms, out
+                      ) -> tuple[Array, Array, Array]:
+        """``(dx, dweight, dbias)`` of the geometry's parameter shape."""
+
+
+@runtime_checkable
+class LazyForward(Protocol):
+    """A lazy backend computes the statistics once, at call time, when the
+    running statistics must be updated (see :mod:`nbnorm._dask.backend`)."""
+
+    def forward_with_running(self, x, weight, bias, axis, eps, out): ...

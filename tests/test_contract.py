@@ -1,0 +1,51 @@
+"""Every registered backend module fulfils the backend contract
+(``nbnorm._contract``): the attributes exist and the operations take the
+contract's parameters, by name and in order."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from nbnorm import _contract, _router
+
+MODULES = {"cpu": "nbnorm._cpu.backend", "cuda": "nbnorm._cuda.backend",
+           "dask": "nbnorm._dask.backend"}
+
+
+def load(name):
+    if name == "cuda":
+        pytest.importorskip("numba.cuda")
+    if name == "dask":
+        pytest.importorskip("dask.array")
+    return _router.load(name)
+
+
+def contract_methods(protocol):
+    return {k: v for k, v in vars(protocol).items()
+            if inspect.isfunction(v) and not k.startswith("_")}
+
+
+def parameters(fn):
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_backend_modules_fulfil_the_contract(name):
+    module = load(name)
+    assert module.__name__ == MODULES[name]
+    assert isinstance(module, _contract.Backend), name
+    assert module.name == name
+    for protocol in (_contract.Backend, _contract.NormFamily, _contract.LazyForward):
+        if protocol is not _contract.Backend and not isinstance(module, protocol):
+            continue
+        for method, spec in contract_methods(protocol).items():
+            want = parameters(spec)
+            got = parameters(getattr(module, method))
+            assert got[:len(want)] == want, f"{name}.{method}{tuple(got)} != contract {want}"
+
+
+def test_the_optional_parts_are_where_they_are_used():
+    assert isinstance(load("cpu"), _contract.NormFamily)
+    assert isinstance(load("dask"), _contract.LazyForward)
+    assert not isinstance(load("cpu"), _contract.LazyForward)
