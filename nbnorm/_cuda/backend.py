@@ -266,17 +266,18 @@ def _acc(x):
 
 
 def _welford(x, dp, p, stream, skipna=False):
-    """Per-chunk partials ``(pn, pm, pv)`` of ``x − pivot`` (plan row ``p``;
-    NaNs left out with ``skipna``) and the per-statistic pivots ``piv``:
-    ``(pn, pm, pv, piv)``."""
+    """Per-chunk partials of ``x − pivot`` (plan row ``p``; NaNs left out with
+    ``skipna``) and the per-statistic pivots:
+    ``(part_count, part_mean, part_m2, pivots)``."""
     acc = _acc(x)
     size = dp.n_chunks * dp.n_stats
-    pn, pm, pv = (cuda.device_array(size, acc, stream=stream) for _ in range(3))
-    piv = cuda.device_array(dp.n_stats, np.float64, stream=stream)
+    part_count, part_mean, part_m2 = (cuda.device_array(size, acc, stream=stream)
+                                      for _ in range(3))
+    pivots = cuda.device_array(dp.n_stats, np.float64, stream=stream)
     kern = K.ELEMENT[acc]["welford_cols" if dp.cols else "welford_rows"]
     kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, bool(skipna), *dp.shape_args(),
-                               pn, pm, pv, piv)
-    return pn, pm, pv, piv
+                               part_count, part_mean, part_m2, pivots)
+    return part_count, part_mean, part_m2, pivots
 
 
 def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None,

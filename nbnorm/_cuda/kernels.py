@@ -55,6 +55,7 @@ Element kernels are built per accumulator type by :func:`element_kernels`
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -116,15 +117,15 @@ def centred(v, centre, s):
 
 
 @cuda.jit(device=True)
-def store_partial(c, s, n_stats, tn, tm, tv, pivot, pn, pm, pv, piv):
-    """Chunk ``c``'s partial of statistic ``s`` → ``p*[c·n_stats + s]``; chunk 0
+def store_partial(c, s, n_stats, tn, tm, tv, pivot, part_count, part_mean, part_m2, pivots):
+    """Chunk ``c``'s partial of statistic ``s`` → ``part_*[c·n_stats + s]``; chunk 0
     also stores the pivot the partials are relative to."""
     j = c * n_stats + s
-    pn[j] = tn
-    pm[j] = tm
-    pv[j] = tv
+    part_count[j] = tn
+    part_mean[j] = tm
+    part_m2[j] = tv
     if c == 0:
-        piv[s] = pivot
+        pivots[s] = pivot
 
 
 @cuda.jit(device=True)
@@ -272,9 +273,9 @@ def element_kernels(acc):
 
     @cuda.jit
     def welford_rows(x, ks, ss, kst, rs, rst, bases, p, skipna, n, n_stats, chunk, n_chunks,
-                     G, pn, pm, pv, piv):
+                     G, part_count, part_mean, part_m2, pivots):
         """Partial ``(n, mean, M2)`` of ``x − pivot`` of each (statistic, chunk) →
-        ``p*[c, s]``; the pivot → ``piv[s]``.  With ``skipna`` NaNs are left
+        ``part_*[c, s]``; the pivot → ``pivots[s]``.  With ``skipna`` NaNs are left
         out (each accumulator then counts its own values)."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
@@ -327,13 +328,13 @@ def element_kernels(acc):
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, lane, 1, G, sh0, sh1, sh2)
         if active and lane == 0:
             store_partial(c, offset(k, ks, ss, 0, nk), n_stats, tn, tm, tv, pivot,
-                          pn, pm, pv, piv)
+                          part_count, part_mean, part_m2, pivots)
 
     @cuda.jit
     def welford_cols(x, ks, ss, kst, rs, rst, bases, p, skipna, n, n_stats, chunk, n_chunks,
-                     TX, n_tiles, pn, pm, pv, piv):
-        """Channels-last partial ``(n, mean, M2)`` of ``x − pivot`` → ``p*[c, s]``;
-        the pivot → ``piv[s]``; ``skipna`` as in ``welford_rows``."""
+                     TX, n_tiles, part_count, part_mean, part_m2, pivots):
+        """Channels-last partial ``(n, mean, M2)`` of ``x − pivot`` → ``part_*[c, s]``;
+        the pivot → ``pivots[s]``; ``skipna`` as in ``welford_rows``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -370,12 +371,12 @@ def element_kernels(acc):
         tn, tm, tv = welford_block_reduce(tn, tm, tv, tid, ty, TX, TY, sh0, sh1, sh2)
         if active and ty == 0:
             store_partial(c, offset(k, ks, ss, 0, nk), n_stats, tn, tm, tv, pivot,
-                          pn, pm, pv, piv)
+                          part_count, part_mean, part_m2, pivots)
 
     @cuda.jit
     def dual_sums_rows(dy, x, ks, ss, kst, rs, rst, bases, pd, px, mu, n, n_stats, chunk,
-                       n_chunks, G, p1, p2):
-        """Partial ``(Σdy, Σdy·(x − mu))`` of each (statistic, chunk) → ``p*[c, s]``."""
+                       n_chunks, G, part_s1, part_s2):
+        """Partial ``(Σdy, Σdy·(x − mu))`` of each (statistic, chunk) → ``part_*[c, s]``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -419,13 +420,13 @@ def element_kernels(acc):
                     ox = offset(o, rs, rst, px, nr - 1)
         s1, s2, _ = sum_block_reduce(s1, s2, acc(0), tid, lane, 1, G, sh0, sh1, sh2)
         if active and lane == 0:
-            p1[c * n_stats + s] = s1
-            p2[c * n_stats + s] = s2
+            part_s1[c * n_stats + s] = s1
+            part_s2[c * n_stats + s] = s2
 
     @cuda.jit
     def dual_sums_cols(dy, x, ks, ss, kst, rs, rst, bases, pd, px, mu, n, n_stats, chunk,
-                       n_chunks, TX, n_tiles, p1, p2):
-        """Channels-last partial ``(Σdy, Σdy·(x − mu))`` → ``p*[c, s]``."""
+                       n_chunks, TX, n_tiles, part_s1, part_s2):
+        """Channels-last partial ``(Σdy, Σdy·(x − mu))`` → ``part_*[c, s]``."""
         sh0 = cuda.shared.array(TPB, acc)
         sh1 = cuda.shared.array(TPB, acc)
         sh2 = cuda.shared.array(TPB, acc)
@@ -452,8 +453,8 @@ def element_kernels(acc):
                 r += TY
         s1, s2, _ = sum_block_reduce(s1, s2, acc(0), tid, ty, TX, TY, sh0, sh1, sh2)
         if active and ty == 0:
-            p1[c * n_stats + s] = s1
-            p2[c * n_stats + s] = s2
+            part_s1[c * n_stats + s] = s1
+            part_s2[c * n_stats + s] = s2
 
     @cuda.jit
     def affine_rows(out, u, v, ks, ss, kst, rs, rst, bases, po, pu, pv, has_cu, cu, ca,
@@ -548,14 +549,15 @@ ELEMENT = {np.dtype(np.float32): element_kernels(float32),
 
 # ------------------------------------------------------ per-statistic kernels
 @cuda.jit
-def finalize_welford(pn, pm, pv, piv, n_chunks, n_stats, inv_dof, training, eps, w, has_w,
-                     bias, has_b, mean_out, var_out, invstd_out, centre, alpha, beta):
+def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, inv_dof,
+                     training, eps, w, has_w, bias, has_b, mean_out, var_out, invstd_out, centre,
+                     alpha, beta):
     """Chan-merge the ``n_chunks`` partials of each statistic in float64.
 
-    The partials are of ``d = x − piv[s]``: ``mean = piv[s] + mean(d)``,
+    The partials are of ``d = x − pivots[s]``: ``mean = pivots[s] + mean(d)``,
     ``var = M2·inv_dof``; with ``training``: ``invstd = 1/√(var + eps)`` and
     the coefficients of ``y = (x − mean)·α + β``: ``centre`` (flat ``(2, n_stats)``)
-    holds the pivot and ``mean(d)`` for ``x − mean = (x − piv) − mean(d)``,
+    holds the pivot and ``mean(d)`` for ``x − mean = (x − pivots) − mean(d)``,
     ``α = weight·invstd``, ``β = bias`` (weight/bias 1/0 when absent).
     """
     s = cuda.grid(1)
@@ -566,22 +568,23 @@ def finalize_welford(pn, pm, pv, piv, n_chunks, n_stats, inv_dof, training, eps,
     cv = 0.0
     for c in range(n_chunks):
         j = c * n_stats + s
-        cn, cm, cv = chan_merge(cn, cm, cv, float64(pn[j]), float64(pm[j]), float64(pv[j]))
+        cn, cm, cv = chan_merge(cn, cm, cv, float64(part_count[j]), float64(part_mean[j]),
+                                float64(part_m2[j]))
     var = cv * inv_dof
-    mean_out[s] = piv[s] + cm
+    mean_out[s] = pivots[s] + cm
     var_out[s] = var
     if training:
         inv = invstd_of(var, eps)
         wt = w[s] if has_w else 1.0
         invstd_out[s] = inv
-        centre[s] = piv[s]
+        centre[s] = pivots[s]
         centre[n_stats + s] = cm
         alpha[s] = forward_scale(inv, wt)
         beta[s] = bias[s] if has_b else 0.0
 
 
 @cuda.jit
-def finalize_sums(p1, p2, n_chunks, n_stats, n, inv, w, has_w, training, dweight, dbias,
+def finalize_sums(part_s1, part_s2, n_chunks, n_stats, n, inv, w, has_w, training, dweight, dbias,
                   ca, cb, cc):
     """Sum the partials of ``(Σdy, Σdy·(x − mean))`` in float64; write
     ``dbias = Σdy``, ``dweight = Σdy·(x − mean)·invstd`` and the ``(a, b, c)``
@@ -592,8 +595,8 @@ def finalize_sums(p1, p2, n_chunks, n_stats, n, inv, w, has_w, training, dweight
     t1 = 0.0
     t2 = 0.0
     for c in range(n_chunks):
-        t1 += float64(p1[c * n_stats + s])
-        t2 += float64(p2[c * n_stats + s])
+        t1 += float64(part_s1[c * n_stats + s])
+        t2 += float64(part_s2[c * n_stats + s])
     wt = w[s] if has_w else 1.0
     a, b, c3 = backward_coefficients(float64(n), inv[s], wt, t1, t2, training)
     dbias[s] = t1
@@ -641,6 +644,28 @@ def update_running(run, base, sizes, strides, batch, momentum, scale, skipped):
 _STORE = ("float16", "float32", "float64")
 _ACC = {"float16": "float32", "float32": "float32", "float64": "float64"}
 _PLAN = "int64[::1], int64[:, ::1], int64[:, ::1], int64[::1], int64[:, ::1], int64[::1]"
+
+#: the type of each parameter name of the element kernels (``T`` storage,
+#: ``A`` accumulator): one name, one meaning, in every element kernel
+ELEMENT_TYPES = {
+    **dict.fromkeys(("x", "dy", "out", "u", "v"), "{T}[::1]"),
+    **dict.fromkeys(("ks", "rs", "bases"), "int64[::1]"),
+    **dict.fromkeys(("ss", "kst", "rst"), "int64[:, ::1]"),
+    **dict.fromkeys(("p", "pd", "px", "po", "pu", "pv", "n", "n_stats", "chunk", "n_chunks",
+                     "G", "TX", "n_tiles"), "int64"),
+    **dict.fromkeys(("skipna", "has_cu", "has_v"), "boolean"),
+    **dict.fromkeys(("cu", "cv"), "float64[:, ::1]"),
+    **dict.fromkeys(("mu", "pivots"), "float64[::1]"),
+    **dict.fromkeys(("ca", "cb", "cc", "part_count", "part_mean", "part_m2", "part_s1",
+                     "part_s2"), "{A}[::1]"),
+}
+
+
+def element_signature(kernel, storage, acc):
+    """The signature string of an element kernel for ``storage``/``acc``
+    dtypes, from its parameter names (:data:`ELEMENT_TYPES`)."""
+    names = inspect.signature(getattr(kernel, "py_func", kernel)).parameters
+    return "void(" + ", ".join(ELEMENT_TYPES[p].format(T=storage, A=acc) for p in names) + ")"
 _PARAM = ("float64[::1], boolean")
 
 
@@ -656,27 +681,10 @@ def kernel_signatures():
     for t in _STORE:
         a = _ACC[t]
         el.setdefault(a, []).append(t)
-    specs = {
-        "welford_rows": "void({T}[::1], {P}, int64, boolean, int64, int64, int64, int64, "
-                        "int64, {A}[::1], {A}[::1], {A}[::1], float64[::1])",
-        "welford_cols": "void({T}[::1], {P}, int64, boolean, int64, int64, int64, int64, "
-                        "int64, int64, {A}[::1], {A}[::1], {A}[::1], float64[::1])",
-        "dual_sums_rows": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
-                          "int64, int64, int64, int64, {A}[::1], {A}[::1])",
-        "dual_sums_cols": "void({T}[::1], {T}[::1], {P}, int64, int64, float64[::1], int64, "
-                          "int64, int64, int64, int64, int64, {A}[::1], {A}[::1])",
-        "affine_rows": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "float64[:, ::1], {A}[::1], boolean, float64[:, ::1], {A}[::1], {A}[::1], "
-                       "int64, int64, int64, int64, int64)",
-        "affine_cols": "void({T}[::1], {T}[::1], {T}[::1], {P}, int64, int64, int64, boolean, "
-                       "float64[:, ::1], {A}[::1], boolean, float64[:, ::1], {A}[::1], {A}[::1], "
-                       "int64, int64, int64, int64, int64, int64)",
-    }
     for a, stores in el.items():
-        kernels = ELEMENT[np.dtype(a)]
-        for name, spec in specs.items():
-            sigs = [spec.format(T=t, A=a, P=_PLAN) for t in stores]
-            out.append((f"{name}[{a}]", kernels[name], sigs))
+        for name, kernel in ELEMENT[np.dtype(a)].items():
+            out.append((f"{name}[{a}]", kernel,
+                        [element_signature(kernel, t, a) for t in stores]))
     # statistics are stored in the accumulator type (float32 or float64)
     # statistics in the accumulator type, and float64 ones for Moments states
     out.append(("finalize_welford", finalize_welford, [

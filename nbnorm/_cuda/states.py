@@ -47,8 +47,8 @@ def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b,
 
 
 @cuda.jit
-def count_partials(pn, n_chunks, count, relative):
-    """``count[s] = Σ_c pn[c, s]`` (flat ``(n_chunks, n_stats)`` partial counts,
+def count_partials(part_count, n_chunks, count, relative):
+    """``count[s] = Σ_c part_count[c, s]`` (flat ``(n_chunks, n_stats)`` partial counts,
     exact integers in the accumulator type); ``relative[s] = NaN`` where
     the count is 0 (no value: the mean is NaN)."""
     s = cuda.grid(1)
@@ -57,7 +57,7 @@ def count_partials(pn, n_chunks, count, relative):
         return
     total = 0
     for c in range(n_chunks):
-        total += int64(pn[c * n_stats + s])
+        total += int64(part_count[c * n_stats + s])
     count[s] = total
     if total == 0:
         relative[s] = math.nan
