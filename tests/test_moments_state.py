@@ -1,5 +1,6 @@
 """Mergeable states (:class:`nbnorm.Moments`): streaming, merge order,
-exactness, the identity, pickling, immutability and errors."""
+exactness, the identity, pickling, immutability and errors; the checks that
+take a ``backend`` run on the CPU and on CUDA (the simulator without a GPU)."""
 from __future__ import annotations
 
 import pickle
@@ -22,27 +23,59 @@ def batches(seed, n_batches, shape=(5, 3, 4, 4), loc=0.0, dtype=np.float64):
             for _ in range(n_batches)]
 
 
-def test_of_matches_numpy():
-    x = batches(0, 1, (6, 3, 5, 7), loc=3.0)[0]
-    s = Moments.of(x, axis=(0, 2, 3))
-    assert s.shape == (3,) and s.backend == "cpu"
-    np.testing.assert_array_equal(s.count, np.full(3, 6 * 5 * 7))
-    assert s.count.dtype == np.int64 and s.mean.dtype == np.float64 and s.m2.dtype == np.float64
-    np.testing.assert_allclose(s.mean, x.mean(axis=(0, 2, 3)), rtol=1e-14)
-    np.testing.assert_allclose(s.m2, x.var(axis=(0, 2, 3)) * 210, rtol=1e-13)
-    np.testing.assert_allclose(s.var(ddof=1), x.var(axis=(0, 2, 3), ddof=1), rtol=1e-13)
-    np.testing.assert_allclose(s.std(), x.std(axis=(0, 2, 3)), rtol=1e-13)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_of_matches_numpy(backend, layout, dtype):
+    x = batches(0, 1, (6, 3, 5, 7), loc=3.0, dtype=dtype)[0]
+    if layout == "channels-last":
+        x = channels_last(x)
+    s = Moments.of(backend.put(x), axis=(0, 2, 3))
+    assert s.shape == (3,) and s.backend == backend.name
+    count, mean, m2 = map(backend.get, (s.count, s.mean, s.m2))
+    np.testing.assert_array_equal(count, np.full(3, 6 * 5 * 7))
+    assert count.dtype == np.int64 and mean.dtype == np.float64 and m2.dtype == np.float64
+    xf = x.astype(np.float64)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(mean, xf.mean(axis=(0, 2, 3)), rtol=tol)
+    np.testing.assert_allclose(m2, xf.var(axis=(0, 2, 3)) * 210, rtol=10 * tol)
+    np.testing.assert_allclose(backend.get(s.var(ddof=1)), xf.var(axis=(0, 2, 3), ddof=1),
+                               rtol=10 * tol)
+    np.testing.assert_allclose(backend.get(s.std()), xf.std(axis=(0, 2, 3)), rtol=10 * tol)
 
 
-def test_streaming_equals_the_concatenation():
+@pytest.mark.parametrize("skipna", [False, True])
+def test_streaming_equals_the_concatenation(backend, skipna):
     parts = batches(1, 12, loc=-7.0)
-    acc = Moments.empty((3,))
+    if skipna:
+        rng = np.random.default_rng(3)
+        for p in parts:
+            p[rng.random(p.shape) < 0.3] = np.nan
+    acc = Moments.empty((3,)) if backend.name == "cpu" else None
     for b in parts:
-        acc = acc + Moments.of(b, axis=(0, 2, 3))
+        s = Moments.of(backend.put(b), axis=(0, 2, 3), skipna=skipna)
+        acc = s if acc is None else acc + s
     whole = np.concatenate(parts)
-    np.testing.assert_array_equal(acc.count, np.full(3, whole.size // 3))
-    np.testing.assert_allclose(acc.mean, whole.mean(axis=(0, 2, 3)), rtol=1e-14)
-    np.testing.assert_allclose(acc.var(), whole.var(axis=(0, 2, 3)), rtol=1e-13)
+    np.testing.assert_array_equal(backend.get(acc.count), (~np.isnan(whole)).sum(axis=(0, 2, 3)))
+    np.testing.assert_allclose(backend.get(acc.mean), np.nanmean(whole, axis=(0, 2, 3)),
+                               rtol=1e-14)
+    np.testing.assert_allclose(backend.get(acc.var()), np.nanvar(whole, axis=(0, 2, 3)),
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cuda", marks=pytest.mark.cuda)],
+                         indirect=True)
+def test_states_of_different_backends_do_not_merge(backend):
+    d = Moments.of(backend.put(np.ones((3, 2))), axis=0)
+    with pytest.raises(TypeError, match="self holds cuda arrays but other holds cpu arrays"):
+        d + Moments.of(np.ones((3, 2)), axis=0)
+
+
+def test_device_state_pickles_and_keeps_its_backend(backend):
+    s = Moments.of(backend.put(np.arange(12.0).reshape(4, 3)), axis=0)
+    t = pickle.loads(pickle.dumps(s))
+    assert t.backend == backend.name
+    for a, b in ((t.count, s.count), (t.mean, s.mean), (t.m2, s.m2)):
+        np.testing.assert_array_equal(backend.get(a), backend.get(b))
 
 
 @settings(max_examples=30)
@@ -90,16 +123,16 @@ def test_empty_is_the_identity():
     assert (e.count == 0).all() and np.isnan(e.mean).all()
 
 
-def test_var_with_too_few_values_is_nan_with_a_warning():
-    s = Moments.of(np.array([[1.0, 2.0]]), axis=0)       # one value per statistic
+def test_var_with_too_few_values_is_nan_with_a_warning(backend):
+    s = Moments.of(backend.put(np.array([[1.0, 2.0]])), axis=0)   # one value per statistic
     with pytest.warns(RuntimeWarning, match="degrees of freedom"):
-        v = s.var(ddof=1)
+        v = backend.get(s.var(ddof=1))
     assert np.isnan(v).all()
     with pytest.warns(RuntimeWarning, match="degrees of freedom"):
         assert np.isnan(Moments.empty(2).std()).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_array_equal(s.var(), [0.0, 0.0])
+        np.testing.assert_array_equal(backend.get(s.var()), [0.0, 0.0])
 
 
 def test_states_pickle_and_stay_read_only():
