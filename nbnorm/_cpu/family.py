@@ -10,9 +10,9 @@ import numpy as np
 
 from .. import _layout, _welford
 from . import norms as N
-from . import kernels as K
 from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
-                      _plan as _x_plan, _raw_moments, _raw_state, _sized, empty_like, stat_dtype)
+                      _plan as _x_plan, _raw_moments, _raw_state, _sized, empty_like, merge_states,
+                      stat_dtype)
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
@@ -63,14 +63,9 @@ def _group_states(x, geo):
     """Per-(n, g) ``(mean, M2)`` (float64, ``(N, G)``) from per-(n, c) states."""
     count, mean, lo, m2 = (a.reshape(geo.shape[0], geo.groups, -1)
                            for a in _raw_state(x, _x_plan(x.shape, _spatial(geo), x), False))
-    acc = [a[:, :, 0].copy() for a in (count, mean, m2, lo)]
+    acc = tuple(a[:, :, 0] for a in (count, mean, m2, lo))
     for j in range(1, count.shape[2]):
-        part = [np.ascontiguousarray(a[:, :, j]) for a in (count, mean, m2, lo)]
-        out = [np.empty_like(a) for a in acc]
-        K.merge_states(*(a.reshape(-1) for a in acc), *(a.reshape(-1) for a in part),
-                       *(a.reshape(-1) for a in out))
-        out[0] = acc[0] + part[0]
-        acc = out
+        acc = merge_states(acc, tuple(a[:, :, j] for a in (count, mean, m2, lo)))
     return acc[1], acc[2]
 
 

@@ -51,9 +51,7 @@ def run_scaled(out, oo, so, x, ox, sx, w, b, ow, sw, m, c, inv):
 
 @_exact
 def scaled_at(out, oo, so, x, ox, sx, w, b, ow, sw, m, c, inv):
-    if sw == 0:     # parameters constant along the run: one coefficient
-        affine_at(out, oo, so, x, ox, sx, None, 0, 0, m, c, inv * w[ow], 0.0, 0.0, b[ow])
-    elif so == 1 and sx == 1 and sw == 1:
+    if so == 1 and sx == 1 and sw == 1:
         run_scaled(window(out, oo, m), 0, 1, window(x, ox, m), 0, 1,
                    window(w, ow, m), window(b, ow, m), 0, 1, m, c, inv)
     else:
