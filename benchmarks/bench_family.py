@@ -117,26 +117,18 @@ def _impl(impl, case, size):
     return _Nbnorm(case, *_inputs(case, size))
 
 
-class FamilyForward:
+class Family:
     params = [list(CASES), ["small", "large"], ["nbnorm", "torch"]]
     param_names = ["case", "size", "impl"]
 
     def setup(self, case, size, impl):
         self.run = _impl(impl, case, size)
         self.run.forward()
+        self.run.backward()
 
     def time_forward(self, case, size, impl):
         """Forward with weight and bias (RMS: weight), outputs allocated."""
         self.run.forward()
-
-
-class FamilyBackward:
-    params = [list(CASES), ["small", "large"], ["nbnorm", "torch"]]
-    param_names = ["case", "size", "impl"]
-
-    def setup(self, case, size, impl):
-        self.run = _impl(impl, case, size)
-        self.run.backward()
 
     def time_backward(self, case, size, impl):
         """``dx`` and the parameter gradients, outputs allocated."""
@@ -145,9 +137,9 @@ class FamilyBackward:
 
 # ------------------------------------------------------------------ by hand
 def manual(repeat=7, runs=2, cases=CASES):
-    import time
-
     import numba
+
+    from nbnorm._bench import median_time
     print(f"float32, medians of {repeat} calls, {runs} runs alternating; numba threads "
           f"{numba.get_num_threads()}" + ("" if have("torch") else "; torch not installed"))
     for case in cases:
@@ -160,14 +152,7 @@ def manual(repeat=7, runs=2, cases=CASES):
             med = {k: [] for k in impls}
             for _ in range(runs):
                 for name, impl in impls.items():
-                    fn = getattr(impl, op)
-                    fn()
-                    ts = []
-                    for _ in range(repeat):
-                        t0 = time.perf_counter()
-                        fn()
-                        ts.append(time.perf_counter() - t0)
-                    med[name].append(sorted(ts)[len(ts) // 2] * 1e3)
+                    med[name].append(median_time(getattr(impl, op), repeat) * 1e3)
             line = f"{case:10s} {op:8s} " + "  ".join(
                 f"{k} {'/'.join(f'{v:.1f}' for v in vs)} ms" for k, vs in med.items())
             if "torch" in med:
