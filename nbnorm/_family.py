@@ -190,7 +190,7 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
         n = geo.n
         skipped = 0
         for name, stat, scale in (("running_mean", mean, 1.0), ("running_var", var, n / (n - 1))):
-            batch = np.asarray(stat, np.float64).mean(axis=0)
+            batch, _ = backend.moments(stat, (0,), 0)       # the batch average, on x's device
             skipped += backend.update_running(a[name], batch, momentum, scale)
         if skipped:
             warnings.warn("instance_norm: non-finite instance statistics; running_mean/"

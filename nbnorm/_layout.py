@@ -121,6 +121,19 @@ def flat_extent(shape, strides):
     return hi - lo + 1, -lo
 
 
+def statistic_strides(shape, axis):
+    """Element strides over ``shape`` of the C-contiguous statistic of a
+    reduction over ``axis``: 0 along the reduced axes (a statistic read per
+    element is one more operand of a plan)."""
+    out = [0] * len(shape)
+    acc = 1
+    for d in reversed(range(len(shape))):
+        if d not in axis:
+            out[d] = acc
+            acc *= shape[d]
+    return out
+
+
 def make_plan(shape, axis, operand_strides):
     """Build the :class:`Plan` of a reduction of ``shape`` over ``axis``.
 
@@ -131,12 +144,7 @@ def make_plan(shape, axis, operand_strides):
     ndim = len(shape)
     nops = len(operand_strides)
     sshape = stat_shape(shape, axis)
-    stat_c = [0] * ndim
-    acc = 1
-    kept_dims = [d for d in range(ndim) if d not in axis]
-    for d in reversed(kept_dims):
-        stat_c[d] = acc
-        acc *= shape[d]
+    stat_c = statistic_strides(shape, axis)
     bases = [flat_extent(shape, st)[1] for st in operand_strides]
 
     # (size, is_kept, stat_stride, [stride per operand]) for dims of size > 1;

@@ -38,31 +38,32 @@ from exact import exact_moments, relative_error  # noqa: E402
 DATA = {np.float64: (1e8, 1.0, 1e-14), np.float32: (1e4, 1.0, 1e-6),
         np.float16: (1e3, 1.0, 1e-6)}
 
-# (base shape, view of the base, axis, kernel, split into several chunks)
+# (base shape, view of the base, axis, thread mapping, split into several chunks)
 LAYOUTS = {
-    "nchw": ((4, 3, 16, 16), None, (0, 2, 3), "rows", True),
-    "channels_last": ((4, 16, 16, 3), lambda a: a.transpose(0, 3, 1, 2), (0, 2, 3), "cols", True),
-    "rows_split": ((2, 4096), None, 1, "rows", True),
-    "rows_blocks": ((12, 512), None, 1, "rows", False),
-    "columns": ((512, 12), None, 0, "cols", True),
-    "all": ((64, 64), None, None, "rows", True),
+    "nchw": ((4, 3, 16, 16), None, (0, 2, 3), "inner_reduced", True),
+    "channels_last": ((4, 16, 16, 3), lambda a: a.transpose(0, 3, 1, 2), (0, 2, 3), "inner_kept",
+                      True),
+    "rows_split": ((2, 4096), None, 1, "inner_reduced", True),
+    "rows_blocks": ((12, 512), None, 1, "inner_reduced", False),
+    "columns": ((512, 12), None, 0, "inner_kept", True),
+    "all": ((64, 64), None, None, "inner_reduced", True),
 }
 
 
 def _case(layout, dtype):
     """``(host view, device view, axis, exact mean, exact var)``; asserts the
     kernel mapping and split that ``layout`` is meant to exercise."""
-    shape, view, axis, kernel, split = LAYOUTS[layout]
+    shape, view, axis, mapping, split = LAYOUTS[layout]
     loc, std, _ = DATA[dtype]
     rng = np.random.default_rng(7)
     h = (loc + std * rng.standard_normal(shape)).astype(dtype)
     h = h if view is None else view(h)
     d = B.to_device_like(h)
-    plan = B._DevPlan(h.shape, _layout.normalize_axis(axis, h.ndim), [d], 0)
-    assert plan.cols == (kernel == "cols")
+    plan = B._DevPlan(h.shape, _layout.normalize_axis(axis, h.ndim), B._strides(d), 0)
+    assert plan.inner_kept == (mapping == "inner_kept")
     if B.SIM:      # the launch constants the shapes were chosen for
         assert (plan.n_chunks > 1) == split
-        assert plan.cols or plan.width == B.TPB    # a full block per (statistic, chunk)
+        assert plan.inner_kept or plan.width == B.TPB    # a full block per (statistic, chunk)
     mean, var = exact_moments(h, axis)
     return h, d, axis, mean, var
 

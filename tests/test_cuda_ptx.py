@@ -36,9 +36,9 @@ SCRIPT = textwrap.dedent("""
         class _Target:
             compute_capability = cc
         dispatcher.get_current_device = lambda: _Target
-    from nbnorm._cuda import kernels as K, states as S
+    from nbnorm._cuda import kernels as K
     done, failed, shuffles = [], [], []
-    for name, dispatcher_obj, sigs in K.kernel_signatures() + S.kernel_signatures():
+    for name, dispatcher_obj, sigs in K.kernel_signatures():
         for sig in sigs:
             try:
                 ptx, _ = cuda.compile_ptx(dispatcher_obj.py_func, sig, cc=cc)
@@ -79,8 +79,9 @@ def test_every_kernel_compiles_to_ptx(compiled, cc):
         pytest.skip(res["skip"] + ' (pip install "numba-cuda[cu13]")')
     assert not res["failed"], "\n".join(res["failed"])
     names = {n.split("[")[0] for n in res["done"]}
-    assert {"welford_rows", "welford_cols", "dual_sums_rows", "dual_sums_cols", "affine_rows",
-            "affine_cols", "finalize_welford", "finalize_sums", "inference_coefficients",
-            "gather", "update_running"} <= names
-    for name in ("welford_rows", "welford_cols", "dual_sums_rows", "dual_sums_cols"):
-        assert any(s.startswith(name) for s in res["shuffles"]), f"{name}: no warp shuffle"
+    assert {"welford", "dual_sums", "affine", "finalize_welford", "finalize_sums", "sum_partials",
+            "inference_coefficients", "gather", "update_running", "merge_states"} <= names
+    for op in ("welford", "dual_sums"):
+        for mapping in ("inner_kept", "inner_reduced"):
+            assert any(s.startswith(op + "[") and mapping in s for s in res["shuffles"]), \
+                f"{op} ({mapping}): no warp shuffle"

@@ -67,9 +67,9 @@ def to_device_like(host):
     while isinstance(owner.base, np.ndarray):
         owner = owner.base
     owner = np.asarray(owner)
-    if not owner.flags.c_contiguous:
-        raise ValueError("to_device_like: the array's memory owner must be C-contiguous")
-    d = cuda.to_device(owner.reshape(-1).view(np.uint8))
+    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+        raise ValueError("to_device_like: the array's memory owner must be contiguous")
+    d = cuda.to_device(owner.ravel(order="K").view(np.uint8))
     shift = host.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
     if SIM:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
@@ -188,12 +188,17 @@ def _to_device(host, stream, lengths):
     return out
 
 
-class _DevPlan:
-    """A :class:`~nbnorm._layout.Plan` with its arrays on the device."""
+def _strides(*arrays):
+    return [list(_layout.element_strides(a, "array")) for a in arrays]
 
-    def __init__(self, shape, axis, arrays, stream):
-        plan = _layout.make_plan(shape, axis,
-                                 [_layout.element_strides(a, "array") for a in arrays])
+
+class _DevPlan:
+    """A :class:`~nbnorm._layout.Plan` with its arrays on the device, the
+    thread mapping (``inner_kept``) and the reduction split.  ``strides``:
+    each operand's element strides over ``shape``."""
+
+    def __init__(self, shape, axis, strides, stream):
+        plan = _layout.make_plan(shape, axis, strides)
         self.plan = plan
         nops, nk = plan.kept_strides.shape
         nr = plan.red_sizes.size
@@ -205,8 +210,8 @@ class _DevPlan:
                      rst.reshape(nops, nr), bases)
         self.n = plan.n
         self.n_stats = plan.n_stats
-        self.cols = plan.inner_kept
-        if self.cols:
+        self.inner_kept = plan.inner_kept
+        if self.inner_kept:
             kin = int(plan.kept_sizes[-1])
             self.width = min(K.WARP, _next_pow2(kin))           # TX
             self.n_tiles = -(-kin // self.width)
@@ -216,16 +221,18 @@ class _DevPlan:
             self.grid = items * self.n_chunks
         else:
             self.width = min(TPB, _next_pow2(-(-plan.n // PER_THREAD)))   # G
-            self.n_tiles = 0
+            self.n_tiles = 1
             chunk_threads = plan.n_stats * (TPB if self.width == TPB else 0)
             self.chunk, self.n_chunks = _split(plan.n, chunk_threads, MIN_CHUNK)
             self.grid = max(1, -(-(plan.n_stats * self.n_chunks) // (TPB // self.width)))
 
     def shape_args(self):
         """Trailing launch arguments of the element kernels."""
-        if self.cols:
-            return (self.n, self.n_stats, self.chunk, self.n_chunks, self.width, self.n_tiles)
-        return (self.n, self.n_stats, self.chunk, self.n_chunks, self.width)
+        return (self.n, self.n_stats, self.chunk, self.n_chunks, self.width, self.n_tiles)
+
+    def kernel(self, acc, name):
+        """Element kernel ``name`` for accumulator dtype ``acc`` and this mapping."""
+        return K.ELEMENT[(np.dtype(acc), self.inner_kept)][name]
 
 
 def _split(n, threads, min_chunk):
@@ -274,16 +281,16 @@ def _welford(x, dp, p, stream, skipna=False):
     part_count, part_mean, part_m2 = (cuda.device_array(size, acc, stream=stream)
                                       for _ in range(3))
     pivots = cuda.device_array(dp.n_stats, np.float64, stream=stream)
-    kern = K.ELEMENT[acc]["welford_cols" if dp.cols else "welford_rows"]
-    kern[dp.grid, TPB, stream](_flat(x), *dp.args, p, bool(skipna), *dp.shape_args(),
+    dp.kernel(acc, "welford")[dp.grid, TPB, stream](_flat(x), *dp.args, p, bool(skipna), *dp.shape_args(),
                                part_count, part_mean, part_m2, pivots)
     return part_count, part_mean, part_m2, pivots
 
 
 def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None,
-              acc=None):
+              acc=None, rms=False):
     """Merge the partials: ``(mean, var = M2·inv_dof, invstd, centre, α, β)`` in
-    ``acc`` (the accumulator type unless given; float64 for states)."""
+    ``acc`` (the accumulator type unless given; float64 for states); ``rms``:
+    ``var`` is ``mean(x²)`` and the centre 0 (see ``per_stat.finalize_welford``)."""
     acc = acc or _acc(x)
     m = dp.n_stats
     mean, var = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
@@ -297,27 +304,43 @@ def _finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None,
     wv, hw = _param(w, stream, dummy)
     bv, hb = _param(b, stream, dummy)
     K.finalize_welford[_blocks(m), TPB, stream](*partials, dp.n_chunks, m, float(inv_dof),
-                                                bool(training), float(eps), wv, hw, bv, hb,
+                                                bool(training), bool(rms), float(eps), wv, hw,
+                                                bv, hb,
                                                 mean, var, invstd, centre, alpha, beta)
     return mean, var, invstd, centre.reshape(2, -1) if training else centre, alpha, beta
 
 
-def _affine(out, dp, rows, u, cu, ca, v, cv, cb, cc, stream):
-    """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic.
+def _affine(out, dp, rows, u, cu, ca, v, cv, cb, cc, stream, w=None, b=None):
+    """``out = ((u − cu)·ca)·w + b + (v − cv)·cb + cc``.
 
     ``cu``/``cv`` are float64 ``(1, m)`` means or ``(2, m)`` (pivot, relative
-    mean) centres (:func:`~nbnorm._cuda.kernels.centred`), ``ca``/``cb``/``cc``
-    accumulator-typed coefficients; ``cu`` None: the first term is ``u·ca``;
-    ``v`` None: the second term is not evaluated (``v``, ``cv`` and ``cb`` are not read).
+    mean) centres (:func:`~nbnorm._cuda.device.centred`), ``ca``/``cb``/``cc``
+    accumulator-typed per-statistic coefficients; ``w``/``b`` float64 vectors
+    read per element through plan row ``rows[3]`` (None: not read); ``cu``
+    None: the first term is ``u·ca``; ``v`` None: the ``v`` term is not
+    evaluated (``v``, ``cv`` and ``cb`` are not read).
     """
-    kern = K.ELEMENT[_acc(u)]["affine_cols" if dp.cols else "affine_rows"]
     fo, fu = _flat(out), _flat(u)
-    if cu is None or v is None:
-        dummy = cuda.device_array((1, 1), np.float64, stream=stream)
-    kern[dp.grid, TPB, stream](fo, fu, fu if v is None else _flat(v), *dp.args, *rows,
-                               cu is not None, dummy if cu is None else cu, ca,
-                               v is not None, dummy if v is None else cv,
-                               ca if v is None else cb, cc, *dp.shape_args())
+    dummy = cuda.device_array((1, 1), np.float64, stream=stream)
+    vec = dummy.reshape(1)
+    dp.kernel(_acc(u), "affine")[dp.grid, TPB, stream](
+        fo, fu, fu if v is None else _flat(v), vec if w is None else w, vec if b is None else b,
+        *dp.args, *rows, cu is not None, dummy if cu is None else cu, ca, v is not None,
+        dummy if v is None else cv, ca if v is None else cb, cc, w is not None,
+        *dp.shape_args())
+
+
+def _dual_sums(dy, x, dp, rows, w, mu, inv, stream):
+    """Per-chunk partials ``(Σg, Σg·(x − mu)[·inv])`` with ``g = dy·w``: ``w``
+    (None: 1) read per element by plan row ``rows[2]``, ``mu``/``inv`` (None:
+    unscaled) by row ``rows[3]``; rows of ``dy`` and ``x`` first."""
+    acc = _acc(x)
+    p1, p2 = (cuda.device_array(dp.n_chunks * dp.n_stats, acc, stream=stream) for _ in range(2))
+    dummy = cuda.device_array(1, np.float64, stream=stream)
+    dp.kernel(acc, "dual_sums")[dp.grid, TPB, stream](
+        _flat(dy), _flat(x), dummy if w is None else w, mu, dummy if inv is None else inv,
+        *dp.args, *rows, w is not None, inv is not None, *dp.shape_args(), p1, p2)
+    return p1, p2
 
 
 def _bind(a, stream):
@@ -341,7 +364,7 @@ def moments(x, axis, ddof):
         mean = cuda.to_device(host, stream=stream)
         var = cuda.to_device(host.copy(), stream=stream)
         return _stat_out(mean, shape, stream), _stat_out(var, shape, stream)
-    dp = _DevPlan(x.shape, axis, [x], stream)
+    dp = _DevPlan(x.shape, axis, _strides(x), stream)
     dof = n - ddof
     inv_dof = 1.0 / dof if dof > 0 else np.inf
     mean, var, *_ = _finalize(x, dp, _welford(x, dp, 0, stream), inv_dof, stream)
@@ -362,7 +385,7 @@ def moment_state(x, axis, skipna):
         mean = cuda.to_device(np.full(m, np.nan), stream=stream)
         m2 = cuda.to_device(np.zeros(m), stream=stream)
     else:
-        dp = _DevPlan(x.shape, axis, [x], stream)
+        dp = _DevPlan(x.shape, axis, _strides(x), stream)
         partials = _welford(x, dp, 0, stream, skipna)
         # training=True for the (pivot, relative mean) centre; the invstd it
         # also computes is unused (eps=1 keeps it finite for the simulator)
@@ -417,11 +440,11 @@ def forward(x, weight, bias, axis, eps, out):
     stream = _launch_stream(x, weight, bias, out)
     y = empty_like(x, stream) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
-    dp = _DevPlan(x.shape, axis, [x, y], stream)
+    dp = _DevPlan(x.shape, axis, _strides(x, y), stream)
     mean, var, invstd, centre, alpha, beta = _finalize(
         x, dp, _welford(x, dp, 0, stream), 1.0 / dp.n, stream, training=True, eps=eps,
         w=weight, b=bias)
-    _affine(y, dp, (1, 0, 0), x, centre, alpha, None, None, None, beta, stream)
+    _affine(y, dp, (1, 0, 0, 0), x, centre, alpha, None, None, None, beta, stream)
     return (y, _stat_out(mean, shape, stream), _stat_out(var, shape, stream),
             _stat_out(invstd, shape, stream))
 
@@ -433,7 +456,7 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     y = empty_like(x, stream) if out is None else out
     if x.size == 0:
         return y
-    dp = _DevPlan(x.shape, axis, [x, y], stream)
+    dp = _DevPlan(x.shape, axis, _strides(x, y), stream)
     acc = _acc(x)
     m = dp.n_stats
     dummy = cuda.device_array(1, np.float64, stream=stream)
@@ -442,8 +465,8 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
     alpha, beta = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
     K.inference_coefficients[_blocks(m), TPB, stream](
         _vector(var, stream), wv, hw, bv, hb, float(eps), alpha, beta)
-    _affine(y, dp, (1, 0, 0), x, _vector(mean, stream).reshape(1, -1), alpha, None, None, None,
-            beta, stream)
+    _affine(y, dp, (1, 0, 0, 0), x, _vector(mean, stream).reshape(1, -1), alpha, None, None,
+            None, beta, stream)
     return y
 
 
@@ -454,24 +477,22 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     stream = _launch_stream(x, dy, mean, invstd, weight, out)
     dx = empty_like(x, stream) if out is None else out
     shape = _layout.stat_shape(x.shape, axis)
-    dp = _DevPlan(x.shape, axis, [dy, x, dx], stream)
+    dp = _DevPlan(x.shape, axis,
+                  _strides(dy, x, dx) + [_layout.statistic_strides(x.shape, axis)], stream)
     acc = _acc(x)
     m = dp.n_stats
     mu = _vector(mean, stream)
     inv = _vector(invstd, stream)
     dummy = cuda.device_array(1, np.float64, stream=stream)
     wv, hw = _param(weight, stream, dummy)
-    p1, p2 = (cuda.device_array(dp.n_chunks * m, acc, stream=stream) for _ in range(2))
-    kern = K.ELEMENT[acc]["dual_sums_cols" if dp.cols else "dual_sums_rows"]
-    kern[dp.grid, TPB, stream](_flat(dy), _flat(x), *dp.args, 0, 1, mu, *dp.shape_args(),
-                               p1, p2)
+    p1, p2 = _dual_sums(dy, x, dp, (0, 1, 3, 3), None, mu, None, stream)
     dweight, dbias, ca, cb, cc = (cuda.device_array(m, acc, stream=stream) for _ in range(5))
     K.finalize_sums[_blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, wv, hw,
-                                             bool(training), dweight, dbias, ca, cb, cc)
+                                             bool(training), False, dweight, dbias, ca, cb, cc)
     if training:
-        _affine(dx, dp, (2, 0, 1), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream)
+        _affine(dx, dp, (2, 0, 1, 0), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream)
     else:
-        _affine(dx, dp, (2, 0, 1), dy, None, ca, None, None, None, cc, stream)
+        _affine(dx, dp, (2, 0, 1, 0), dy, None, ca, None, None, None, cc, stream)
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)
 
 
@@ -489,3 +510,6 @@ def update_running(running, batch, momentum, scale):
                                               _flat(batch), float(momentum), float(scale),
                                               skipped)
     return int(skipped.copy_to_host(stream=stream)[0])
+
+
+from .family import norm_backward, norm_forward  # noqa: E402,F401  (the family's operations)

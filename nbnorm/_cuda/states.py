@@ -9,7 +9,7 @@ states elementwise with Chan's formula (the shared
 ``_welford.merge_states``; a side with count 0 is the identity) and read
 variances ``m2/(count − ddof)`` (NaN where ``count − ddof ≤ 0``, flagged in
 a one-element vector so the host can warn).  Compiled at first launch;
-``kernel_signatures`` lists the signatures the backend launches them with.
+``kernels.kernel_signatures`` lists the signatures the backend launches them with.
 """
 from __future__ import annotations
 
@@ -18,17 +18,10 @@ import math
 from numba import cuda, float64, int64
 
 from .. import _welford
-from . import kernels as K
-
-_STATE = "int64[::1], float64[::1], float64[::1], float64[::1]"
-MERGE_SIG = f"void({_STATE}, {_STATE}, {_STATE})"
-SPLIT_SIG = "void(float64[::1], float64[::1], float64[::1], float64[::1])"
+from .device import TPB
 
 merge_state = cuda.jit(device=True)(_welford.merge_states)
 two_sum = cuda.jit(device=True)(_welford.two_sum)
-VARIANCE_SIG = "void(int64[::1], float64[::1], float64, float64[::1], int32[::1])"
-SQRT_SIG = "void(float64[::1], float64[::1])"
-COUNT_SIGS = [f"void({a}[::1], int64, int64[::1], float64[::1])" for a in ("float32", "float64")]
 
 
 @cuda.jit
@@ -89,21 +82,12 @@ def state_variance(count, m2, ddof, var, short):
 
 
 @cuda.jit
-def sqrt_into(a, out):
+def sqrt_into(values, roots):
     i = cuda.grid(1)
-    if i < out.size:
-        out[i] = math.sqrt(a[i])
-
-
-def kernel_signatures():
-    """``(name, python function, [signature])`` of the kernels above, for the PTX check."""
-    return [("merge_states", merge_states, [MERGE_SIG]),
-            ("count_partials", count_partials, COUNT_SIGS),
-            ("split_mean", split_mean, [SPLIT_SIG]),
-            ("state_variance", state_variance, [VARIANCE_SIG]),
-            ("sqrt_into", sqrt_into, [SQRT_SIG])]
+    if i < roots.size:
+        roots[i] = math.sqrt(values[i])
 
 
 def launch(kernel, n, *args):
     """Launch an elementwise state kernel over ``n`` statistics."""
-    kernel[max(1, -(-n // K.TPB)), K.TPB](*args)
+    kernel[max(1, -(-n // TPB)), TPB](*args)

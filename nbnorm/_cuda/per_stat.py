@@ -1,0 +1,122 @@
+"""CUDA kernels over statistics (one thread per statistic or parameter):
+merging the element kernels' per-chunk partials in float64 and the
+coefficients of the element passes.  The formulas are
+:mod:`nbnorm._welford`'s, shared with the CPU backend."""
+from __future__ import annotations
+
+from numba import cuda, float64
+
+from .device import backward_coefficients, chan_merge, forward_scale, invstd_of, offset
+
+
+@cuda.jit
+def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, inv_dof,
+                     training, rms, eps, w, has_w, bias, has_b, mean_out, var_out, invstd_out,
+                     centre, alpha, beta):
+    """Chan-merge the ``n_chunks`` partials of each statistic in float64.
+
+    The partials are of ``d = x − pivots[s]``: ``mean = pivots[s] + mean(d)``,
+    ``var = M2·inv_dof`` (``rms``: ``var + mean²``, i.e. ``mean(x²)`` for
+    ``inv_dof = 1/n``); with ``training``: ``invstd = 1/√(var + eps)`` and the
+    coefficients of ``y = (x − c)·α + β``: ``centre`` (flat ``(2, n_stats)``)
+    holds the pivot and ``mean(d)`` for ``x − mean = (x − pivot) − mean(d)``
+    (zeros for ``rms``: ``c = 0``), ``α = weight·invstd``, ``β = bias``
+    (weight/bias 1/0 when absent).
+    """
+    s = cuda.grid(1)
+    if s >= n_stats:
+        return
+    cn = 0.0
+    cm = 0.0
+    cv = 0.0
+    for c in range(n_chunks):
+        j = c * n_stats + s
+        cn, cm, cv = chan_merge(cn, cm, cv, float64(part_count[j]), float64(part_mean[j]),
+                                float64(part_m2[j]))
+    mean = pivots[s] + cm
+    var = cv * inv_dof
+    if rms:
+        var += mean * mean
+    mean_out[s] = mean
+    var_out[s] = var
+    if training:
+        inv = invstd_of(var, eps)
+        wt = w[s] if has_w else 1.0
+        invstd_out[s] = inv
+        centre[s] = 0.0 if rms else pivots[s]
+        centre[n_stats + s] = 0.0 if rms else cm
+        alpha[s] = forward_scale(inv, wt)
+        beta[s] = bias[s] if has_b else 0.0
+
+
+@cuda.jit
+def finalize_sums(part_s1, part_s2, n_chunks, n_stats, n, inv, w, has_w, training, rms,
+                  dweight, dbias, ca, cb, cc):
+    """Sum the partials of ``(Σg, Σg·(x − c))`` in float64; write
+    ``dbias = Σg``, ``dweight = Σg·(x − c)·invstd`` and the ``(a, b, c)`` of
+    ``dx = g·a + (x − c)·b + c`` (``_welford.backward_coefficients``; for
+    ``rms`` the ``Σg`` term is absent: ``dx = r·g − (r³/n)·x·Σ(g·x)``)."""
+    s = cuda.grid(1)
+    if s >= n_stats:
+        return
+    t1 = 0.0
+    t2 = 0.0
+    for c in range(n_chunks):
+        t1 += float64(part_s1[c * n_stats + s])
+        t2 += float64(part_s2[c * n_stats + s])
+    wt = w[s] if has_w else 1.0
+    a, b, c3 = backward_coefficients(float64(n), inv[s], wt, 0.0 if rms else t1, t2, training)
+    dbias[s] = t1
+    dweight[s] = t2 * inv[s]
+    ca[s] = a
+    cb[s] = b
+    cc[s] = c3
+
+
+@cuda.jit
+def sum_partials(part_s1, part_s2, n_chunks, n_stats, dweight, dbias):
+    """``dbias = Σ part_s1``, ``dweight = Σ part_s2`` over the chunks, in float64."""
+    s = cuda.grid(1)
+    if s >= n_stats:
+        return
+    t1 = 0.0
+    t2 = 0.0
+    for c in range(n_chunks):
+        t1 += float64(part_s1[c * n_stats + s])
+        t2 += float64(part_s2[c * n_stats + s])
+    dbias[s] = t1
+    dweight[s] = t2
+
+
+@cuda.jit
+def inference_coefficients(var, w, has_w, bias, has_b, eps, alpha, beta):
+    """``(α, β)`` of ``y = (x − mean)·α + β = (x − mean)/√(var + eps)·w + b``
+    (the mean is the element pass's float64 ``(1, n_stats)`` centre)."""
+    s = cuda.grid(1)
+    if s >= var.size:
+        return
+    wt = w[s] if has_w else 1.0
+    alpha[s] = forward_scale(invstd_of(var[s], eps), wt)
+    beta[s] = bias[s] if has_b else 0.0
+
+
+@cuda.jit
+def gather(src, base, sizes, strides, vector):
+    """``vector[i] = src[base + offset(i, sizes, strides)]`` (C order, converting)."""
+    i = cuda.grid(1)
+    if i < vector.size:
+        vector[i] = src[base + offset(i, sizes, strides, 0, sizes.size)]
+
+
+@cuda.jit
+def update_running(run, base, sizes, strides, batch, momentum, scale, skipped):
+    """``run ← (1 − momentum)·run + momentum·scale·batch`` where finite; counts the rest."""
+    i = cuda.grid(1)
+    if i >= batch.size:
+        return
+    b = float64(batch[i]) * scale
+    if b - b == 0.0:
+        j = base + offset(i, sizes, strides, 0, sizes.size)
+        run[j] = (1.0 - momentum) * float64(run[j]) + momentum * b
+    else:
+        cuda.atomic.add(skipped, 0, 1)
