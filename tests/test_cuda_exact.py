@@ -28,11 +28,12 @@ if not config.ENABLE_CUDASIM:
     except Exception as e:  # pragma: no cover
         pytest.skip(f"CUDA unavailable: {e}", allow_module_level=True)
 
+from exact import exact_moments, relative_error  # noqa: E402
+
 import nbnorm  # noqa: E402
 from nbnorm import _layout  # noqa: E402
 from nbnorm._cuda import backend as B  # noqa: E402
-
-from exact import exact_moments, relative_error  # noqa: E402
+from nbnorm._cuda import launch as L  # noqa: E402
 
 # dtype: (mean, std, largest relative variance error)
 DATA = {np.float64: (1e8, 1.0, 1e-14), np.float32: (1e4, 1.0, 1e-6),
@@ -59,7 +60,7 @@ def _case(layout, dtype):
     h = (loc + std * rng.standard_normal(shape)).astype(dtype)
     h = h if view is None else view(h)
     d = B.to_device_like(h)
-    plan = B._DevPlan(h.shape, _layout.normalize_axis(axis, h.ndim), B._strides(d), 0)
+    plan = L.DevPlan(h.shape, _layout.normalize_axis(axis, h.ndim), L.strides_of(d), 0)
     assert plan.inner_kept == (mapping == "inner_kept")
     if B.SIM:      # the launch constants the shapes were chosen for
         assert (plan.n_chunks > 1) == split

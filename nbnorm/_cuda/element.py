@@ -39,8 +39,18 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from .device import (ACC_N, TPB, centred, chan_merge, offset, pivot_at, pivot_skipping,
-                     store_partial, sum_block_reduce, welford_block_reduce)
+from .device import (
+    ACC_N,
+    TPB,
+    centred,
+    chan_merge,
+    offset,
+    pivot_at,
+    pivot_skipping,
+    store_partial,
+    sum_block_reduce,
+    welford_block_reduce,
+)
 
 
 def element_kernels(acc, inner_kept):

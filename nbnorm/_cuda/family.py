@@ -21,8 +21,18 @@ from numba import cuda
 
 from .. import _layout
 from . import kernels as K
-from .backend import (TPB, _acc, _affine, _blocks, _DevPlan, _dual_sums, _finalize,
-                      _launch_stream, _stat_out, _vector, _welford, empty_like)
+from .arrays import _launch_stream, _stat_out, empty_like
+from .device import TPB
+from .launch import (
+    DevPlan,
+    acc_dtype,
+    affine,
+    blocks,
+    dual_sums,
+    finalize,
+    vector,
+    welford,
+)
 
 
 def _view_strides(geo, *arrays):
@@ -35,17 +45,17 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
     accumulator type."""
     stream = _launch_stream(x, weight, bias, out)
     y = empty_like(x, stream) if out is None else out
-    dp = _DevPlan(geo.view_shape, geo.axis,
+    dp = DevPlan(geo.view_shape, geo.axis,
                   _view_strides(geo, x, y) + [list(geo.param_strides)], stream)
-    mean, var, inv, centre, alpha, beta = _finalize(
-        x, dp, _welford(x, dp, 0, stream), 1.0 / dp.n, stream, training=True, eps=eps, rms=rms)
+    mean, var, inv, centre, alpha, beta = finalize(
+        x, dp, welford(x, dp, 0, stream), 1.0 / dp.n, stream, training=True, eps=eps, rms=rms)
     w = b = None
     if weight is not None or bias is not None:
         w = (cuda.to_device(np.ones(geo.n_params), stream=stream) if weight is None
-             else _vector(weight, stream))
+             else vector(weight, stream))
         b = (cuda.to_device(np.zeros(geo.n_params), stream=stream) if bias is None
-             else _vector(bias, stream))
-    _affine(y, dp, (1, 0, 0, 2), x, centre, alpha, None, None, None, beta, stream, w, b)
+             else vector(bias, stream))
+    affine(y, dp, (1, 0, 0, 2), x, centre, alpha, None, None, None, beta, stream, w, b)
     shape = geo.stat_shape
     return (y, _stat_out(mean, shape, stream), _stat_out(var, shape, stream),
             _stat_out(inv, shape, stream))
@@ -56,29 +66,29 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     accumulator type."""
     stream = _launch_stream(x, dy, centre, invstd, weight, out)
     dx = empty_like(x, stream) if out is None else out
-    acc = _acc(x)
+    acc = acc_dtype(x)
     stat_row = _layout.statistic_strides(geo.view_shape, geo.axis)
-    dp = _DevPlan(geo.view_shape, geo.axis,
+    dp = DevPlan(geo.view_shape, geo.axis,
                   _view_strides(geo, dy, x, dx) + [list(geo.param_strides), stat_row], stream)
     m = dp.n_stats
     mu = (cuda.to_device(np.zeros(m), stream=stream) if centre is None
-          else _vector(centre, stream))
-    inv = _vector(invstd, stream)
-    w = None if weight is None else _vector(weight, stream)
+          else vector(centre, stream))
+    inv = vector(invstd, stream)
+    w = None if weight is None else vector(weight, stream)
 
     # parameter gradients: statistics read per element over the parameter plan
     free = tuple(d for d, st in enumerate(geo.param_strides) if st == 0)
-    pp = _DevPlan(geo.view_shape, free, _view_strides(geo, dy, x) + [stat_row], stream)
-    q1, q2 = _dual_sums(dy, x, pp, (0, 1, 2, 2), None, mu, inv, stream)
+    pp = DevPlan(geo.view_shape, free, _view_strides(geo, dy, x) + [stat_row], stream)
+    q1, q2 = dual_sums(dy, x, pp, (0, 1, 2, 2), None, mu, inv, stream)
     dweight, dbias = (cuda.device_array(pp.n_stats, acc, stream=stream) for _ in range(2))
-    K.sum_partials[_blocks(pp.n_stats), TPB, stream](q1, q2, pp.n_chunks, pp.n_stats, dweight,
+    K.sum_partials[blocks(pp.n_stats), TPB, stream](q1, q2, pp.n_chunks, pp.n_stats, dweight,
                                                      dbias)
 
-    p1, p2 = _dual_sums(dy, x, dp, (0, 1, 3, 4), w, mu, None, stream)
+    p1, p2 = dual_sums(dy, x, dp, (0, 1, 3, 4), w, mu, None, stream)
     ca, cb, cc, unused_w, unused_b = (cuda.device_array(m, acc, stream=stream) for _ in range(5))
-    K.finalize_sums[_blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, mu, False, True,
+    K.finalize_sums[blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, mu, False, True,
                                              bool(rms), unused_w, unused_b, ca, cb, cc)
     zeros = None if w is None else cuda.to_device(np.zeros(geo.n_params), stream=stream)
-    _affine(dx, dp, (2, 0, 1, 3), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream, w, zeros)
+    affine(dx, dp, (2, 0, 1, 3), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream, w, zeros)
     shape = geo.param_shape
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)

@@ -20,8 +20,14 @@ import inspect
 from . import per_stat, states
 from .device import ACC_N, SIM, TPB, WARP, centred
 from .element import ELEMENT
-from .per_stat import (finalize_sums, finalize_welford, gather, inference_coefficients,
-                       sum_partials, update_running)
+from .per_stat import (
+    finalize_sums,
+    finalize_welford,
+    gather,
+    inference_coefficients,
+    sum_partials,
+    update_running,
+)
 
 
 def _names(names, t):
