@@ -173,9 +173,9 @@ def _raw_state(x, plan, skipna):
     pv = np.empty((n_chunks, plan.n_stats))
     pivots = np.empty(plan.n_stats)
     if plan.inner_kept:
-        K.moments_outer(xf, args, tile, chunk, n_chunks, pc, pm, pv, pivots)
+        K.moments_inner_kept(xf, args, tile, chunk, n_chunks, pc, pm, pv, pivots)
     else:
-        K.moments_inner(xf, args, chunk, n_chunks, pc, pm, pv, pivots)
+        K.moments_inner_reduced(xf, args, chunk, n_chunks, pc, pm, pv, pivots)
     if n_chunks == 1:
         mean, m2 = pm[0], pv[0]
     else:
@@ -198,9 +198,9 @@ def _dual_sums(dy, x, plan, mu):
     p1 = np.empty((n_chunks, plan.n_stats))
     p2 = np.empty((n_chunks, plan.n_stats))
     if plan.inner_kept:
-        K.dual_sums_outer(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
+        K.dual_sums_inner_kept(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
     else:
-        K.dual_sums_inner(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
+        K.dual_sums_inner_reduced(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
     s1 = np.empty(plan.n_stats)
     s2 = np.empty(plan.n_stats)
     K.merge_sums(p1, p2, s1, s2)
@@ -315,7 +315,7 @@ def forward(x, weight, bias, axis, eps, out):
         mean = np.empty(plan.n_stats)
         var = np.empty(plan.n_stats)
         invstd = np.empty(plan.n_stats)
-        K.forward_fused_inner(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
+        K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
                               mean, var, invstd)
     else:
         mean, m2 = _raw_moments(x, _plan(x.shape, axis, x))
@@ -357,7 +357,7 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
         dweight = np.empty(plan.n_stats)
         dbias = np.empty(plan.n_stats)
         xf = _flat(x)
-        K.backward_fused_inner(_flat(dy), xf, xf if training else None, _flat(dx),
+        K.backward_fused(_flat(dy), xf, xf if training else None, _flat(dx),
                                _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
                                dweight, dbias)
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)

@@ -8,7 +8,7 @@ from numba import prange
 
 from ._jit import _exact, _pjit_exact
 from ._runs import _count, offset
-from .reduce_outer import _super_rows, rows_affine, tile_columns
+from .inner_kept import _super_rows, rows_affine, tile_columns
 
 
 # ----------------------------------------------------------- elementwise

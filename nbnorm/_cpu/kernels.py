@@ -2,14 +2,19 @@
 
 Every full-size operand is a flat 1-D view (float16 as uint16 bits) addressed
 through the plan's sizes and strides; see ``_layout`` for the index map.
-Kernels come in two loop shapes, chosen by the plan's innermost dimension:
+Reductions come in two loop shapes, chosen by the plan's ``inner_kept``
+(is the innermost dimension kept?) — two algorithms, not one loop with two
+index maps: along a run the sums are taken per statistic, across a row they
+are vector sums over adjacent statistics:
 
-- ``*_inner`` — the innermost dimension is *reduced* (NCHW over (0, 2, 3),
-  rows of (N, D)).  A work item is (statistic ``k``, chunk ``c`` of its
-  reduction range); it streams along contiguous runs of one statistic.
-- ``*_outer`` — the innermost dimension is *kept* (channels-last, axis=0 of
-  (N, D)).  A work item is (outer statistic, tile of ≤ ``TILE`` adjacent
-  statistics, chunk of rows); each row is a vector over the tile.
+- ``*_inner_reduced`` (:mod:`.inner_reduced`; NCHW over (0, 2, 3), rows of
+  (N, D)): a work item is (statistic ``k``, chunk ``c`` of its reduction
+  range); it streams along contiguous runs of one statistic.  The fused
+  forward/backward (statistics and elementwise pass per statistic, from
+  cache) exist only for this shape.
+- ``*_inner_kept`` (:mod:`.inner_kept`; channels-last, axis=0 of (N, D)): a
+  work item is (outer statistic, tile of ≤ ``TILE`` adjacent statistics,
+  chunk of rows); each row is a vector over the tile.
 
 Statistics are computed per block of ≤ ``BLOCK`` elements with two passes
 over the block while it sits in L1 (shifted sum, then the corrected
@@ -34,8 +39,8 @@ Infinite values are not skipped: ``np.nanmean``/``np.nanvar`` give
 
 The kernels live in one file per stage: ``_jit`` (compilation settings,
 block sizes, the shared numerics), ``_runs`` (indexing; sums, dual sums and
-affine maps over a run and over a range), ``reduce_inner`` and
-``reduce_outer`` (the two loop shapes above), ``elementwise`` (the affine
+affine maps over a run and over a range), ``inner_reduced`` and
+``inner_kept`` (the two loop shapes above), ``elementwise`` (the affine
 pass in memory order) and ``merge`` (chunk partials, states); this module
 lists the entry points the backend launches.
 """
@@ -44,6 +49,6 @@ from __future__ import annotations
 from ._jit import TILE, invstd_vector, two_sum  # noqa: F401
 from .elementwise import affine, touch_pages  # noqa: F401
 from .merge import merge_moments, merge_states, merge_sums  # noqa: F401
-from .reduce_inner import (backward_fused_inner, dual_sums_inner,  # noqa: F401
-                           forward_fused_inner, moments_inner)
-from .reduce_outer import dual_sums_outer, moments_outer  # noqa: F401
+from .inner_reduced import (backward_fused, dual_sums_inner_reduced,  # noqa: F401
+                           forward_fused, moments_inner_reduced)
+from .inner_kept import dual_sums_inner_kept, moments_inner_kept  # noqa: F401

@@ -37,7 +37,7 @@ from ._jit import (BLOCK, _exact, _inline, _inline_exact, _jit, _pjit, backward_
                    exact_ratio, invstd_of)
 from ._runs import (_count, affine_at, centred, dual_at, offset, pivot_at, run_at,
                     welford_range)
-from .reduce_inner import _inner_item
+from .inner_reduced import statistic_chunk_item
 
 
 # ------------------------------------------------------------------ runs
@@ -197,7 +197,7 @@ def norm_apply(x, out, p, w, b, centre, invstd, chunk, n_chunks):
     n = _count(rsz)
     nk = ksz.size
     for i_ in prange(invstd.size * n_chunks):
-        k, s, _, a, e = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
+        k, s, _, a, e = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
         scaled_range(out, bases[1] + offset(k, ksz, kstr[1], nk), x,
                      bases[0] + offset(k, ksz, kstr[0], nk),
                      bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0], rstr[2],

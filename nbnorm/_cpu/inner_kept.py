@@ -51,7 +51,7 @@ def fold_columns(t, s, nt):
 
 
 @_jit
-def _outer_item(i_, n_tiles, n_chunks, ksz, tile):
+def tile_chunk_item(i_, n_tiles, n_chunks, ksz, tile):
     """(outer statistic, first inner statistic, tile width, chunk) of a work item."""
     item = np.int64(i_)
     c = item % n_chunks
@@ -159,7 +159,7 @@ def rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows
 
 
 @_pjit
-def moments_outer(x, p, tile, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
+def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
     """Channels-last chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]``
     and the pivots (each column's first row) into ``pivots[stat]``;
     ``part_count``: None, or the chunks' counts of non-NaN values (NaNs are
@@ -185,7 +185,7 @@ def moments_outer(x, p, tile, chunk, n_chunks, part_count, part_mean, part_m2, p
     sj = k0[-1]
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
+        ko, j0, nt, c = tile_chunk_item(i_, n_tiles, n_chunks, ksz, tile)
         xb = bases[0] + offset(ko, ksz, k0, ksz.size - 1) + j0 * sj
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss
         a = c * chunk
@@ -305,7 +305,7 @@ def rows_dual(t1, t2, s1, s2, dy, db, rstr_dy, sd, x, xb, rstr_x, sx, rsz, a, b,
 
 
 @_pjit
-def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
+def dual_sums_inner_kept(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     """Channels-last chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     r0 = rstr[0]
@@ -317,7 +317,7 @@ def dual_sums_outer(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     sx = kstr[1][-1]
     ss = kstat[-1]
     for i_ in prange(n_outer * n_tiles * n_chunks):
-        ko, j0, nt, c = _outer_item(i_, n_tiles, n_chunks, ksz, tile)
+        ko, j0, nt, c = tile_chunk_item(i_, n_tiles, n_chunks, ksz, tile)
         db = bases[0] + offset(ko, ksz, kstr[0], ksz.size - 1) + j0 * sd
         xb = bases[1] + offset(ko, ksz, kstr[1], ksz.size - 1) + j0 * sx
         sb = offset(ko, ksz, kstat, ksz.size - 1) + j0 * ss

@@ -13,7 +13,7 @@ from ._runs import _count, affine_range, dual_sums_range, offset, pivot_at, welf
 
 # ------------------------------------------------ reduction-inner kernels
 @_jit
-def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
+def statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat):
     """(statistic in plan order, its position in the statistic arrays, chunk,
     reduction range [a, b)) of a reduction-inner work item."""
     item = np.int64(i_)
@@ -24,7 +24,7 @@ def _inner_item(i_, n_chunks, chunk, n, ksz, kstat):
 
 
 @_pjit
-def moments_inner(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
+def moments_inner_reduced(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
     """Chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]`` and the
     pivots into ``pivots[stat]``; ``p`` = plan arrays.  ``part_count``: None,
     or the chunks' counts of non-NaN values (NaNs are then left out)."""
@@ -32,7 +32,7 @@ def moments_inner(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots)
     n = _count(rsz)
     n_stats = part_mean.shape[1]
     for i_ in prange(n_stats * n_chunks):
-        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
+        k, s, c, a, b = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         pivot = pivot_at(x, xb, rsz, rstr[0], part_count)
         nc, part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot,
@@ -44,20 +44,20 @@ def moments_inner(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots)
 
 
 @_pjit
-def dual_sums_inner(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
+def dual_sums_inner_reduced(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
     """Chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``; operands (dy, x)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     n_stats = part_s1.shape[1]
     for i_ in prange(n_stats * n_chunks):
-        k, s, c, a, b = _inner_item(i_, n_chunks, chunk, n, ksz, kstat)
+        k, s, c, a, b = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
         part_s1[c, s], part_s2[c, s] = dual_sums_range(
             dy, bases[0] + offset(k, ksz, kstr[0], ksz.size), x, bases[1] + offset(k, ksz, kstr[1], ksz.size),
             rsz, rstr[0], rstr[1], a, b, mean[s])
 
 
 @_pjit
-def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
+def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
     """Training forward, one statistic per work item, its data still in cache
     for the normalization pass: one read of ``x`` from memory, one write."""
     ksz, kstat, kstr, rsz, rstr, bases = p
@@ -80,7 +80,7 @@ def forward_fused_inner(x, out, p, weight, bias, eps, mean_out, var_out, invstd_
 
 
 @_pjit
-def backward_fused_inner(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias):
+def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias):
     """Backward, one statistic per work item: the reduction and the
     elementwise pass share one read of ``dy`` and ``x`` from memory.
     ``x_dx`` is ``x`` in training and None with frozen statistics."""
