@@ -1,0 +1,276 @@
+"""Normalization layers with PyTorch's semantics on nbnorm's functions.
+
+=============  ==========================  =====================  =================
+layer          statistics (training)       eval                   PyTorch
+=============  ==========================  =====================  =================
+BatchNorm      every axis but the channel  running statistics     BatchNorm1d/2d/3d
+InstanceNorm   per (sample, channel)       running, if tracked    InstanceNorm1d/2d/3d
+GroupNorm      per (sample, group)         as training            GroupNorm
+LayerNorm      the trailing dims           as training            LayerNorm
+RMSNorm        the trailing dims (x²)      as training            RMSNorm
+=============  ==========================  =====================  =================
+
+Running statistics (``track_running_stats``) follow PyTorch: in training,
+``r ← (1 − momentum)·r + momentum·batch`` with the unbiased batch variance;
+``momentum=None`` is the cumulative average (factor ``1/num_batches_tracked``).
+Flax/Keras write momentum the other way round (their 0.99 is PyTorch's
+0.01) and default ``eps`` to 1e-3 rather than 1e-5 — pass both explicitly
+when porting weights.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import _validate as V
+from ._api import batch_norm_backward, batch_norm_forward, batch_norm_inference
+from ._family import (group_norm, group_norm_backward, instance_norm, instance_norm_backward,
+                      layer_norm, layer_norm_backward, rms_norm, rms_norm_backward)
+from ._layer_base import NormLayer, _host, positive_int
+
+__all__ = ["BatchNorm", "InstanceNorm", "GroupNorm", "LayerNorm", "RMSNorm"]
+
+
+def _channel_axis(x, channel_axis, channels, name):
+    nd = len(x.shape)
+    if nd < 2:
+        raise ValueError(f"{name}: x: expected at least 2 dimensions (batch, channels, …), got "
+                         f"shape {tuple(x.shape)}")
+    c = channel_axis % nd if -nd <= channel_axis < nd else None
+    if c is None or c == 0:
+        raise ValueError(f"{name}: channel_axis {channel_axis} is not a channel axis of x with "
+                         f"shape {tuple(x.shape)}")
+    if x.shape[c] != channels:
+        raise ValueError(f"{name}: x: expected {channels} channels on axis {channel_axis}, got "
+                         f"shape {tuple(x.shape)}")
+    return tuple(d for d in range(nd) if d != c)
+
+
+def _momentum(momentum):
+    return None if momentum is None else V.momentum_value(momentum)
+
+
+class _Channels(NormLayer):
+    """Per-channel parameters and running statistics (BatchNorm, InstanceNorm)."""
+
+    _arrays = ("weight", "bias", "running_mean", "running_var")
+
+    def __init__(self, num_features, channel_axis, eps, momentum, affine, track_running_stats,
+                 dtype):
+        super().__init__(eps, dtype)
+        self.num_features = positive_int(num_features, "num_features")
+        self.channel_axis = operator.index(channel_axis)
+        self.momentum = _momentum(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        c, dt = self.num_features, self.dtype
+        self.weight = np.ones(c, dt) if affine else None
+        self.bias = np.zeros(c, dt) if affine else None
+        self.running_mean = np.zeros(c, dt) if track_running_stats else None
+        self.running_var = np.ones(c, dt) if track_running_stats else None
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean = self._place(np.zeros(self.num_features, self.dtype))
+            self.running_var = self._place(np.ones(self.num_features, self.dtype))
+            self.num_batches_tracked = 0
+
+    def _axis(self, x):
+        return _channel_axis(x, self.channel_axis, self.num_features, type(self).__name__)
+
+    def _running_forward(self, x, axis):
+        """Eval/frozen with running statistics: ``(y, saved)`` for a
+        ``training=False`` backward (``invstd`` of the running variance)."""
+        y = batch_norm_inference(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                 axis=axis, eps=self.eps)
+        return y, (x, axis, "running")
+
+    def _running_backward(self, dy, x, axis):
+        rv = _host(self.running_var, "running_var").astype(np.float64)
+        invstd = self._place(1.0 / np.sqrt(rv + self.eps))
+        return batch_norm_backward(dy, x, self.running_mean, invstd, self.weight, axis=axis,
+                                   training=False)
+
+    def _describe(self):
+        return (f"{self.num_features}, channel_axis={self.channel_axis}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm(_Channels):
+    """Batch normalization over every axis but ``channel_axis`` (PyTorch's
+    BatchNorm1d/2d/3d for any rank ≥ 2; channels-last with ``channel_axis=-1``).
+
+    Training: ``y = (x − mean)·invstd·weight + bias`` with batch statistics,
+    running statistics updated; eval: the running statistics (batch
+    statistics when ``track_running_stats=False``); frozen: the running
+    statistics in forward and backward.
+    """
+
+    def __init__(self, num_features, *, channel_axis=1, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        super().__init__(num_features, channel_axis, eps, momentum, affine, track_running_stats,
+                         dtype)
+
+    def _forward(self, x):
+        axis = self._axis(x)
+        if not self.training and self.track_running_stats:
+            return self._running_forward(x, axis)
+        running = {}
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = (1.0 / self.num_batches_tracked if self.momentum is None
+                      else self.momentum)
+            running = {"running_mean": self.running_mean, "running_var": self.running_var,
+                       "momentum": factor}
+        y, mean, invstd = batch_norm_forward(x, self.weight, self.bias, axis=axis, eps=self.eps,
+                                             **running)
+        return y, (x, axis, "batch", mean, invstd)
+
+    def _backward(self, dy, saved):
+        x, axis, kind = saved[:3]
+        if kind == "running":
+            return self._running_backward(dy, x, axis)
+        return batch_norm_backward(dy, x, saved[3], saved[4], self.weight, axis=axis)
+
+    def fold_into(self, weight, bias=None, out_axis=0):
+        """The preceding layer's ``(weight, bias)`` with this layer's eval-mode
+        map folded in (see :func:`nbnorm.fold_batch_norm`)."""
+        from ._fold import fold_batch_norm
+        if not self.track_running_stats:
+            raise ValueError("fold_into: the layer has no running statistics "
+                             "(track_running_stats=False)")
+        st = self.state_dict()
+        return fold_batch_norm(weight, bias, st["running_mean"], st["running_var"],
+                               st.get("weight"), st.get("bias"), eps=self.eps, out_axis=out_axis)
+
+
+class InstanceNorm(_Channels):
+    """Instance normalization: statistics per (sample, channel) over the
+    remaining axes (PyTorch's InstanceNorm1d/2d/3d: ``affine=False`` and
+    ``track_running_stats=False`` by default; with tracking, eval uses the
+    running statistics and training updates them)."""
+
+    def __init__(self, num_features, *, channel_axis=1, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, dtype=np.float32):
+        super().__init__(num_features, channel_axis, eps, momentum, affine, track_running_stats,
+                         dtype)
+
+    def _forward(self, x):
+        axis = self._axis(x)
+        if not self.training and self.track_running_stats:
+            return self._running_forward(x, axis)
+        running = {}
+        if self.training and self.track_running_stats:
+            running = {"running_mean": self.running_mean, "running_var": self.running_var,
+                       "momentum": 0.0 if self.momentum is None else self.momentum}
+        y, mean, invstd = instance_norm(x, self.weight, self.bias, channel_axis=self.channel_axis,
+                                        eps=self.eps, **running)
+        return y, (x, axis, "instance", mean, invstd)
+
+    def _backward(self, dy, saved):
+        x, axis, kind = saved[:3]
+        if kind == "running":
+            return self._running_backward(dy, x, axis)
+        return instance_norm_backward(dy, x, saved[3], saved[4], self.weight,
+                                      channel_axis=self.channel_axis)
+
+
+class GroupNorm(NormLayer):
+    """Group normalization (PyTorch's GroupNorm): statistics per (sample,
+    group of C/G channels); the same in every mode."""
+
+    _arrays = ("weight", "bias")
+
+    def __init__(self, num_groups, num_channels, *, channel_axis=1, eps=1e-5, affine=True,
+                 dtype=np.float32):
+        super().__init__(eps, dtype)
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.num_channels = positive_int(num_channels, "num_channels")
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"num_groups: {self.num_channels} channels are not divisible into "
+                             f"{self.num_groups} groups")
+        self.channel_axis = operator.index(channel_axis)
+        self.affine = bool(affine)
+        self.weight = np.ones(num_channels, self.dtype) if affine else None
+        self.bias = np.zeros(num_channels, self.dtype) if affine else None
+
+    def _forward(self, x):
+        _channel_axis(x, self.channel_axis, self.num_channels, "GroupNorm")
+        y, mean, invstd = group_norm(x, self.num_groups, self.weight, self.bias,
+                                     channel_axis=self.channel_axis, eps=self.eps)
+        return y, (x, mean, invstd)
+
+    def _backward(self, dy, saved):
+        x, mean, invstd = saved
+        return group_norm_backward(dy, x, mean, invstd, self.num_groups, self.weight,
+                                   channel_axis=self.channel_axis)
+
+    def _describe(self):
+        return (f"{self.num_groups}, {self.num_channels}, channel_axis={self.channel_axis}, "
+                f"eps={self.eps}, affine={self.affine}")
+
+
+class _Trailing(NormLayer):
+    """Statistics over the trailing ``normalized_shape`` dims."""
+
+    _arrays = ("weight", "bias")
+
+    def __init__(self, normalized_shape, eps, elementwise_affine, bias, dtype):
+        super().__init__(eps, dtype)
+        shape = ((normalized_shape,) if np.ndim(normalized_shape) == 0
+                 else tuple(normalized_shape))
+        self.normalized_shape = tuple(positive_int(s, "normalized_shape") for s in shape)
+        if not self.normalized_shape:
+            raise ValueError("normalized_shape: expected at least one dimension")
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = np.ones(self.normalized_shape, self.dtype) if elementwise_affine else None
+        self.bias = (np.zeros(self.normalized_shape, self.dtype)
+                     if elementwise_affine and bias else None)
+
+    def _axis(self, x):
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape or len(x.shape) < k:
+            raise ValueError(f"{type(self).__name__}: x: expected trailing dims "
+                             f"{self.normalized_shape}, got shape {tuple(x.shape)}")
+        return tuple(range(-k, 0))
+
+    def _describe(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class LayerNorm(_Trailing):
+    """Layer normalization over the trailing ``normalized_shape`` dims (PyTorch's LayerNorm)."""
+
+    def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=np.float32):
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, dtype)
+
+    def _forward(self, x):
+        axis = self._axis(x)
+        y, mean, invstd = layer_norm(x, self.weight, self.bias, axis=axis, eps=self.eps)
+        return y, (x, axis, mean, invstd)
+
+    def _backward(self, dy, saved):
+        x, axis, mean, invstd = saved
+        return layer_norm_backward(dy, x, mean, invstd, self.weight, axis=axis)
+
+
+class RMSNorm(_Trailing):
+    """RMS normalization over the trailing ``normalized_shape`` dims (PyTorch's
+    RMSNorm: ``eps=None`` is the dtype's machine epsilon)."""
+
+    def __init__(self, normalized_shape, *, eps=None, elementwise_affine=True, dtype=np.float32):
+        super().__init__(normalized_shape, eps, elementwise_affine, False, dtype)
+
+    def _forward(self, x):
+        axis = self._axis(x)
+        y, rstd = rms_norm(x, self.weight, axis=axis, eps=self.eps)
+        return y, (x, axis, rstd)
+
+    def _backward(self, dy, saved):
+        x, axis, rstd = saved
+        dx, dweight = rms_norm_backward(dy, x, rstd, self.weight, axis=axis)
+        return dx, dweight, None
