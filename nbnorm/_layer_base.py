@@ -21,6 +21,8 @@ def _on_device(a):
     """Is ``a`` a CUDA array (``__cuda_array_interface__`` or the simulator's)?"""
     if type(a).__module__.startswith("numba.cuda.simulator"):
         return True
+    if type(a).__module__.split(".")[0] == "torch":   # the interface refuses requires_grad
+        return a.device.type == "cuda"
     try:
         return hasattr(a, "__cuda_array_interface__")
     except Exception:           # torch CPU tensors raise from the property
