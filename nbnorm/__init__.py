@@ -17,10 +17,11 @@ from ._fold import fold_batch_norm
 from ._layers import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from ._layout import AxisError
 from ._moments import Moments
+from ._pool import release_memory, set_pool_limit
 
 __version__ = "0.1.0"
 __all__ = ["moments", "Moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
            "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "rms_norm", "rms_norm_backward",
            "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm", "fold_batch_norm",
-           "AxisError", "__version__"]
+           "release_memory", "set_pool_limit", "AxisError", "__version__"]

@@ -12,7 +12,7 @@ from functools import lru_cache, wraps
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import _layout, _welford
+from .. import _layout, _pool, _welford
 from . import _threads
 from . import kernels as K
 
@@ -225,12 +225,21 @@ def _stat_vector(a, n_stats, fill):
     return np.ascontiguousarray(a, dtype=np.float64).reshape(n_stats)
 
 
+def _fresh_block(nbytes):
+    block = np.empty(nbytes, np.uint8)
+    K.touch_pages(block, 4096)
+    return block
+
+
 def empty_like(x):
-    """Output of ``x``'s shape, dtype and memory order; large ones have their
-    pages faulted in (see ``kernels.touch_pages``)."""
-    y = np.empty_like(x, order="K")
-    if y.nbytes >= TOUCH_BYTES:
-        K.touch_pages(_flat(y).view(np.uint8), 4096)
+    """Output of ``x``'s shape, dtype and memory order.  Large ones come from
+    the pool of :mod:`nbnorm._pool` (pages already mapped) or, when it has
+    none, have their pages faulted in order (see ``kernels.touch_pages``)."""
+    y = _pool.empty_like(x, _fresh_block)
+    if y is None:
+        y = np.empty_like(x, order="K")
+        if y.nbytes >= TOUCH_BYTES:
+            K.touch_pages(_flat(y).view(np.uint8), 4096)
     return y
 
 
