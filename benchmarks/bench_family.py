@@ -9,9 +9,10 @@ as a user's call does; the backward is timed alone (torch:
 ``torch`` (skipped when PyTorch is not installed).
 
 Run as a script for the hand measurement of the README
-(``python -m benchmarks.bench_family [--repeat 7] [--runs 2]``): every case,
-forward and backward, medians of ``repeat`` calls per run, both libraries
-in one process, runs alternating.
+(``python -m benchmarks.bench_family [--repeat 7] [--runs 2] [--readme README.md]``):
+every case, forward and backward, medians of ``repeat`` calls per run, both
+libraries in one process, runs alternating; ``--readme`` rewrites the
+README's table (between its ``family-table`` markers) from the results.
 """
 from __future__ import annotations
 
@@ -136,12 +137,19 @@ class Family:
 
 
 # ------------------------------------------------------------------ by hand
+LABELS = {"group": "group_norm G=32 (64,128,56,56)", "group-nhwc": "same, channels-last",
+          "instance": "instance_norm (64,128,56,56)", "layer": "layer_norm (8192,4096)",
+          "rms": "rms_norm (8192,4096)"}
+
+
 def manual(repeat=7, runs=2, cases=CASES):
+    """Print every case's medians per run; returns ``{(case, op): {impl: [ms per run]}}``."""
     import numba
 
     from nbnorm._bench import median_time
     print(f"float32, medians of {repeat} calls, {runs} runs alternating; numba threads "
           f"{numba.get_num_threads()}" + ("" if have("torch") else "; torch not installed"))
+    results = {}
     for case in cases:
         impls = {"nbnorm": _Nbnorm(case, *_inputs(case, "large"))}
         if have("torch"):
@@ -153,12 +161,47 @@ def manual(repeat=7, runs=2, cases=CASES):
             for _ in range(runs):
                 for name, impl in impls.items():
                     med[name].append(median_time(getattr(impl, op), repeat) * 1e3)
+            results[(case, op)] = med
             line = f"{case:10s} {op:8s} " + "  ".join(
                 f"{k} {'/'.join(f'{v:.1f}' for v in vs)} ms" for k, vs in med.items())
             if "torch" in med:
                 ratios = [t / n for t, n in zip(med["torch"], med["nbnorm"])]
                 line += f"  (torch/nbnorm {'/'.join(f'{r:.2f}' for r in ratios)})"
             print(line, flush=True)
+    return results
+
+
+def _span(values, fmt="{:.1f}"):
+    lo, hi = min(values), max(values)
+    a, b = fmt.format(lo), fmt.format(hi)
+    return a if a == b else f"{a}–{b}"
+
+
+def markdown(results):
+    """The README table of :func:`manual`'s results: ranges over the runs;
+    ratios torch/nbnorm of the same run."""
+    rows = ["| case | nbnorm forward | torch forward | nbnorm backward | torch backward |",
+            "|---|---|---|---|---|"]
+    for case in dict.fromkeys(c for c, _ in results):
+        cells = []
+        for op in ("forward", "backward"):
+            med = results[(case, op)]
+            cells.append(f"{_span(med['nbnorm'])} ms")
+            if "torch" in med:
+                r = [t / n for t, n in zip(med["torch"], med["nbnorm"])]
+                cells.append(f"{_span(med['torch'])} ms ({_span(r, '{:.2f}')}×)")
+            else:
+                cells.append("—")
+        rows.append(f"| {LABELS[case]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_readme(path, table):
+    """Replace the text between the family-table markers of ``path``."""
+    start, end = "<!-- family-table:start -->", "<!-- family-table:end -->"
+    text = open(path, encoding="utf-8").read()
+    a, b = text.index(start) + len(start), text.index(end)
+    open(path, "w", encoding="utf-8").write(text[:a] + "\n" + table + "\n" + text[b:])
 
 
 if __name__ == "__main__":
@@ -167,5 +210,10 @@ if __name__ == "__main__":
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--case", action="append", choices=CASES)
+    p.add_argument("--readme", help="rewrite the family table of this README from the results")
     a = p.parse_args()
-    manual(a.repeat, a.runs, tuple(a.case) if a.case else CASES)
+    res = manual(a.repeat, a.runs, tuple(a.case) if a.case else CASES)
+    table = markdown(res)
+    print(table)
+    if a.readme:
+        write_readme(a.readme, table)

@@ -74,6 +74,15 @@ def shape_arg(text):
     return shape
 
 
+def write_readme(path, text):
+    """Replace the code block between the ``main-table`` markers of ``path``."""
+    start, end = "<!-- main-table:start -->", "<!-- main-table:end -->"
+    doc = open(path, encoding="utf-8").read()
+    a, b = doc.index(start) + len(start), doc.index(end)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc[:a] + "\n```\n" + text.rstrip() + "\n```\n" + doc[b:])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nbnorm", description=__doc__.splitlines()[0])
     # a negative value such as "-1,3,4,4" is read as the option's argument,
@@ -91,6 +100,8 @@ def main(argv=None):
                    help="timed calls per case (median), >= 1")
     p.add_argument("--quick", action="store_true", help="small shape (8,32,28,28), 3 repeats")
     p.add_argument("--no-peers", action="store_true", help="skip NumPy/PyTorch timings")
+    p.add_argument("--readme", metavar="PATH",
+                   help="also write the table into PATH between its main-table markers")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -106,9 +117,10 @@ def main(argv=None):
     repeat = 3 if args.quick else args.repeat
     if args.threads is not None:
         numba.set_num_threads(args.threads)
-    print(f"nbnorm {nbnorm.__version__} · numba {numba.__version__} · numpy {np.__version__} · "
-          f"{platform.processor() or platform.machine()} · {numba.get_num_threads()} threads · "
-          f"import {t_import:.2f} s")
+    head = (f"nbnorm {nbnorm.__version__} · numba {numba.__version__} · numpy {np.__version__} · "
+            f"{platform.processor() or platform.machine()} · {numba.get_num_threads()} threads · "
+            f"import {t_import:.2f} s")
+    print(head)
     rows, copy_bw = run_cases(shape, args.dtype, repeat=repeat, with_peers=not args.no_peers)
     rows += run_family_cases(shape, args.dtype, repeat=repeat, copy_bw=copy_bw,
                              with_peers=not args.no_peers)
@@ -118,7 +130,10 @@ def main(argv=None):
         rows += gpu_rows
         print(f"GPU copy bandwidth (device to device, read + write): {gpu_bw / 1e9:.0f} GB/s")
     print()
-    print(format_table(rows))
+    table = format_table(rows)
+    print(table)
+    if args.readme:
+        write_readme(args.readme, f"{head}\ncopy bandwidth {copy_bw / 1e9:.1f} GB/s\n\n{table}")
     print("* vs NumPy: the speed-up over NumPy on the CPU rows, over CuPy on the GPU rows")
     failed = [r for r in rows if not r.ok]
     if failed:
