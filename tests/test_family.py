@@ -455,3 +455,30 @@ def test_device_arrays_property_and_running_statistics():
     with pytest.raises(TypeError, match="weight"):
         nbnorm.layer_norm(xd, np.ones(2, np.float32))        # a host weight for device x
     np.testing.assert_array_equal(bk.get(xd), saved)
+
+
+@pytest.mark.parametrize("name", ["layer", "rms"])
+def test_short_rows_exact_at_large_offsets(name):
+    """Short contiguous rows (the tokens × hidden case) take their own kernel;
+    its float64 y at mean/std = 10⁸ is exact to a few ulp of y, not of the
+    mean (a rounded mean would leave errors of ulp(10⁸)·invstd ≈ 1.5·10⁻⁸)."""
+    from fractions import Fraction
+
+    from nbnorm._cpu import backend  # noqa: F401  (loads the CPU backend and its family)
+    from nbnorm._cpu import family as F
+    from nbnorm._cpu.norm_rows import short_rows
+    from nbnorm import _geometry
+    from exact import exact_moments
+    x = normal((6, 64), np.float64, seed=50, loc=1e8 if name == "layer" else 3.0)
+    geo = _geometry.over_axes(x.shape, -1)
+    assert short_rows(F._plan(geo, x, np.empty_like(x)))
+    y = (nbnorm.layer_norm(x) if name == "layer" else nbnorm.rms_norm(x, eps=1e-5))[0]
+    mean, var = exact_moments(x, -1)
+    for k in range(x.shape[0]):
+        if name == "layer":
+            inv = 1 / np.sqrt(float(var[k]) + 1e-5)
+            exact = np.array([float((Fraction(v) - mean[k]) * Fraction(inv)) for v in x[k]])
+        else:
+            ms = sum(Fraction(v) ** 2 for v in x[k]) / x.shape[1]
+            exact = x[k] / np.sqrt(float(ms) + 1e-5)
+        assert np.abs(y[k] - exact).max() <= 8 * np.finfo(np.float64).eps * np.abs(exact).max()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _layout, _welford
+from . import norm_rows as NR
 from . import norms as N
 from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
                       _plan as _x_plan, _raw_moments, _raw_state, _sized, empty_like, merge_states,
@@ -114,6 +115,11 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
     xf, yf = _flat(x), _flat(y)
     if _per_channel(geo, plan, True):
         c, var, inv = _forward_per_channel(x, y, geo, w, b, eps)
+    elif NR.short_rows(plan):
+        c = np.empty(plan.n_stats)
+        var = np.empty(plan.n_stats)
+        inv = np.empty(plan.n_stats)
+        NR.rows_forward(xf, yf, _args(plan), w, b, float(eps), bool(rms), c, var, inv)
     elif _fused(plan, x.dtype.itemsize, 1):
         c = np.empty(plan.n_stats)
         var = np.empty(plan.n_stats)
@@ -153,8 +159,8 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
     gw = np.zeros(n_parts * geo.n_params, sd)
     gb = np.zeros(n_parts * geo.n_params, sd)
-    N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, bool(rms),
-                          n_parts, gw, gb)
+    kernel = NR.rows_backward if NR.short_rows(plan) else N.norm_backward_fused
+    kernel(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, bool(rms), n_parts, gw, gb)
     dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
     dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
     return (dx, dweight.astype(sd).reshape(geo.param_shape),

@@ -1,0 +1,131 @@
+"""Layer and RMS norm over short contiguous rows (``n ≤ SHORT_ROW``
+values per statistic, one unit-stride run in ``x``, ``out`` and the
+parameters: ``(tokens, hidden)`` with a small hidden size).
+
+The general fused kernel (:func:`.norms.norm_forward_fused`) walks a
+statistic through the plan's runs and Welford blocks; for a 64-value row
+that bookkeeping costs more than the row.  Here a row is three passes over
+memory it has just loaded into L1, in float64:
+
+    p = x₀ (0 if not finite),  c = p + Σ(x − p)/n,
+    t₁ = Σ(x − c),  t₂ = Σ(x − c)²,  d = t₁/n,  var = (t₂ − t₁·d)/n   (c + d = mean)
+    y = ((x − c) − d)·invstd·w + b
+
+``x − c`` is exact for ``x`` within a factor 2 of ``c`` and ``d`` is tiny, so
+the mean is never rounded to ``ulp(|mean|)`` before it is subtracted.  RMS
+norm: ``var = Σx²/n`` (``c = d = 0``).  The backward is the fused one of
+:mod:`.norms` with each row taken as its single run.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._access import load, store, window
+from ._jit import _exact, _inline, _jit, _pjit, backward_coefficients, exact_ratio, invstd_of
+from ._runs import centred, offset
+from .norms import dx_at, weighted_at
+
+SHORT_ROW = 2048
+
+
+@_inline
+def _row_sum(x, m, c):
+    """``Σ(x − c)`` in float64 over a window."""
+    s = 0.0
+    for i in range(m):
+        s += centred(float(load(x, i)), c)
+    return s
+
+
+@_inline
+def _row_sums(x, m, c):
+    """``Σ(x − c)`` and ``Σ(x − c)²`` in float64 over a window."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(m):
+        v = centred(float(load(x, i)), c)
+        s1 += v
+        s2 += v * v
+    return s1, s2
+
+
+@_jit
+def row_statistic(x, m, eps, rms):
+    """``(c, d, var, invstd)`` of a window of ``m`` values (see the module docstring)."""
+    n = float(m)
+    if rms:
+        _, s2 = _row_sums(x, m, 0.0)
+        var = exact_ratio(s2, n)
+        return 0.0, 0.0, var, invstd_of(var, eps)
+    p = float(load(x, 0))
+    if not np.isfinite(p):
+        p = 0.0
+    c = p + exact_ratio(_row_sum(x, m, p), n)
+    if not np.isfinite(c):
+        c = p
+    t1, t2 = _row_sums(x, m, c)
+    d = exact_ratio(t1, n)
+    var = exact_ratio(max(t2 - t1 * d, 0.0), n)
+    return c, d, var, invstd_of(var, eps)
+
+
+@_exact
+def _row_scaled(out, x, w, b, m, c, d, inv):
+    """``out = ((x − c) − d)·inv·w + b`` over windows; compiled on its own,
+    without reassociation (inlined into a fast-math kernel LLVM would
+    rewrite ``(x − c) − d`` as ``x − (c + d)``, rounding the mean)."""
+    for i in range(m):
+        store(out, i, ((float(load(x, i)) - c) - d) * inv * w[i] + b[i])
+
+
+@_pjit
+def rows_forward(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_out):
+    """Statistics and ``y`` of each short row: work item = one statistic;
+    operands ``(x, out, params)`` as in :func:`.norms.norm_forward_fused`."""
+    ksz, kstat, kstr, rsz, _, bases = p
+    m = rsz[0]
+    nk = ksz.size
+    for i_ in prange(invstd_out.size):
+        k = np.int64(i_)
+        s = offset(k, ksz, kstat, nk)
+        xw = window(x, bases[0] + offset(k, ksz, kstr[0], nk), m)
+        pb = bases[2] + offset(k, ksz, kstr[2], nk)
+        c, d, var, inv = row_statistic(xw, m, eps, rms)
+        _row_scaled(window(out, bases[1] + offset(k, ksz, kstr[1], nk), m), xw,
+                    window(w, pb, m), window(b, pb, m), m, c, d, inv)
+        centre_out[s] = c + d
+        var_out[s] = var
+        invstd_out[s] = inv
+
+
+def short_rows(plan):
+    """Does ``plan`` (operands ``x, out, params``) reduce one short unit-stride run?"""
+    return (plan.red_sizes.size == 1 and plan.red_sizes[0] <= SHORT_ROW
+            and not plan.inner_kept and all(int(s) == 1 for s in plan.red_strides[:, 0]))
+
+
+@_pjit
+def rows_backward(dy, x, dx, p, w, centre, invstd, rms, n_parts, gw, gb):
+    """``dx`` and the parameter gradients of short rows; operands
+    ``(dy, x, dx, params)`` and parts as in :func:`.norms.norm_backward_fused`,
+    each row one run (the sums of a row stay under ``BLOCK`` terms)."""
+    ksz, kstat, kstr, rsz, _, bases = p
+    m = rsz[0]
+    nk = ksz.size
+    n_stats = invstd.size
+    n_params = gw.size // n_parts
+    for q_ in prange(n_parts):
+        q = np.int64(q_)
+        for k in range(q * n_stats // n_parts, (q + 1) * n_stats // n_parts):
+            s = offset(k, ksz, kstat, nk)
+            db = bases[0] + offset(k, ksz, kstr[0], nk)
+            xb = bases[1] + offset(k, ksz, kstr[1], nk)
+            pb = bases[3] + offset(k, ksz, kstr[3], nk)
+            c = float(centre[s])
+            inv = float(invstd[s])
+            s1, s2 = weighted_at(dy, db, 1, x, xb, 1, w, pb, 1, gw, gb, q * n_params + pb, m,
+                                 c, inv)
+            _, cb, cc = backward_coefficients(float(m), inv, 1.0, 0.0 if rms else s1, s2, True)
+            dx_at(dx, bases[2] + offset(k, ksz, kstr[2], nk), 1, dy, db, 1, x, xb, 1, w, pb, 1,
+                  m, c, inv, cb, cc)
