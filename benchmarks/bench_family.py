@@ -2,7 +2,8 @@
 
 ``case``: ``group`` (G=32) and ``instance`` on (64,128,56,56) NCHW,
 ``group-nhwc`` the same in channels-last memory, ``layer`` and ``rms`` over
-the last axis of (8192,4096) (``large``: 103 / 134 MB per array); ``small``
+the last axis of (8192,4096), ``layer-h256`` over the last axis of
+(131072,256) (short rows: tokens × hidden) (``large``: 103 / 134 MB per array); ``small``
 divides the batch so it runs in cache.  Each call allocates its outputs,
 as a user's call does; the backward is timed alone (torch:
 ``torch.autograd.grad`` of a retained graph).  ``impl`` = ``nbnorm`` or
@@ -22,9 +23,10 @@ import nbnorm
 
 from .common import have, skip
 
-CASES = ("group", "group-nhwc", "instance", "layer", "rms")
+CASES = ("group", "group-nhwc", "instance", "layer", "layer-h256", "rms")
 SHAPES = {"group": (64, 128, 56, 56), "group-nhwc": (64, 128, 56, 56),
-          "instance": (64, 128, 56, 56), "layer": (8192, 4096), "rms": (8192, 4096)}
+          "instance": (64, 128, 56, 56), "layer": (8192, 4096), "layer-h256": (131072, 256),
+          "rms": (8192, 4096)}
 GROUPS = 32
 
 
@@ -41,7 +43,7 @@ def _inputs(case, size, seed=0):
     if case == "group-nhwc":
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
         dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    n_par = shape[-1] if case in ("layer", "rms") else shape[1]
+    n_par = shape[-1] if case.startswith(("layer", "rms")) else shape[1]
     w = (rng.standard_normal(n_par) + 1).astype(np.float32)
     b = rng.standard_normal(n_par).astype(np.float32)
     return x, dy, w, b
@@ -58,7 +60,7 @@ class _Nbnorm:
             return nbnorm.group_norm(x, GROUPS, w, b)
         if c == "instance":
             return nbnorm.instance_norm(x, w, b)
-        if c == "layer":
+        if c.startswith("layer"):
             return nbnorm.layer_norm(x, w, b)
         return nbnorm.rms_norm(x, w)
 
@@ -68,7 +70,7 @@ class _Nbnorm:
             return nbnorm.group_norm_backward(dy, x, *s, GROUPS, w)
         if c == "instance":
             return nbnorm.instance_norm_backward(dy, x, *s, w)
-        if c == "layer":
+        if c.startswith("layer"):
             return nbnorm.layer_norm_backward(dy, x, *s, w)
         return nbnorm.rms_norm_backward(dy, x, *s, w)
 
@@ -97,7 +99,7 @@ class _Torch:
             return F.group_norm(x, GROUPS, w, b, eps=1e-5)
         if c == "instance":
             return F.instance_norm(x, weight=w, bias=b, eps=1e-5)
-        if c == "layer":
+        if c.startswith("layer"):
             return F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-5)
         return F.rms_norm(x, (x.shape[-1],), w)
 
@@ -139,6 +141,7 @@ class Family:
 # ------------------------------------------------------------------ by hand
 LABELS = {"group": "group_norm G=32 (64,128,56,56)", "group-nhwc": "same, channels-last",
           "instance": "instance_norm (64,128,56,56)", "layer": "layer_norm (8192,4096)",
+          "layer-h256": "layer_norm (131072,256): tokens × hidden",
           "rms": "rms_norm (8192,4096)"}
 
 

@@ -92,6 +92,25 @@ class _Channels(NormLayer):
         return batch_norm_backward(dy, x, self.running_mean, invstd, self.weight, axis=axis,
                                    training=False)
 
+    def _forward(self, x):
+        """Running statistics in eval/frozen mode where tracked; else the
+        batch's (instance's) statistics, updating the running ones in training."""
+        axis = self._axis(x)
+        if not self.training and self.track_running_stats:
+            return self._running_forward(x, axis)
+        running = {}
+        if self.training and self.track_running_stats:
+            running = {"running_mean": self.running_mean, "running_var": self.running_var,
+                       "momentum": self._momentum_now()}
+        y, mean, invstd = self._batch_forward(x, axis, running)
+        return y, (x, axis, "batch", mean, invstd)
+
+    def _backward(self, dy, saved):
+        x, axis, kind = saved[:3]
+        if kind == "running":
+            return self._running_backward(dy, x, axis)
+        return self._batch_backward(dy, x, axis, saved[3], saved[4])
+
     def _describe(self):
         return (f"{self.num_features}, channel_axis={self.channel_axis}, eps={self.eps}, "
                 f"momentum={self.momentum}, affine={self.affine}, "
@@ -113,26 +132,15 @@ class BatchNorm(_Channels):
         super().__init__(num_features, channel_axis, eps, momentum, affine, track_running_stats,
                          dtype)
 
-    def _forward(self, x):
-        axis = self._axis(x)
-        if not self.training and self.track_running_stats:
-            return self._running_forward(x, axis)
-        running = {}
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            factor = (1.0 / self.num_batches_tracked if self.momentum is None
-                      else self.momentum)
-            running = {"running_mean": self.running_mean, "running_var": self.running_var,
-                       "momentum": factor}
-        y, mean, invstd = batch_norm_forward(x, self.weight, self.bias, axis=axis, eps=self.eps,
-                                             **running)
-        return y, (x, axis, "batch", mean, invstd)
+    def _momentum_now(self):
+        self.num_batches_tracked += 1
+        return 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
 
-    def _backward(self, dy, saved):
-        x, axis, kind = saved[:3]
-        if kind == "running":
-            return self._running_backward(dy, x, axis)
-        return batch_norm_backward(dy, x, saved[3], saved[4], self.weight, axis=axis)
+    def _batch_forward(self, x, axis, running):
+        return batch_norm_forward(x, self.weight, self.bias, axis=axis, eps=self.eps, **running)
+
+    def _batch_backward(self, dy, x, axis, mean, invstd):
+        return batch_norm_backward(dy, x, mean, invstd, self.weight, axis=axis)
 
     def fold_into(self, weight, bias=None, out_axis=0):
         """The preceding layer's ``(weight, bias)`` with this layer's eval-mode
@@ -157,23 +165,15 @@ class InstanceNorm(_Channels):
         super().__init__(num_features, channel_axis, eps, momentum, affine, track_running_stats,
                          dtype)
 
-    def _forward(self, x):
-        axis = self._axis(x)
-        if not self.training and self.track_running_stats:
-            return self._running_forward(x, axis)
-        running = {}
-        if self.training and self.track_running_stats:
-            running = {"running_mean": self.running_mean, "running_var": self.running_var,
-                       "momentum": 0.0 if self.momentum is None else self.momentum}
-        y, mean, invstd = instance_norm(x, self.weight, self.bias, channel_axis=self.channel_axis,
-                                        eps=self.eps, **running)
-        return y, (x, axis, "instance", mean, invstd)
+    def _momentum_now(self):
+        return 0.0 if self.momentum is None else self.momentum     # as PyTorch's InstanceNorm
 
-    def _backward(self, dy, saved):
-        x, axis, kind = saved[:3]
-        if kind == "running":
-            return self._running_backward(dy, x, axis)
-        return instance_norm_backward(dy, x, saved[3], saved[4], self.weight,
+    def _batch_forward(self, x, axis, running):
+        return instance_norm(x, self.weight, self.bias, channel_axis=self.channel_axis,
+                             eps=self.eps, **running)
+
+    def _batch_backward(self, dy, x, axis, mean, invstd):
+        return instance_norm_backward(dy, x, mean, invstd, self.weight,
                                       channel_axis=self.channel_axis)
 
 

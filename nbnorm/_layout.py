@@ -134,6 +134,19 @@ def statistic_strides(shape, axis):
     return out
 
 
+def dense_strides(shape, strides, itemsize):
+    """Byte strides of a dense array of ``shape`` laid out in the memory order
+    of an array with ``strides`` (NumPy's ``order="K"``): dimensions by
+    decreasing ``|stride|``, ties in axis order."""
+    order = sorted(range(len(shape)), key=lambda d: -abs(strides[d]))
+    out = [0] * len(shape)
+    acc = itemsize
+    for d in reversed(order):
+        out[d] = acc
+        acc *= shape[d]
+    return tuple(out)
+
+
 def make_plan(shape, axis, operand_strides):
     """Build the :class:`Plan` of a reduction of ``shape`` over ``axis``.
 

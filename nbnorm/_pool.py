@@ -23,6 +23,8 @@ import threading
 
 import numpy as np
 
+from . import _layout
+
 MIN_BYTES = 8 << 20          # outputs from this size on come from the pool
 GRAIN = 1 << 20              # block sizes are rounded up to this
 SKEW = 2048 + 64             # an output starts this far into its block (see empty_like)
@@ -103,17 +105,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_pool.release)
 
 
-def _k_order_strides(x):
-    """Element strides of a dense array in ``x``'s memory order (NumPy's order="K")."""
-    order = sorted(range(x.ndim), key=lambda d: -abs(x.strides[d]))
-    strides = [0] * x.ndim
-    acc = x.dtype.itemsize
-    for d in reversed(order):
-        strides[d] = acc
-        acc *= x.shape[d]
-    return tuple(strides)
-
-
 def empty_like(x, fresh):
     """An uninitialized array of ``x``'s shape and dtype in its memory order;
     from the pool when large (``fresh(nbytes)`` makes a new uint8 block).
@@ -127,7 +118,7 @@ def empty_like(x, fresh):
         return None
     block = _pool.take(nbytes + SKEW, fresh)
     return np.ndarray(x.shape, x.dtype, buffer=_holder(block), offset=SKEW,
-                      strides=_k_order_strides(x))
+                      strides=_layout.dense_strides(x.shape, x.strides, x.dtype.itemsize))
 
 
 def release_memory():

@@ -49,6 +49,9 @@ def register(name, claims, module, accepts=()):
 def is_cuda_array(obj):
     """True for ``__cuda_array_interface__`` objects and simulator device arrays."""
     t = type(obj)
+    if t.__module__.split(".")[0] == "torch" and hasattr(obj, "device"):
+        # a CUDA tensor that requires grad refuses the interface; it is read via .detach()
+        return getattr(obj.device, "type", None) == "cuda"
     if hasattr(t, "__cuda_array_interface__"):
         try:  # PyTorch CPU tensors define the attribute but raise on access
             obj.__cuda_array_interface__

@@ -18,6 +18,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+
+def stat_dtype(dtype):
+    """The statistics' (and accumulators') dtype for data of ``dtype``, on every
+    backend: float64 for float64 data, float32 otherwise."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
 
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     """Merge two ``(n, mean, M2)`` partial statistics; returns the merged triple.

@@ -51,3 +51,30 @@ def test_the_optional_parts_are_where_they_are_used():
     assert not isinstance(load("dask"), _contract.NormFamily)
     assert isinstance(load("dask"), _contract.LazyForward)
     assert not isinstance(load("cpu"), _contract.LazyForward)
+
+
+def test_torch_cuda_tensors_are_routed_by_their_device():
+    """A CUDA tensor that requires grad (every nn.Parameter) refuses
+    ``__cuda_array_interface__``; the router reads its device instead, so a
+    CUDA weight Parameter with a CUDA x is not a mixed-device call (a CPU
+    tensor stays on the host)."""
+    from nbnorm import _router
+
+    class Device:
+        def __init__(self, kind):
+            self.type = kind
+
+    class Tensor:
+        requires_grad = True
+
+        def __init__(self, kind):
+            self.device = Device(kind)
+
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                               "grad. If gradients aren't required, use var.detach()")
+
+    Tensor.__module__ = "torch"
+    assert _router.is_cuda_array(Tensor("cuda"))
+    assert not _router.is_cuda_array(Tensor("cpu"))

@@ -142,9 +142,7 @@ def _split(plan):
     return (tile,) + _chunking(n_items, plan.n, max(1, MIN_CHUNK // tile))
 
 
-def stat_dtype(dtype):
-    """Statistics are float64 for float64 input, float32 otherwise."""
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+stat_dtype = _welford.stat_dtype    # one definition for every backend
 
 
 def _fusable(plan, itemsize, n_inputs):

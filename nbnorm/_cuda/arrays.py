@@ -16,7 +16,7 @@ from math import prod
 import numpy as np
 from numba import cuda
 
-from .. import _layout
+from .. import _layout, _welford
 from .device import SIM
 
 
@@ -34,6 +34,8 @@ def asarray(obj, argname):
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
     if isinstance(obj, DeviceNDArray):
         return obj
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        obj = obj.detach()          # an nn.Parameter: the same memory, no copy
     try:
         return cuda.as_cuda_array(obj, sync=False)
     except (TypeError, ValueError, NotImplementedError) as e:
@@ -80,9 +82,7 @@ def wrap(result, like):
     return result
 
 
-def stat_dtype(dtype):
-    """Statistics are float64 for float64 input, float32 otherwise."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+stat_dtype = _welford.stat_dtype    # one definition for every backend
 
 
 def _stream_handle(s):
@@ -132,14 +132,9 @@ def empty_like(x, stream=0):
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
         return FakeCUDAArray(np.empty_like(x._ary, order="K"))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
-    order = sorted(range(x.ndim), key=lambda d: -abs(x.strides[d]))
-    strides = [0] * x.ndim
-    acc = x.dtype.itemsize
-    for d in reversed(order):
-        strides[d] = acc
-        acc *= x.shape[d]
+    strides = _layout.dense_strides(x.shape, x.strides, x.dtype.itemsize)
     buf = cuda.device_array(max(prod(x.shape), 1), x.dtype, stream=stream)
-    return DeviceNDArray(shape=tuple(x.shape), strides=tuple(strides), dtype=x.dtype,
+    return DeviceNDArray(shape=tuple(x.shape), strides=strides, dtype=x.dtype,
                          gpu_data=buf.gpu_data, stream=stream)
 
 

@@ -48,7 +48,7 @@ TYPES = {
              "lo_a mean_b m2_b lo_b values roots", "float64[::1]"),
     **_names("ca cb cc part_count part_mean part_m2 part_s1 part_s2 dweight dbias", "{A}[::1]"),
     **_names("mean_out var_out invstd_out alpha beta batch", "{S}[::1]"),
-    **_names("skipped count count_a count_b", "int64[::1]"),
+    **_names("count count_a count_b", "int64[::1]"),
     "short": "int32[::1]",
 }
 

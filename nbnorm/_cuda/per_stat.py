@@ -49,6 +49,17 @@ def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, 
         beta[s] = bias[s] if has_b else 0.0
 
 
+@cuda.jit(device=True)
+def chunk_sums(part_s1, part_s2, n_chunks, n_stats, s):
+    """Statistic ``s``'s two partial sums added over the chunks, in float64."""
+    t1 = 0.0
+    t2 = 0.0
+    for c in range(n_chunks):
+        t1 += float64(part_s1[c * n_stats + s])
+        t2 += float64(part_s2[c * n_stats + s])
+    return t1, t2
+
+
 @cuda.jit
 def finalize_sums(part_s1, part_s2, n_chunks, n_stats, n, inv, w, has_w, training, rms,
                   dweight, dbias, ca, cb, cc):
@@ -59,11 +70,7 @@ def finalize_sums(part_s1, part_s2, n_chunks, n_stats, n, inv, w, has_w, trainin
     s = cuda.grid(1)
     if s >= n_stats:
         return
-    t1 = 0.0
-    t2 = 0.0
-    for c in range(n_chunks):
-        t1 += float64(part_s1[c * n_stats + s])
-        t2 += float64(part_s2[c * n_stats + s])
+    t1, t2 = chunk_sums(part_s1, part_s2, n_chunks, n_stats, s)
     wt = w[s] if has_w else 1.0
     a, b, c3 = backward_coefficients(float64(n), inv[s], wt, 0.0 if rms else t1, t2, training)
     dbias[s] = t1
@@ -79,11 +86,7 @@ def sum_partials(part_s1, part_s2, n_chunks, n_stats, dweight, dbias):
     s = cuda.grid(1)
     if s >= n_stats:
         return
-    t1 = 0.0
-    t2 = 0.0
-    for c in range(n_chunks):
-        t1 += float64(part_s1[c * n_stats + s])
-        t2 += float64(part_s2[c * n_stats + s])
+    t1, t2 = chunk_sums(part_s1, part_s2, n_chunks, n_stats, s)
     dbias[s] = t1
     dweight[s] = t2
 
@@ -109,8 +112,10 @@ def gather(src, base, sizes, strides, vector):
 
 
 @cuda.jit
-def update_running(run, base, sizes, strides, batch, momentum, scale, skipped):
-    """``run ← (1 − momentum)·run + momentum·scale·batch`` where finite; counts the rest."""
+def update_running(run, base, sizes, strides, batch, momentum, scale):
+    """``run ← (1 − momentum)·run + momentum·scale·batch`` where ``batch`` is
+    finite; other entries are left as they are (nothing is counted: reading a
+    count back would synchronize the host with the stream)."""
     i = cuda.grid(1)
     if i >= batch.size:
         return
@@ -118,5 +123,3 @@ def update_running(run, base, sizes, strides, batch, momentum, scale, skipped):
     if b - b == 0.0:
         j = base + offset(i, sizes, strides, 0, sizes.size)
         run[j] = (1.0 - momentum) * float64(run[j]) + momentum * b
-    else:
-        cuda.atomic.add(skipped, 0, 1)

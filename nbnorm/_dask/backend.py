@@ -90,9 +90,7 @@ def astype(a, dtype):
     return a.astype(dtype)
 
 
-def stat_dtype(dtype):
-    """Statistics are float64 for float64 input, float32 otherwise."""
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+stat_dtype = _welford.stat_dtype    # one definition for every backend
 
 
 def sqrt(a):
