@@ -164,10 +164,9 @@ def run_backward(m, x, w, seed, out=None, dy=None, bk=None):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", MEMBERS)
 def test_forward_and_backward_over_layouts(name, dtype, backend):
-    """Every layout (on the simulator: float32 on four, the other dtypes on one)."""
+    """Every layout (on the simulator: float32 on two, the other dtypes on C order)."""
     x0 = normal((3, 4, 5, 6), dtype, seed=1, loc=2.0, scale=3.0)
-    few = ("C",) + (("F", "channels-last", "channels-last-step-flip") if dtype == np.float32
-                    else ())
+    few = ("F", "channels-last-step-flip") if dtype == np.float32 else ("C",)
     for label, x in named_layouts(x0).items():
         if backend.small and label not in few:
             continue
@@ -264,6 +263,8 @@ def test_finite_differences(name):
 @pytest.mark.parametrize("name", MEMBERS)
 @pytest.mark.parametrize("loc,dtype", [(1e4, np.float32), (1e8, np.float64)])
 def test_large_offsets_and_constant_statistics(name, loc, dtype, backend):
+    if backend.small and name in ("instance", "rms"):
+        pytest.skip("the simulator runs the two geometries (layer: over axes, group: split)")
     x = normal(backend.fit((4, 8, 6, 6)), dtype, seed=15, loc=loc)
     m = member(name, x.shape)
     w, b = params(m, dtype, seed=16)

@@ -159,8 +159,8 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
     gw = np.zeros(n_parts * geo.n_params, sd)
     gb = np.zeros(n_parts * geo.n_params, sd)
-    kernel = NR.rows_backward if NR.short_rows(plan) else N.norm_backward_fused
-    kernel(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, bool(rms), n_parts, gw, gb)
+    N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, bool(rms),
+                          NR.short_rows(plan), n_parts, gw, gb)
     dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
     dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
     return (dx, dweight.astype(sd).reshape(geo.param_shape),

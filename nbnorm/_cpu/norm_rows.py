@@ -14,7 +14,7 @@ memory it has just loaded into L1, in float64:
 ``x − c`` is exact for ``x`` within a factor 2 of ``c`` and ``d`` is tiny, so
 the mean is never rounded to ``ulp(|mean|)`` before it is subtracted.  RMS
 norm: ``var = Σx²/n`` (``c = d = 0``).  The backward is the fused one of
-:mod:`.norms` with each row taken as its single run.
+:mod:`.norms` with each row taken whole (``one_run``).
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ import numpy as np
 from numba import prange
 
 from ._access import load, store, window
-from ._jit import _exact, _inline, _jit, _pjit, backward_coefficients, exact_ratio, invstd_of
+from ._jit import _exact, _inline, _jit, _pjit, exact_ratio, invstd_of
 from ._runs import centred, offset
-from .norms import dx_at, weighted_at
 
 SHORT_ROW = 2048
 
@@ -100,32 +99,8 @@ def rows_forward(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_out):
 
 
 def short_rows(plan):
-    """Does ``plan`` (operands ``x, out, params``) reduce one short unit-stride run?"""
+    """Is every statistic of ``plan`` one run of at most ``SHORT_ROW`` values
+    (≤ ``BLOCK``, so float32 row sums stay short) with unit stride in every
+    operand (forward ``x, out, params``; backward ``dy, x, dx, params``)?"""
     return (plan.red_sizes.size == 1 and plan.red_sizes[0] <= SHORT_ROW
             and not plan.inner_kept and all(int(s) == 1 for s in plan.red_strides[:, 0]))
-
-
-@_pjit
-def rows_backward(dy, x, dx, p, w, centre, invstd, rms, n_parts, gw, gb):
-    """``dx`` and the parameter gradients of short rows; operands
-    ``(dy, x, dx, params)`` and parts as in :func:`.norms.norm_backward_fused`,
-    each row one run (the sums of a row stay under ``BLOCK`` terms)."""
-    ksz, kstat, kstr, rsz, _, bases = p
-    m = rsz[0]
-    nk = ksz.size
-    n_stats = invstd.size
-    n_params = gw.size // n_parts
-    for q_ in prange(n_parts):
-        q = np.int64(q_)
-        for k in range(q * n_stats // n_parts, (q + 1) * n_stats // n_parts):
-            s = offset(k, ksz, kstat, nk)
-            db = bases[0] + offset(k, ksz, kstr[0], nk)
-            xb = bases[1] + offset(k, ksz, kstr[1], nk)
-            pb = bases[3] + offset(k, ksz, kstr[3], nk)
-            c = float(centre[s])
-            inv = float(invstd[s])
-            s1, s2 = weighted_at(dy, db, 1, x, xb, 1, w, pb, 1, gw, gb, q * n_params + pb, m,
-                                 c, inv)
-            _, cb, cc = backward_coefficients(float(m), inv, 1.0, 0.0 if rms else s1, s2, True)
-            dx_at(dx, bases[2] + offset(k, ksz, kstr[2], nk), 1, dy, db, 1, x, xb, 1, w, pb, 1,
-                  m, c, inv, cb, cc)

@@ -205,10 +205,13 @@ def norm_apply(x, out, p, w, b, centre, invstd, chunk, n_chunks):
 
 
 @_pjit
-def norm_backward_fused(dy, x, dx, p, w, centre, invstd, rms, n_parts, gw, gb):
+def norm_backward_fused(dy, x, dx, p, w, centre, invstd, rms, one_run, n_parts, gw, gb):
     """``dx`` and the parameter gradients; part ``q`` handles statistics
     ``[q·S/n_parts, (q+1)·S/n_parts)`` (plan order) and sums into row ``q``
-    of the flat ``(n_parts, n_params)`` ``gw``/``gb``."""
+    of the flat ``(n_parts, n_params)`` ``gw``/``gb``.  ``one_run``: every
+    statistic is one unit-stride run of at most ``BLOCK`` values in all
+    operands (short rows, :func:`.norm_rows.short_rows`), taken whole without
+    the run bookkeeping."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     nk = ksz.size
@@ -220,13 +223,21 @@ def norm_backward_fused(dy, x, dx, p, w, centre, invstd, rms, n_parts, gw, gb):
             s = offset(k, ksz, kstat, nk)
             db = bases[0] + offset(k, ksz, kstr[0], nk)
             xb = bases[1] + offset(k, ksz, kstr[1], nk)
+            ob = bases[2] + offset(k, ksz, kstr[2], nk)
             pb = bases[3] + offset(k, ksz, kstr[3], nk)
             c = float(centre[s])
             inv = float(invstd[s])
-            s1, s2 = weighted_sums(dy, db, x, xb, pb, gw, gb, q * n_params, rsz, rstr[0],
-                                   rstr[1], rstr[3], n, w, c, inv)
+            if one_run:
+                s1, s2 = weighted_at(dy, db, 1, x, xb, 1, w, pb, 1, gw, gb, q * n_params + pb,
+                                     n, c, inv)
+            else:
+                s1, s2 = weighted_sums(dy, db, x, xb, pb, gw, gb, q * n_params, rsz, rstr[0],
+                                       rstr[1], rstr[3], n, w, c, inv)
             if rms:
                 s1 = 0.0
             _, cb, cc = backward_coefficients(float(n), inv, 1.0, s1, s2, True)
-            dx_range(dx, bases[2] + offset(k, ksz, kstr[2], nk), dy, db, x, xb, pb, rsz,
-                     rstr[2], rstr[0], rstr[1], rstr[3], n, w, c, inv, cb, cc)
+            if one_run:
+                dx_at(dx, ob, 1, dy, db, 1, x, xb, 1, w, pb, 1, n, c, inv, cb, cc)
+            else:
+                dx_range(dx, ob, dy, db, x, xb, pb, rsz, rstr[2], rstr[0], rstr[1], rstr[3], n,
+                         w, c, inv, cb, cc)
