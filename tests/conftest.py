@@ -152,46 +152,22 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # ------------------------------------------------------------ backends
-class Backend:
-    """One backend as the tests see it: ``put`` turns a NumPy array into
-    that backend's array type (same layout), ``get`` brings a result back
-    as NumPy; ``small`` is true where shapes must stay tiny (the CUDA
-    simulator runs each GPU thread in Python)."""
-
-    def __init__(self, name):
-        self.name = name
-        self.small = False
-        if name == "cuda":
-            cuda = pytest.importorskip("numba.cuda")
-            from numba import config
-            self.small = bool(config.ENABLE_CUDASIM)
-            if not self.small and not cuda.is_available():
-                pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
-
-    def fit(self, shape, limit=400):
-        """``shape``, or on a ``small`` backend ``shape`` with its largest
-        sizes halved until it holds at most ``limit`` elements."""
-        shape = list(shape)
-        while self.small and np.prod(shape) > limit:
-            d = int(np.argmax(shape))
-            shape[d] = -(-shape[d] // 2)
-        return tuple(shape)
-
-    def put(self, a):
-        if self.name == "cpu":
-            return a
-        from nbnorm._cuda.backend import to_device_like
-        return to_device_like(a)
-
-    def get(self, a):
-        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
-
-    def __repr__(self):
-        return self.name
-
-
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def backend(request):
     """Every backend with an array type of its own (CPU; CUDA on a GPU or
     the simulator): one set of checks, run on each."""
+    from helpers import Backend
+    return Backend(request.param)
+
+
+_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+@pytest.fixture(params=["cpu"] + ([] if _SIMULATED else
+                                  [pytest.param("cuda", marks=pytest.mark.cuda)]))
+def large_backend(request):
+    """The backends for checks on large shapes (the chunked, multi-block
+    paths): the CPU, and CUDA on a real GPU — not on the simulator, which
+    runs each GPU thread in Python."""
+    from helpers import Backend
     return Backend(request.param)

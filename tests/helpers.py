@@ -11,6 +11,7 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 
 FLOATS = (np.float16, np.float32, np.float64)
 
@@ -232,3 +233,64 @@ def backward_bounds(dy, x, axis, mean, invstd, weight, training, dx_ref):
         dx_b = eo * np.abs(dx_ref) + 4 * es * w * inv * np.abs(g) + tiny
     sshape = stat_shape(xd.shape, ax)
     return dx_b, dw_b.reshape(sshape), db_b.reshape(sshape)
+
+
+# ----------------------------------------------------------------- backends
+class Backend:
+    """One backend as the tests see it: ``put`` turns a NumPy array into
+    that backend's array type (same shape, strides and gaps), ``get`` brings
+    a result back as NumPy; ``small`` is true where the work must stay tiny
+    (the CUDA simulator runs every GPU thread in Python, about a second per
+    call), and then ``fit`` shrinks shapes and ``sample`` thins sweeps."""
+
+    def __init__(self, name):
+        self.name = name
+        self.small = False
+        if name == "cuda":
+            cuda = pytest.importorskip("numba.cuda")
+            from numba import config
+            self.small = bool(config.ENABLE_CUDASIM)
+            if not self.small and not cuda.is_available():
+                pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+
+    def fit(self, shape, limit=400):
+        """``shape``, or on a ``small`` backend ``shape`` with its largest
+        sizes halved until it holds at most ``limit`` elements."""
+        shape = list(shape)
+        while self.small and np.prod(shape) > limit:
+            d = int(np.argmax(shape))
+            shape[d] = -(-shape[d] // 2)
+        return tuple(shape)
+
+    def sample(self, cases, keep, salt=0):
+        """All of ``cases``, or on a ``small`` backend ``keep`` of them spread
+        evenly, starting at a position that ``salt`` rotates (so that the
+        parametrizations of one test cover different cases)."""
+        cases = list(cases)
+        if not self.small or len(cases) <= keep:
+            return cases
+        step = len(cases) / keep
+        start = (salt * 7919) % len(cases)
+        return [cases[(start + int(i * step)) % len(cases)] for i in range(keep)]
+
+    def put(self, a):
+        if self.name == "cpu" or a is None:
+            return a
+        from nbnorm._cuda.arrays import to_device_like
+        return to_device_like(np.asarray(a))
+
+    def get(self, a):
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    def on(self, *arrays):
+        """``put`` of each of ``arrays`` (None stays None)."""
+        return [self.put(a) for a in arrays]
+
+    def back(self, results):
+        return [self.get(r) for r in results]
+
+    def __repr__(self):
+        return self.name
+
+
+CPU = Backend("cpu")

@@ -16,7 +16,8 @@ from hypothesis import given, settings, strategies as st
 import nbnorm
 from nbnorm import reference as R
 
-from helpers import FLOATS, channels_last, eps, named_layouts, normal, relayout, stat_dtype
+from helpers import (CPU, FLOATS, Backend, channels_last, eps, named_layouts, normal, relayout,
+                     stat_dtype)
 from strategies import layouts
 
 MEMBERS = ("layer", "group", "instance", "rms")
@@ -93,23 +94,14 @@ def check_close(got, ref, dtype, scale, what, k=64):
                            f"err/bound {np.nanmax(err / b):.3g}")
 
 
-def on(bk, *arrays):
-    """``arrays`` as backend ``bk``'s arrays (None: NumPy; None entries stay)."""
-    return [a if bk is None or a is None else bk.put(a) for a in arrays]
-
-
-def back(bk, results):
-    return [r if bk is None else bk.get(r) for r in results]
-
-
-def run_forward(m, x, w, b, out=None, bk=None):
+def run_forward(m, x, w, b, out=None, bk=CPU):
     """``m``'s forward on backend ``bk`` against the reference; the inputs
     (on that backend) are unchanged."""
     saved = [None if a is None else a.copy() for a in (x, w, b)]
-    args = on(bk, x, w, b)
-    got = back(bk, m.forward(nbnorm, *args, out=out))
+    args = bk.on(x, w, b)
+    got = bk.back(m.forward(nbnorm, *args, out=out))
     ref = m.forward(R, x, w, b)
-    for a, s in zip(back(bk, args), saved):
+    for a, s in zip(bk.back(args), saved):
         if a is not None and a is not out:
             np.testing.assert_array_equal(a, s)
     y = got[0]
@@ -132,16 +124,16 @@ def run_forward(m, x, w, b, out=None, bk=None):
     return got
 
 
-def run_backward(m, x, w, seed, out=None, dy=None, bk=None):
+def run_backward(m, x, w, seed, out=None, dy=None, bk=CPU):
     rng = np.random.default_rng(seed)
     if dy is None:
         dy = rng.standard_normal(x.shape).astype(x.dtype)
     stats = m.forward(nbnorm, x, w, None)[1:]
     saved = [a.copy() for a in (dy, x, *stats)]
-    dyb, xb, wb, *statsb = on(bk, dy, x, w, *stats)
-    got = back(bk, m.backward(nbnorm, dyb, xb, statsb, wb, out=out))
+    dyb, xb, wb, *statsb = bk.on(dy, x, w, *stats)
+    got = bk.back(m.backward(nbnorm, dyb, xb, statsb, wb, out=out))
     ref = m.backward(R, dy, x, stats, w)
-    for a, s in zip(back(bk, (dyb, xb, *statsb)), saved):
+    for a, s in zip(bk.back((dyb, xb, *statsb)), saved):
         if a is not out:
             np.testing.assert_array_equal(a, s)
     what = f"{m.name} backward {x.dtype} {x.shape} strides {x.strides}"
@@ -212,23 +204,23 @@ def test_out_and_in_place(name, backend):
     x = normal(backend.fit((4, 6, 5, 5)), np.float32, seed=10, loc=1.0)
     m = member(name, x.shape)
     w, b = params(m, x.dtype, seed=11)
-    xb, wb, bb = on(backend, x, w, b)
+    xb, wb, bb = backend.on(x, w, b)
     ref = backend.get(m.forward(nbnorm, xb, wb, bb)[0])
-    (out,) = on(backend, np.empty_like(x))
+    (out,) = backend.on(np.empty_like(x))
     assert m.forward(nbnorm, xb, wb, bb, out=out)[0] is out
     np.testing.assert_array_equal(backend.get(out), ref)
-    (xi,) = on(backend, x.copy())
+    (xi,) = backend.on(x.copy())
     assert m.forward(nbnorm, xi, wb, bb, out=xi)[0] is xi
     np.testing.assert_array_equal(backend.get(xi), ref)
     dy = normal(x.shape, np.float32, seed=12)
     stats = m.forward(nbnorm, xb, wb, bb)[1:]
-    (dyb,) = on(backend, dy)
-    dref = back(backend, m.backward(nbnorm, dyb, xb, stats, wb))
+    (dyb,) = backend.on(dy)
+    dref = backend.back(m.backward(nbnorm, dyb, xb, stats, wb))
     for target in ("dy", "x"):           # dx written over either input
-        dyi, xi = on(backend, dy.copy(), x.copy())
+        dyi, xi = backend.on(dy.copy(), x.copy())
         got = m.backward(nbnorm, dyi, xi, stats, wb, out=dyi if target == "dy" else xi)
         assert got[0] is (dyi if target == "dy" else xi)
-        for g, r in zip(back(backend, got), dref):
+        for g, r in zip(backend.back(got), dref):
             np.testing.assert_array_equal(g, r)
 
 
@@ -274,7 +266,7 @@ def test_large_offsets_and_constant_statistics(name, loc, dtype, backend):
     if name == "rms":
         return
     c = np.full(x.shape, loc, dtype)        # every statistic constant: y is exactly the bias
-    y = backend.get(m.forward(nbnorm, *on(backend, c, w, b))[0])
+    y = backend.get(m.forward(nbnorm, *backend.on(c, w, b))[0])
     expected = m.forward(R, c, w, b)[0]
     assert np.all(expected == np.broadcast_to(expected, x.shape))
     np.testing.assert_array_equal(y, expected.astype(dtype))
@@ -423,7 +415,6 @@ def test_device_arrays_property_and_running_statistics():
     """CUDA (simulator without a GPU): random members, shapes and layouts
     against the reference; instance norm's running statistics as on the CPU;
     errors as on the CPU, device arguments untouched."""
-    from conftest import Backend
     bk = Backend("cuda")
     rng = np.random.default_rng(41)
     for case in range(6):
@@ -443,7 +434,7 @@ def test_device_arrays_property_and_running_statistics():
         run_backward(m, x, w, seed=case, bk=bk)
     x = normal((3, 4, 3, 2), np.float32, seed=42, loc=2.0)
     rm, rv = np.arange(4, dtype=np.float32), np.full(4, 2, np.float32)
-    xd, rmd, rvd = on(bk, x, rm, rv)
+    xd, rmd, rvd = bk.on(x, rm, rv)
     nbnorm.instance_norm(xd, running_mean=rmd, running_var=rvd, momentum=0.3)
     nbnorm.instance_norm(x, running_mean=rm, running_var=rv, momentum=0.3)
     np.testing.assert_allclose(bk.get(rmd), rm, rtol=1e-6)
@@ -452,7 +443,7 @@ def test_device_arrays_property_and_running_statistics():
     with pytest.raises(ValueError, match="num_groups"):
         nbnorm.group_norm(xd, 3)
     with pytest.raises(ValueError, match="weight"):
-        nbnorm.layer_norm(xd, *on(bk, np.ones(3, np.float32)))
+        nbnorm.layer_norm(xd, *bk.on(np.ones(3, np.float32)))
     with pytest.raises(TypeError, match="weight"):
         nbnorm.layer_norm(xd, np.ones(2, np.float32))        # a host weight for device x
     np.testing.assert_array_equal(bk.get(xd), saved)

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import nbnorm
 from nbnorm import reference as R
 
-from helpers import (FLOATS, affine_bound, all_axis_subsets, assert_within, channels_last,
+from helpers import (CPU, FLOATS, affine_bound, all_axis_subsets, assert_within, channels_last,
                      named_layouts, norm_axis, normal, stat_shape)
 from strategies import arrays, reduction_cases
 
@@ -23,40 +23,47 @@ def stats(x, axis, seed, dtype=np.float32, kinds=("weight", "bias")):
     return mean, var, w, b
 
 
-def check_inference(x, axis, mean, var, w, b, eps_=1e-5, out=None):
+def check_inference(x, axis, mean, var, w, b, eps_=1e-5, out=None, bk=CPU):
+    """The inference on backend ``bk`` (``out=x``: in place) against the
+    reference; returns y as NumPy."""
     before = x.copy()
     saved = [None if a is None else a.copy() for a in (mean, var, w, b)]
-    y = nbnorm.batch_norm_inference(x, mean, var, w, b, axis=axis, eps=eps_, out=out)
+    xd, *params = bk.on(x, mean, var, w, b)
+    outd = xd if out is x else bk.put(out)
+    y = nbnorm.batch_norm_inference(xd, *params, axis=axis, eps=eps_, out=outd)
+    if outd is not None:
+        assert y is outd
+    y = bk.get(y)
     src = before if out is x else x
     yr = R.batch_norm_inference(src, mean, var, w, b, axis=axis, eps=eps_)
     ax = norm_axis(axis, x.ndim)
     invstd = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps_)
-    what = f"{x.dtype} {x.shape} strides {x.strides} axis={axis}"
+    what = f"{bk} {x.dtype} {x.shape} strides {x.strides} axis={axis}"
     assert y.dtype == x.dtype and y.shape == x.shape
-    if out is not None:
-        assert y is out
     assert_within(y, yr, affine_bound(src, ax, yr, mean, invstd, w, b), "y " + what)
     if out is not x:
-        np.testing.assert_array_equal(x, before)
-    for a, s in zip((mean, var, w, b), saved):
+        np.testing.assert_array_equal(bk.get(xd), before)
+    for a, s in zip(params, saved):
         if a is not None:
-            np.testing.assert_array_equal(a, s)
+            np.testing.assert_array_equal(bk.get(a), s)
     return y
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_every_axis_subset_and_layout_of_4d(dtype):
+def test_every_axis_subset_and_layout_of_4d(dtype, backend):
     x0 = normal((3, 4, 5, 6), dtype, seed=40, loc=0.5, scale=2.0)
-    for x in named_layouts(x0).values():
-        for ax in all_axis_subsets(4, include_empty=True):
-            check_inference(x, ax, *stats(x, ax, seed=len(ax)))
+    cases = [(x, ax) for x in named_layouts(x0).values()
+             for ax in all_axis_subsets(4, include_empty=True)]
+    for x, ax in backend.sample(cases, 4, salt=FLOATS.index(dtype)):
+        check_inference(x, ax, *stats(x, ax, seed=len(ax)), bk=backend)
 
 
 @pytest.mark.parametrize("stat_dtype", FLOATS)
-def test_statistics_of_any_float_dtype(stat_dtype):
+def test_statistics_of_any_float_dtype(stat_dtype, backend):
     x = normal((4, 3, 5, 5), np.float32, seed=41)
-    for xv in (x, channels_last(x)):
-        check_inference(xv, (0, 2, 3), *stats(x, (0, 2, 3), seed=1, dtype=stat_dtype))
+    for xv in backend.sample((x, channels_last(x)), 1, salt=FLOATS.index(stat_dtype)):
+        check_inference(xv, (0, 2, 3), *stats(x, (0, 2, 3), seed=1, dtype=stat_dtype),
+                        bk=backend)
 
 
 @settings(max_examples=50, deadline=None)
@@ -75,19 +82,30 @@ def test_random_views_out_and_in_place(case, seed, kinds, eps_, data):
 
 @pytest.mark.parametrize("shape,axis", [((2, 3, 200, 200), (0, 2, 3)), ((40000, 5), 0),
                                         ((20001, 8), 0), ((3001, 60), (0,))])
-def test_large_chunked_paths(shape, axis):
+def test_large_chunked_paths(shape, axis, large_backend):
     x = normal(shape, np.float32, seed=42, loc=2.0)
     args = stats(x, axis, seed=3)
-    check_inference(x, axis, *args)
+    check_inference(x, axis, *args, bk=large_backend)
     if len(shape) == 4:
-        check_inference(channels_last(x), axis, *args)
+        check_inference(channels_last(x), axis, *args, bk=large_backend)
 
 
-def test_float16_identity_is_exact_for_every_value():
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_in_place(dtype, backend):
+    x0 = normal((4, 3, 5, 6), dtype, seed=44, loc=-1.0)
+    cases = [(name, ax) for name in named_layouts(x0) for ax in ((0, 2, 3), (1,), (3,), ())]
+    for name, ax in backend.sample(cases, 2, salt=FLOATS.index(dtype)):
+        x = named_layouts(x0)[name]
+        check_inference(x, ax, *stats(x, ax, seed=5), out=x, bk=backend)
+
+
+def test_float16_identity_is_exact_for_every_value(large_backend):
     """mean 0, var 1, eps 0, no affine: y == x for all 63488 finite halves
     (subnormals included) and NaN propagated."""
     x = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
-    y = nbnorm.batch_norm_inference(x, np.zeros(256), np.ones(256), axis=0, eps=0.0)
+    bk = large_backend
+    y = bk.get(nbnorm.batch_norm_inference(*bk.on(x, np.zeros(256), np.ones(256)), axis=0,
+                                           eps=0.0))
     fin = np.isfinite(x)
     np.testing.assert_array_equal(y[fin], x[fin])
     assert np.isnan(y[np.isnan(x)]).all()
@@ -95,12 +113,13 @@ def test_float16_identity_is_exact_for_every_value():
 
 @pytest.mark.parametrize("layout", ["C", "F"])
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_infinite_inputs_stay_infinite(dtype, layout):
+def test_infinite_inputs_stay_infinite(dtype, layout, backend):
     """(±inf − mean)·invstd·w + b = ±inf·sign(w) for finite statistics."""
     x = np.array([[np.inf, 1.0], [2.0, -np.inf], [0.5, 3.0]], dtype)
     x = np.asfortranarray(x) if layout == "F" else x
-    y = nbnorm.batch_norm_inference(x, np.array([0.5, -1.0]), np.array([2.0, 1.0]),
-                                    np.array([1.0, -2.0]), np.array([0.0, 1.0]), axis=0)
+    args = backend.on(x, np.array([0.5, -1.0]), np.array([2.0, 1.0]), np.array([1.0, -2.0]),
+                      np.array([0.0, 1.0]))
+    y = backend.get(nbnorm.batch_norm_inference(*args, axis=0))
     yr = R.batch_norm_inference(x, np.array([0.5, -1.0]), np.array([2.0, 1.0]),
                                 np.array([1.0, -2.0]), np.array([0.0, 1.0]), axis=0)
     assert y[0, 0] == np.inf and y[1, 1] == np.inf
@@ -109,14 +128,15 @@ def test_infinite_inputs_stay_infinite(dtype, layout):
 
 
 @pytest.mark.parametrize("scale", [2.0**-3, 2.0**-13, 2.0**-20, 2.0**4, 1.0 / 3.0, 1.7])
-def test_float16_rounding_to_nearest_even(scale):
+def test_float16_rounding_to_nearest_even(scale, large_backend):
     """y = x·scale for every half x, compared bitwise with NumPy's rounding
     (subnormal results, overflow to inf and ties included).  For powers of
     two the product is exact before the final rounding."""
     x = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     x = x[np.isfinite(x)].reshape(-1, 1)
-    y = nbnorm.batch_norm_inference(x, np.zeros(1), np.ones(1), np.array([scale]), axis=0,
-                                    eps=0.0)
+    bk = large_backend
+    y = bk.get(nbnorm.batch_norm_inference(*bk.on(x, np.zeros(1), np.ones(1), np.array([scale])),
+                                           axis=0, eps=0.0))
     exact = x.astype(np.float64) * scale
     if np.log2(scale) == np.round(np.log2(scale)):
         with np.errstate(over="ignore"):
@@ -133,10 +153,19 @@ def test_float16_rounding_to_nearest_even(scale):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_nan_statistic_only_affects_its_channel(dtype):
+def test_nan_statistic_only_affects_its_channel(dtype, backend):
     x = normal((3, 4, 5), dtype, seed=43)
     mean, var, w, b = stats(x, (0, 2), seed=4)
     mean[1] = np.nan
-    y = nbnorm.batch_norm_inference(x, mean, var, w, b, axis=(0, 2))
+    y = backend.get(nbnorm.batch_norm_inference(*backend.on(x, mean, var, w, b), axis=(0, 2)))
     assert np.isnan(y[:, 1]).all()
     assert np.isfinite(np.delete(y, 1, axis=1)).all()
+
+
+def test_full_precision_mean(backend):
+    """A float64 mean is subtracted in full precision from float32 data:
+    3·10⁷ − (3·10⁷ + 0.25) is −0.25 exactly (a float32 mean would round to 3·10⁷)."""
+    x = np.full((40, 3), 3e7, np.float32)
+    args = backend.on(x, np.full(3, 3e7 + 0.25), np.ones(3))
+    y = backend.get(nbnorm.batch_norm_inference(*args, axis=0, eps=0.0))
+    np.testing.assert_array_equal(y, np.full((40, 3), -0.25, np.float32))

@@ -10,41 +10,50 @@ from hypothesis import given, settings, strategies as st
 import nbnorm
 from nbnorm import reference as R
 
-from helpers import (FLOATS, all_axis_subsets, assert_within, moments_bound, named_layouts,
-                     norm_axis, normal, stat_dtype, stat_shape)
+from helpers import (CPU, FLOATS, all_axis_subsets, assert_within, channels_last, moments_bound,
+                     named_layouts, norm_axis, normal, relayout, stat_dtype, stat_shape)
 from strategies import reduction_cases
 
 
-def check_moments(x, axis, ddof=0, keepdims=False):
+def check_moments(x, axis, ddof=0, keepdims=False, bk=CPU):
+    """moments on backend ``bk`` against the reference; returns (mean, var)."""
     before = x.copy()
-    mean, var = nbnorm.moments(x, axis, ddof=ddof, keepdims=keepdims)
+    xd = bk.put(x)
+    mean, var = bk.back(nbnorm.moments(xd, axis, ddof=ddof, keepdims=keepdims))
     mr, vr = R.moments(x, axis, ddof=ddof, keepdims=keepdims)
-    what = f"{x.dtype} {x.shape} strides {x.strides} axis={axis}"
+    what = f"{bk} {x.dtype} {x.shape} strides {x.strides} axis={axis}"
     assert mean.dtype == stat_dtype(x.dtype) and var.dtype == stat_dtype(x.dtype), what
     mb, vb = moments_bound(x, axis, mr, vr, ddof)
     assert_within(mean, mr, mb, "mean " + what)
     assert_within(var, vr, vb, "var " + what)
-    np.testing.assert_array_equal(x, before)   # input unchanged
+    assert mean.shape == np.shape(mr), what
+    np.testing.assert_array_equal(bk.get(xd), before)   # input unchanged
     return mean, var
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_every_axis_subset_and_layout_of_4d(dtype):
-    """Every axis subset (empty included) of a (3, 4, 5, 6) array, every layout."""
+def test_every_axis_subset_and_layout_of_4d(dtype, backend):
+    """Every axis subset (empty included) of a (3, 4, 5, 6) array, every
+    layout; keepdims and ddof alternate."""
     x0 = normal((3, 4, 5, 6), dtype, seed=2, loc=2.0, scale=3.0)
-    for name, x in named_layouts(x0).items():
-        for ax in all_axis_subsets(4, include_empty=True):
-            mean, _ = check_moments(x, ax)
+    cases = [(x, ax) for x in named_layouts(x0).values()
+             for ax in all_axis_subsets(4, include_empty=True)]
+    for i, (x, ax) in enumerate(backend.sample(cases, 4, salt=FLOATS.index(dtype))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # ddof=1 over ()
+            mean, _ = check_moments(x, ax, ddof=int(i % 3 == 2), keepdims=i % 2 == 1, bk=backend)
+        if i % 2 == 0:
             assert mean.shape == stat_shape(x.shape, ax)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(2, 1, 3, 1, 2), (1, 1), (2, 2, 2, 2, 2), (7,)])
-def test_size_one_and_two_dims_all_subsets(shape, dtype):
+def test_size_one_and_two_dims_all_subsets(shape, dtype, backend):
     x0 = normal(shape, dtype, seed=3)
-    for x in (x0, np.asfortranarray(x0), x0[..., ::-1]):
-        for ax in all_axis_subsets(len(shape), include_empty=True):
-            check_moments(x, ax)
+    cases = [(x, ax) for x in (x0, np.asfortranarray(x0), relayout(x0, flip=(len(shape) - 1,)))
+             for ax in all_axis_subsets(len(shape), include_empty=True)]
+    for x, ax in backend.sample(cases, 1, salt=len(shape) + FLOATS.index(dtype)):
+        check_moments(x, ax, bk=backend)
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,12 +78,11 @@ def test_random_views_match_reference(case, ddof, keepdims):
     ((20001, 8), 0),                   # narrow kept rows read 16 at a time, odd remainder
     ((3001, 60), (0,)),                # 2 rows at a time
 ])
-def test_chunked_paths(shape, axis, dtype):
+def test_chunked_paths(shape, axis, dtype, large_backend):
     x0 = normal(shape, dtype, seed=4, loc=3.0)
-    check_moments(x0, axis)
+    check_moments(x0, axis, bk=large_backend)
     if len(shape) == 4:
-        from helpers import channels_last
-        check_moments(channels_last(x0), axis)
+        check_moments(channels_last(x0), axis, bk=large_backend)
 
 
 def test_axis_none_negative_and_list_are_the_same_reduction():
@@ -115,17 +123,17 @@ def test_zero_dim_input_and_empty_axis():
 
 
 @pytest.mark.parametrize("ddof", [1, 2, 0.5])
-def test_ddof_matches_numpy(ddof):
+def test_ddof_matches_numpy(ddof, backend):
     x = normal((6, 5), np.float64, seed=8, loc=1.0)
-    _, var = nbnorm.moments(x, 0, ddof=ddof)
+    var = backend.get(nbnorm.moments(backend.put(x), 0, ddof=ddof)[1])
     np.testing.assert_allclose(var, np.var(x, axis=0, ddof=ddof), rtol=1e-13)
 
 
-def test_ddof_at_least_n_warns_and_matches_numpy():
+def test_ddof_at_least_n_warns_and_matches_numpy(backend):
     x = normal((2, 3), np.float64, seed=9)
     x[:, 2] = 1.0
     with pytest.warns(RuntimeWarning, match="Degrees of freedom"):
-        _, var = nbnorm.moments(x, 0, ddof=2)
+        var = backend.get(nbnorm.moments(backend.put(x), 0, ddof=2)[1])
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.testing.assert_array_equal(var, np.var(x, axis=0, ddof=2))   # inf, inf, nan
@@ -150,7 +158,7 @@ def test_empty_statistic_shape_gives_empty_result_without_warning():
 
 
 # ------------------------------------------------------------- adversarial
-def test_offset_1e4_float32_variance_is_accurate():
+def test_offset_1e4_float32_variance_is_accurate(backend):
     """float32 data of mean 1e4 and unit variance.
 
     The naive E[x²] − E[x]² in float32 would need E[x²] ≈ 1e8 to absolute
@@ -158,24 +166,23 @@ def test_offset_1e4_float32_variance_is_accurate():
     (asserted below); the shifted/Welford kernels keep a relative error
     well under 1e-3.
     """
-    x = normal((8, 4, 32, 32), np.float32, seed=10, loc=1e4)
-    for xv in (x, np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
-        mean, var = nbnorm.moments(xv, (0, 2, 3))
+    x = normal(backend.fit((8, 4, 32, 32), 1000), np.float32, seed=10, loc=1e4)
+    for xv in backend.sample((x, channels_last(x)), 1):
+        mean, var = check_moments(xv, (0, 2, 3), bk=backend)
         mr, vr = R.moments(xv, (0, 2, 3))
         assert np.max(np.abs(var - vr) / vr) < 1e-3
         assert np.max(np.abs(mean - mr)) < 1e-3 * np.sqrt(vr).max()
-        check_moments(xv, (0, 2, 3))
     xs = x.transpose(1, 0, 2, 3).reshape(4, -1)
     naive = (xs * xs).mean(axis=1, dtype=np.float32) - xs.mean(axis=1, dtype=np.float32) ** 2
     assert np.max(np.abs(naive - vr) / vr) > 1e-1, "naive formula unexpectedly accurate"
 
 
-def test_offset_1e8_float64_variance_is_accurate():
+def test_offset_1e8_float64_variance_is_accurate(backend):
     """float64 data of mean 1e8 and unit variance: the naive formula would
     cancel ~1e16 against 1e16 (spacing 2) and lose every digit."""
-    x = normal((6, 3, 40, 40), np.float64, seed=11, loc=1e8)
-    for xv in named_layouts(x).values():
-        _, var = nbnorm.moments(xv, (0, 2, 3))
+    x = normal(backend.fit((6, 3, 40, 40)), np.float64, seed=11, loc=1e8)
+    for xv in backend.sample(named_layouts(x).values(), 2):
+        var = backend.get(nbnorm.moments(backend.put(xv), (0, 2, 3))[1])
         vr = np.var(xv, axis=(0, 2, 3))
         assert np.max(np.abs(var - vr) / vr) < 1e-6
     xs = x.transpose(1, 0, 2, 3).reshape(3, -1)
@@ -184,42 +191,43 @@ def test_offset_1e8_float64_variance_is_accurate():
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_constant_channels_with_large_values_have_zero_variance(dtype):
+def test_constant_channels_with_large_values_have_zero_variance(dtype, backend):
     big = {np.float16: 60000.0, np.float32: 3.0e7, np.float64: 1.0e15}[dtype]
-    x = np.empty((5, 3, 7, 9), dtype)
+    shape = backend.fit((5, 3, 7, 9))
+    x = np.empty(shape, dtype)
     x[:, 0] = big
     x[:, 1] = -big / 3
-    x[:, 2] = normal((5, 7, 9), dtype, seed=12)
-    for xv in named_layouts(x).values():
-        mean, var = nbnorm.moments(xv, (0, 2, 3))
+    x[:, 2] = normal(shape[:1] + shape[2:], dtype, seed=12)
+    for xv in backend.sample(named_layouts(x).values(), 2, salt=FLOATS.index(dtype)):
+        mean, var = backend.back(nbnorm.moments(backend.put(xv), (0, 2, 3)))
         assert var[0] == 0.0 and var[1] == 0.0
         assert mean[0] == np.float64(x[0, 0, 0, 0]) and mean[1] == np.float64(x[0, 1, 0, 0])
 
 
-def test_float16_near_max_does_not_overflow():
+def test_float16_near_max_does_not_overflow(backend):
     """Squares of float16 values near 65504 overflow float16, not the accumulators."""
     x = np.array([[65504.0, -65504.0, 60000.0, -1000.0]] * 3, np.float16).T.copy()
-    check_moments(x, 0)
-    check_moments(np.ascontiguousarray(x.T), 1)
+    check_moments(x, 0, bk=backend)
+    check_moments(np.ascontiguousarray(x.T), 1, bk=backend)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_two_element_reductions(dtype):
+def test_two_element_reductions(dtype, backend):
     x = np.array([[1.0, 3.0], [-2.0, 2.5], [7.0, 7.0]], dtype)
-    mean, var = nbnorm.moments(x, 1)
+    mean, var = backend.back(nbnorm.moments(backend.put(x), 1))
     np.testing.assert_array_equal(mean, np.array([2.0, 0.25, 7.0], stat_dtype(dtype)))
     np.testing.assert_array_equal(var, np.array([1.0, 5.0625, 0.0], stat_dtype(dtype)))
-    mean, var = nbnorm.moments(x.T, 0)          # same values, kept dim innermost
+    mean, var = backend.back(nbnorm.moments(backend.put(x.T), 0))   # kept dim innermost
     np.testing.assert_array_equal(var, np.array([1.0, 5.0625, 0.0], stat_dtype(dtype)))
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "channels-last"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_values_only_affect_their_statistic(bad, layout):
-    x = normal((4, 5, 6, 7), np.float32, seed=13)
-    x[2, 3, 1, 4] = bad
+def test_non_finite_values_only_affect_their_statistic(bad, layout, backend):
+    x = normal(backend.fit((4, 5, 6, 7)), np.float32, seed=13)
+    x[2, 3, 1, -1] = bad
     xv = named_layouts(x)[layout]
-    mean, var = nbnorm.moments(xv, (0, 2, 3))
+    mean, var = backend.back(nbnorm.moments(backend.put(xv), (0, 2, 3)))
     mr, vr = R.moments(x, (0, 2, 3))
     assert not np.isfinite(mean[3]) and np.isnan(var[3])
     ok = np.arange(5) != 3
@@ -228,22 +236,54 @@ def test_non_finite_values_only_affect_their_statistic(bad, layout):
 
 
 @pytest.mark.parametrize("layout", ["C", "channels-last"])
-def test_infinite_values_give_infinite_mean_as_numpy(layout):
+def test_infinite_values_give_infinite_mean_as_numpy(layout, backend):
     """mean of data holding +inf (and no NaN or −inf) is +inf, as in NumPy."""
-    x = normal((4, 5, 6, 7), np.float32, seed=14)
-    x[1, 1, 2, 3] = np.inf
+    x = normal(backend.fit((4, 5, 6, 7)), np.float32, seed=14)
+    x[1, 1, 2, -1] = np.inf
     x[0, 2, 0, 0] = -np.inf
     xv = named_layouts(x)[layout]
-    mean, var = nbnorm.moments(xv, (0, 2, 3))
+    mean, var = backend.back(nbnorm.moments(backend.put(xv), (0, 2, 3)))
     assert mean[1] == np.inf and mean[2] == -np.inf
     assert np.isnan(var[1]) and np.isnan(var[2])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((5, 300), 1), ((300, 5), 0), ((4, 5, 60), (0, 2))])
+def test_non_finite_values_meet_finite_ones_in_every_merge(shape, axis, dtype, backend):
+    """+inf alone gives mean +inf (−inf: −inf), both or a NaN give NaN; var is NaN.
+
+    The infinities sit first, in the middle and last of a statistic's data,
+    so they meet finite values in every merge (per thread, warp, block,
+    chunk on CUDA; per block and chunk on the CPU).
+    """
+    x = normal(shape, dtype, seed=17)
+    ax = (axis,) if isinstance(axis, int) else axis
+    view = np.moveaxis(x, ax, tuple(range(len(ax))))
+    moved = view.reshape(-1, 5).copy()          # (n, statistic)
+    n = moved.shape[0]
+    moved[0, 0] = np.inf                       # statistic 0: +inf first
+    moved[n // 2, 1] = np.inf                  # statistic 1: +inf in the middle, twice
+    moved[n // 2 + 1, 1] = np.inf
+    moved[n - 1, 2] = -np.inf                  # statistic 2: −inf last
+    moved[1, 3] = np.inf                       # statistic 3: +inf and −inf
+    moved[n - 2, 3] = -np.inf
+    moved[n // 3, 4] = np.nan                  # statistic 4: NaN
+    view[...] = moved.reshape(view.shape)
+    assert np.isinf(x).sum() == 6
+    mean, var = backend.back(nbnorm.moments(backend.put(x), axis=axis))
+    mean, var = mean.reshape(-1), var.reshape(-1)
+    np.testing.assert_array_equal(mean, [np.inf, np.inf, -np.inf, np.nan, np.nan])
+    assert np.isnan(var).all()
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(mean, np.mean(x, axis=axis).reshape(-1))
+
+
 # ------------------------------------------------------------- large
 @pytest.mark.slow
-def test_twelve_million_float32_with_offset_axis_none():
+def test_twelve_million_float32_with_offset_axis_none(large_backend):
     x = normal(12_000_000, np.float32, seed=15, loc=1e3)
-    mean, var = nbnorm.moments(x)
+    mean, var = large_backend.back(nbnorm.moments(large_backend.put(x)))
     xd = x.astype(np.float64)
     mr = xd.mean()
     vr = np.mean((xd - mr) ** 2)
@@ -253,9 +293,10 @@ def test_twelve_million_float32_with_offset_axis_none():
 
 
 @pytest.mark.slow
-def test_two_rows_of_six_million_axis_1_and_column_view():
+def test_two_rows_of_six_million_axis_1_and_column_view(large_backend):
+    bk = large_backend
     x = normal((2, 6_000_000), np.float32, seed=16, loc=-500.0, scale=2.0)
-    mean, var = nbnorm.moments(x, 1)
+    mean, var = bk.back(nbnorm.moments(bk.put(x), 1))
     xd = x.astype(np.float64)
     mr = xd.mean(axis=1)
     vr = ((xd - mr[:, None]) ** 2).mean(axis=1)
@@ -263,13 +304,13 @@ def test_two_rows_of_six_million_axis_1_and_column_view():
     np.testing.assert_allclose(mean, mr, rtol=0, atol=atol)
     np.testing.assert_allclose(var, vr, rtol=1e-5)
     # the same memory seen as (6e6, 2) reduced over axis 0: kept dim innermost
-    mean_t, var_t = nbnorm.moments(x.T, 0)
+    mean_t, var_t = bk.back(nbnorm.moments(bk.put(x.T), 0))
     np.testing.assert_allclose(var_t, vr, rtol=1e-5)
     np.testing.assert_allclose(mean_t, mr, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_drifting_channels_last_columns_stay_exact(dtype):
+def test_drifting_channels_last_columns_stay_exact(dtype, large_backend):
     """Channels-last blocks are summed about the running mean; columns that
     drift by 10⁶ over the reduction, with an outlier first row, move the
     block mean many standard deviations from that shift.  The variance must
@@ -279,7 +320,7 @@ def test_drifting_channels_last_columns_stay_exact(dtype):
     n = 200_000
     x = (np.linspace(0.0, 1e6, n)[:, None] + rng.standard_normal((n, 8))).astype(dtype)
     x[0] = 1e7
-    m, v = nbnorm.moments(x, axis=0)
+    m, v = large_backend.back(nbnorm.moments(large_backend.put(x), axis=0))
     rm, rv = R.moments(x, axis=0)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     assert np.max(np.abs(m - rm)) / np.max(np.abs(rm)) < tol

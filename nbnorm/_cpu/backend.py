@@ -309,6 +309,8 @@ def sqrt(a):
 @_sized
 def forward(x, weight, bias, axis, eps, out):
     """Training forward: ``(y, mean, biased var, invstd)``; stats float64.
+    ``y = (x − hi)·α + (bias − lo·α)`` with the mean ``hi + lo`` (rounded and
+    its error), ``α = weight·invstd``: y keeps no rounding of the mean.
 
     The statistics are planned over ``x`` alone (fused with the
     normalization only when ``y`` has ``x``'s strides, which plans the same
@@ -325,12 +327,12 @@ def forward(x, weight, bias, axis, eps, out):
         K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
                               mean, var, invstd)
     else:
-        mean, m2 = _raw_moments(x, _plan(x.shape, axis, x))
+        _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n
         with np.errstate(divide="ignore"):
             invstd = K.invstd_vector(var, float(eps))
         alpha = _welford.forward_scale(invstd, w)
-        _affine(y, x, None, axis, mean, alpha, mean, alpha, b)
+        _affine(y, x, None, axis, mean, alpha, mean, alpha, b - lo * alpha)
     sd = stat_dtype(x.dtype)
     return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
             invstd.astype(sd).reshape(shape))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import _jit, _pjit, backward_coefficients, exact_ratio, forward_scale, invstd_of
+from ._jit import (_jit, _pjit, backward_coefficients, exact_ratio, forward_scale, invstd_of,
+                   two_sum)
 from ._runs import _count, affine_range, dual_sums_range, offset, pivot_at, welford_range
 
 
@@ -59,7 +60,11 @@ def dual_sums_inner_reduced(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
 @_pjit
 def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
     """Training forward, one statistic per work item, its data still in cache
-    for the normalization pass: one read of ``x`` from memory, one write."""
+    for the normalization pass: one read of ``x`` from memory, one write.
+
+    The mean is ``hi + lo`` (``hi`` rounded, ``lo`` its error) and
+    ``y = (x − hi)·α + (bias − lo·α)``: at |mean| ≫ std ``x − hi`` is exact,
+    so y is not left with the rounding of the mean (ulp(mean)·invstd)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     for i_ in prange(mean_out.size):
@@ -67,13 +72,16 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
         s = offset(k, ksz, kstat, ksz.size)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         pivot = pivot_at(x, xb, rsz, rstr[0], None)
-        _, mean, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot, None)
-        mean += pivot
+        _, relative, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot, None)
+        mean, lo = two_sum(pivot, relative)
+        if not np.isfinite(mean):
+            lo = 0.0
         var = exact_ratio(m2, float(n))
         invstd = invstd_of(var, eps)
+        alpha = forward_scale(invstd, weight[s])
         affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n,
-                     mean, forward_scale(invstd, weight[s]), 0.0, 0.0, bias[s])
+                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha)
         mean_out[s] = mean
         var_out[s] = var
         invstd_out[s] = invstd

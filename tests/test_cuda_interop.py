@@ -1,0 +1,95 @@
+"""What only the CUDA backend has: its array types in and out (Numba device
+arrays, CuPy, torch CUDA tensors), host/device mixing errors, its helpers,
+and the GPU rows of the main job.  Every numerical check of the CUDA kernels
+is in the shared, backend-parametrized tests (``backend`` fixture in
+``conftest.py``: test_forward, test_backward, test_inference, test_moments,
+test_exact, test_family).
+
+Runs on a GPU, or on the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set by
+``conftest.py`` when no GPU exists).
+"""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+cuda = pytest.importorskip("numba.cuda")
+from numba import config  # noqa: E402
+
+SIM = bool(config.ENABLE_CUDASIM)
+if not SIM:
+    try:
+        if not cuda.is_available():
+            pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set", allow_module_level=True)
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"CUDA unavailable: {e}", allow_module_level=True)
+
+import nbnorm  # noqa: E402
+from nbnorm import reference as R  # noqa: E402
+from nbnorm._cuda.backend import to_device_like  # noqa: E402
+
+
+def host(a):
+    return np.asarray(a.copy_to_host())
+
+
+def make(shape, dtype, seed=0):
+    """``(host array, device copy)`` of random data."""
+    h = (np.random.default_rng(seed).standard_normal(shape) * 2 + 3).astype(dtype)
+    return h, to_device_like(h)
+
+
+def test_backend_astype_strided_int():
+    from nbnorm._cuda import backend as B
+    h = np.arange(24, dtype=np.int32).reshape(4, 6)
+    d = to_device_like(h[::-1, ::2])
+    out = B.astype(d, np.float64)
+    np.testing.assert_array_equal(host(out), h[::-1, ::2].astype(np.float64))
+
+
+def test_mixing_host_and_device_raises():
+    hx, dx = make((4, 3), np.float32)
+    with pytest.raises(TypeError):
+        nbnorm.batch_norm_forward(dx, np.ones(3, np.float32), axis=0)
+    with pytest.raises(TypeError):
+        nbnorm.batch_norm_inference(hx, cuda.to_device(np.zeros(3, np.float32)),
+                                    np.ones(3, np.float32), axis=0)
+
+
+def test_numba_in_numba_out():
+    _, dx = make((4, 3), np.float32)
+    y, mean, invstd = nbnorm.batch_norm_forward(dx, axis=0)
+    for a in (y, mean, invstd):
+        assert type(a) is type(dx)
+        assert not isinstance(a, np.ndarray)
+
+
+@pytest.mark.skipif(SIM, reason="CuPy needs a GPU")
+def test_cupy_in_cupy_out():
+    cp = pytest.importorskip("cupy")
+    x = cp.asarray(np.random.default_rng(0).standard_normal((16, 3, 5)), dtype=cp.float32)
+    y, mean, invstd = nbnorm.batch_norm_forward(x, axis=(0, 2))
+    assert isinstance(y, cp.ndarray) and isinstance(mean, cp.ndarray)
+    ry, rm, _ = R.batch_norm_forward(cp.asnumpy(x), axis=(0, 2))
+    np.testing.assert_allclose(cp.asnumpy(y), ry, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(SIM, reason="PyTorch CUDA tensors need a GPU")
+def test_torch_in_torch_out():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    x = torch.randn(16, 3, 5, device="cuda").to(memory_format=torch.contiguous_format)
+    y, mean, invstd = nbnorm.batch_norm_forward(x, axis=(0, 2))
+    assert isinstance(y, torch.Tensor) and y.is_cuda
+    ry, _, _ = R.batch_norm_forward(x.cpu().numpy(), axis=(0, 2))
+    np.testing.assert_allclose(y.cpu().numpy(), ry, rtol=1e-4, atol=1e-4)
+
+
+def test_main_job_gpu_rows_check_every_case():
+    """The GPU rows of ``python -m nbnorm`` (run here on the simulator)."""
+    from nbnorm._bench import run_cuda_cases
+    rows, copy_bw = run_cuda_cases((2, 3, 2, 3), "float32", repeat=1)
+    assert copy_bw > 0 and len(rows) == 12
+    assert all(r.ok for r in rows), [(r.op, r.layout, r.error) for r in rows if not r.ok]
