@@ -139,9 +139,21 @@ def gpu_device_nodes():
     return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
 
 
+def _only(name):
+    """The values a comma-separated ``NBNORM_BENCH_<name>`` keeps (None: all)."""
+    value = os.environ.get(f"NBNORM_BENCH_{name}", "")
+    return tuple(v.strip() for v in value.split(",") if v.strip()) or None
+
+
 def static_skip(layout=None, dtype=None, size=None, backend="cpu", impl="nbnorm", **_):
     """Why a combination cannot run here, decided without importing anything
-    heavy (None: it can, as far as we know before trying)."""
+    heavy (None: it can, as far as we know before trying).  ``NBNORM_BENCH_IMPLS``
+    and ``NBNORM_BENCH_SIZES`` (comma-separated) narrow a run, e.g. to nbnorm's
+    own large cases when comparing two commits."""
+    for name, value in (("IMPLS", impl), ("SIZES", size)):
+        kept = _only(name)
+        if kept is not None and value is not None and value not in kept:
+            return f"left out by NBNORM_BENCH_{name}={','.join(kept)}"
     if size == "large" and not large_ok(layout, dtype):
         return "the large size runs for float32 (every layout) and nchw (every dtype) only"
     if impl != "nbnorm" and size == "small" and dtype != "float32":

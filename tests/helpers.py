@@ -263,15 +263,15 @@ class Backend:
         return tuple(shape)
 
     def sample(self, cases, keep, salt=0):
-        """All of ``cases``, or on a ``small`` backend ``keep`` of them spread
-        evenly, starting at a position that ``salt`` rotates (so that the
+        """All of ``cases``, or on a ``small`` backend ``keep`` of them drawn
+        without replacement by a generator seeded with ``salt`` (fixed per
+        parametrization, different between them, so that together the
         parametrizations of one test cover different cases)."""
         cases = list(cases)
         if not self.small or len(cases) <= keep:
             return cases
-        step = len(cases) / keep
-        start = (salt * 7919) % len(cases)
-        return [cases[(start + int(i * step)) % len(cases)] for i in range(keep)]
+        picked = np.random.default_rng(salt).choice(len(cases), keep, replace=False)
+        return [cases[i] for i in sorted(picked)]
 
     def put(self, a):
         if self.name == "cpu" or a is None:

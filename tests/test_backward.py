@@ -58,7 +58,7 @@ def check_backward(dy, x, mean, invstd, w, axis, training=True, out=None, bk=CPU
 def test_every_axis_subset_and_layout_of_4d(dtype, training, backend):
     x0 = normal((3, 4, 5, 6), dtype, seed=50, loc=1.0, scale=2.0)
     cases = [(x, ax) for x in named_layouts(x0).values() for ax in all_axis_subsets(4)]
-    for x, ax in backend.sample(cases, 4, salt=2 * FLOATS.index(dtype) + training):
+    for x, ax in backend.sample(cases, 3, salt=2 * FLOATS.index(dtype) + training):
         dy, w, mean, invstd = setup(x, ax, seed=len(ax))
         check_backward(dy, x, mean, invstd, w, ax, training, bk=backend)
 

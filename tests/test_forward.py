@@ -62,7 +62,7 @@ def check_forward(x, axis, weight=None, bias=None, eps_=1e-5, out=None, bk=CPU):
 def test_every_axis_subset_and_layout_of_4d(dtype, backend):
     x0 = normal((3, 4, 5, 6), dtype, seed=20, loc=1.5, scale=2.0)
     cases = [(x, ax) for x in named_layouts(x0).values() for ax in all_axis_subsets(4)]
-    for x, ax in backend.sample(cases, 6, salt=FLOATS.index(dtype)):
+    for x, ax in backend.sample(cases, 4, salt=FLOATS.index(dtype)):
         w, b = params(x, ax, seed=len(ax))
         check_forward(x, ax, w, b, bk=backend)
 

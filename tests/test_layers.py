@@ -213,7 +213,7 @@ def test_layers_match_pytorch_modules_in_every_mode(kind):
 # --------------------------------------------------------------- devices
 @pytest.mark.cuda
 def test_layer_on_the_device():
-    from conftest import Backend
+    from helpers import Backend
     bk = Backend("cuda")
     bn = nbnorm.BatchNorm(3, dtype=np.float64)
     host = nbnorm.BatchNorm(3, dtype=np.float64)
