@@ -93,3 +93,40 @@ def test_main_job_gpu_rows_check_every_case():
     rows, copy_bw = run_cuda_cases((2, 3, 2, 3), "float32", repeat=1)
     assert copy_bw > 0 and len(rows) == 12
     assert all(r.ok for r in rows), [(r.op, r.layout, r.error) for r in rows if not r.ok]
+
+
+def test_no_host_transfer_in_the_call_path_once_a_shape_was_seen(monkeypatch):
+    """After a first call per shape (which copies the plan's arrays and the
+    unit parameter vectors to the device once, see
+    ``launch.device_constant``), no call copies anything between host and
+    device or synchronizes: training forward with running statistics,
+    inference, backward, moments, and the family's forward and backward."""
+    hx, x = make((4, 3, 5), np.float32)
+    _, dy = make((4, 3, 5), np.float32, seed=1)
+    w, b, rm, rv = (to_device_like(np.full(3, v, np.float32)) for v in (1.5, 0.5, 0.0, 1.0))
+    lw = to_device_like(np.ones((3, 5), np.float32))
+
+    def calls():
+        y, mean, invstd = nbnorm.batch_norm_forward(x, w, b, axis=(0, 2), running_mean=rm,
+                                                    running_var=rv)
+        nbnorm.batch_norm_inference(x, mean, invstd, w, b, axis=(0, 2))
+        nbnorm.batch_norm_backward(dy, x, mean, invstd, w, axis=(0, 2))
+        nbnorm.moments(x, axis=(0, 2))
+        y, mean, invstd = nbnorm.layer_norm(x, lw, None, axis=(1, 2))
+        nbnorm.layer_norm_backward(dy, x, mean, invstd, lw, axis=(1, 2))
+        y, mean, invstd = nbnorm.group_norm(x, 3)
+        nbnorm.group_norm_backward(dy, x, mean, invstd, 3)
+        return y
+
+    calls()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host/device copy or synchronization in the call path")
+
+    monkeypatch.setattr(cuda, "to_device", refuse)
+    monkeypatch.setattr(cuda, "synchronize", refuse)
+    monkeypatch.setattr(type(x), "copy_to_host", refuse)
+    y = calls()
+    monkeypatch.undo()
+    ry, _, _ = R.group_norm(hx, 3)
+    np.testing.assert_allclose(host(y), ry, rtol=1e-5, atol=1e-5)

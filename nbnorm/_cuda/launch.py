@@ -4,6 +4,7 @@ kernel (``welford``, ``dual_sums``, ``affine``) and for the per-statistic
 merge (``finalize``)."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from math import prod
 
 import numpy as np
@@ -28,9 +29,40 @@ def next_pow2(v):
     return 1 << max(0, int(v) - 1).bit_length()
 
 
+#: read-only device constants (plan arrays, unit parameter vectors) by
+#: (context, dtype, bytes); least recently used first, at most CACHE_SIZE
+_constants = OrderedDict()
+CACHE_SIZE = 512
+
+
+def _context_key():
+    return 0 if SIM else cuda.current_context().handle.value
+
+
+def device_constant(host):
+    """A device copy of the small array ``host`` that kernels only read,
+    made once per context and reused by every later call (no host→device
+    copy in the call path once a shape has been seen).  A new entry is copied
+    synchronously and the context synchronized, so that a kernel on any
+    stream — also a non-blocking one — finds it complete."""
+    host = np.ascontiguousarray(host)
+    key = (_context_key(), host.dtype.str, host.shape, host.tobytes())
+    d = _constants.get(key)
+    if d is None:
+        d = cuda.to_device(host)
+        if not SIM:
+            cuda.synchronize()
+        _constants[key] = d
+        if len(_constants) > CACHE_SIZE:
+            _constants.popitem(last=False)
+    else:
+        _constants.move_to_end(key)
+    return d
+
+
 def to_device_ints(host, stream, lengths):
-    """Copy one int64 array to the device once; return views of its pieces."""
-    d = cuda.to_device(np.ascontiguousarray(host, dtype=np.int64), stream=stream)
+    """Views of the pieces of one int64 device constant (see :func:`device_constant`)."""
+    d = device_constant(np.asarray(host, dtype=np.int64))
     out, at = [], 0
     for n in lengths:
         out.append(d[at:at + n])
