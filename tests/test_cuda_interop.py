@@ -130,3 +130,33 @@ def test_no_host_transfer_in_the_call_path_once_a_shape_was_seen(monkeypatch):
     monkeypatch.undo()
     ry, _, _ = R.group_norm(hx, 3)
     np.testing.assert_allclose(host(y), ry, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3, 32, 100])
+def test_finalize_merges_many_chunks_across_lanes(n_chunks):
+    """``finalize_welford`` with up to 32 lanes per statistic (several chunks
+    per lane when there are more than 32) gives the statistics of the
+    sequential Chan merge of the partials, to float64 rounding."""
+    from types import SimpleNamespace
+
+    from nbnorm import _welford
+    from nbnorm._cuda import launch
+
+    rng = np.random.default_rng(n_chunks)
+    n_stats = 5
+    count = rng.integers(1, 50, (n_chunks, n_stats)).astype(np.float64)
+    count[rng.random(count.shape) < 0.1] = 0.0              # empty chunks
+    count[0] = np.maximum(count[0], 1)
+    mean = np.where(count > 0, rng.normal(3.0, 2.0, count.shape), 0.0)
+    m2 = np.where(count > 1, rng.random(count.shape) * count, 0.0)
+    pivots = rng.normal(1e3, 1.0, n_stats)
+    plan = SimpleNamespace(n_chunks=n_chunks, n_stats=n_stats)
+    partials = [cuda.to_device(a.ravel()) for a in (count, mean, m2)] + [cuda.to_device(pivots)]
+    got_mean, got_var, *_ = launch.finalize(cuda.to_device(np.zeros(1)), plan, partials, 1.0, 0,
+                                            acc=np.float64)
+    for s in range(n_stats):
+        n, mu, v = 0.0, 0.0, 0.0
+        for c in range(n_chunks):
+            n, mu, v = _welford.chan_merge(n, mu, v, count[c, s], mean[c, s], m2[c, s])
+        np.testing.assert_allclose(host(got_mean)[s], pivots[s] + mu, rtol=1e-15)
+        np.testing.assert_allclose(host(got_var)[s], v, rtol=1e-13)

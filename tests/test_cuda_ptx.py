@@ -121,6 +121,7 @@ def test_every_kernel_compiles_to_ptx(compiled, cc):
         for mapping in ("inner_kept", "inner_reduced"):
             assert any(s.startswith(op + "[") and mapping in s for s in res["shuffles"]), \
                 f"{op} ({mapping}): no warp shuffle"
+    assert "finalize_welford" in res["shuffles"], "finalize_welford: no warp shuffle"
 
 
 @pytest.mark.parametrize("cc", CCS)

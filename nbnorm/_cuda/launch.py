@@ -185,10 +185,10 @@ def finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, 
         centre = dummy
     wv, hw = param(w, stream, dummy)
     bv, hb = param(b, stream, dummy)
-    K.finalize_welford[blocks(m), TPB, stream](*partials, dp.n_chunks, m, float(inv_dof),
-                                                bool(training), bool(rms), float(eps), wv, hw,
-                                                bv, hb,
-                                                mean, var, invstd, centre, alpha, beta)
+    lanes = min(K.WARP, next_pow2(dp.n_chunks))
+    K.finalize_welford[blocks(m * lanes), TPB, stream](
+        *partials, dp.n_chunks, m, lanes, float(inv_dof), bool(training), bool(rms), float(eps),
+        wv, hw, bv, hb, mean, var, invstd, centre, alpha, beta)
     return mean, var, invstd, centre.reshape(2, -1) if training else centre, alpha, beta
 
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from numba import cuda, float64
 
-from .device import backward_coefficients, chan_merge, forward_scale, invstd_of, offset
+from .device import (TPB, backward_coefficients, chan_merge, forward_scale, invstd_of, offset,
+                     welford_block_reduce)
 
 
 @cuda.jit
-def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, inv_dof,
+def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, lanes, inv_dof,
                      training, rms, eps, w, has_w, bias, has_b, mean_out, var_out, invstd_out,
                      centre, alpha, beta):
-    """Chan-merge the ``n_chunks`` partials of each statistic in float64.
+    """Chan-merge the ``n_chunks`` partials of each statistic in float64:
+    ``lanes`` threads per statistic (a power of two ≤ 32; lane ``l`` merges
+    chunks ``l, l + lanes, …``), then the lanes by warp shuffles — a split
+    reduction of 1,024 chunks is 32 merges deep per thread, not 1,024.
 
     The partials are of ``d = x − pivots[s]``: ``mean = pivots[s] + mean(d)``,
     ``var = M2·inv_dof`` (``rms``: ``var + mean²``, i.e. ``mean(x²)`` for
@@ -23,16 +27,25 @@ def finalize_welford(part_count, part_mean, part_m2, pivots, n_chunks, n_stats, 
     (zeros for ``rms``: ``c = 0``), ``α = weight·invstd``, ``β = bias``
     (weight/bias 1/0 when absent).
     """
-    s = cuda.grid(1)
-    if s >= n_stats:
-        return
+    sh0 = cuda.shared.array(TPB, float64)
+    sh1 = cuda.shared.array(TPB, float64)
+    sh2 = cuda.shared.array(TPB, float64)
+    t = cuda.grid(1)
+    s = t // lanes
+    lane = t - s * lanes
     cn = 0.0
     cm = 0.0
     cv = 0.0
-    for c in range(n_chunks):
-        j = c * n_stats + s
-        cn, cm, cv = chan_merge(cn, cm, cv, float64(part_count[j]), float64(part_mean[j]),
-                                float64(part_m2[j]))
+    if s < n_stats:
+        for c in range(lane, n_chunks, lanes):
+            j = c * n_stats + s
+            cn, cm, cv = chan_merge(cn, cm, cv, float64(part_count[j]), float64(part_mean[j]),
+                                    float64(part_m2[j]))
+    # every thread of the block takes part in the merge (shuffles, barriers)
+    cn, cm, cv = welford_block_reduce(cn, cm, cv, cuda.threadIdx.x, lane, 1, lanes, sh0, sh1,
+                                      sh2)
+    if s >= n_stats or lane != 0:
+        return
     mean = pivots[s] + cm
     var = cv * inv_dof
     if rms:
