@@ -160,3 +160,43 @@ def test_finalize_merges_many_chunks_across_lanes(n_chunks):
             n, mu, v = _welford.chan_merge(n, mu, v, count[c, s], mean[c, s], m2[c, s])
         np.testing.assert_allclose(host(got_mean)[s], pivots[s] + mu, rtol=1e-15)
         np.testing.assert_allclose(host(got_var)[s], v, rtol=1e-13)
+
+
+@pytest.mark.skipif(SIM, reason="PyTorch CUDA streams need a GPU")
+def test_torch_current_stream_is_the_launch_stream():
+    """Inside ``with torch.cuda.stream(s)`` the input is produced on ``s`` (a
+    long chain of kernels) and nbnorm must run after it, on ``s``: the
+    result matches the reference computed from the finished input."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        a = torch.randn(2048, 2048, device="cuda")
+        for _ in range(20):
+            a = a @ a / 2048 ** 0.5                    # keeps s busy
+        x = a.reshape(64, 64, 32, 32).contiguous()
+        y, mean, invstd = nbnorm.batch_norm_forward(x, axis=(0, 2, 3))
+    s.synchronize()
+    ry, rm, _ = R.batch_norm_forward(x.cpu().numpy(), axis=(0, 2, 3))
+    np.testing.assert_allclose(mean.cpu().numpy(), rm, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y.cpu().numpy(), ry, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(SIM, reason="CuPy needs a GPU")
+def test_cupy_results_view_the_output_memory_without_synchronizing(monkeypatch):
+    """CuPy results are built from the pointer: ``cupy.asarray`` (which
+    synchronizes with the stream the interface names) is never called."""
+    cp = pytest.importorskip("cupy")
+    x = cp.asarray(np.random.default_rng(1).standard_normal((16, 3, 5)), dtype=cp.float32)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cupy.asarray in the call path")
+
+    monkeypatch.setattr(cp, "asarray", refuse)
+    y, mean, invstd = nbnorm.batch_norm_forward(x[:, :, ::-1], axis=(0, 2))
+    monkeypatch.undo()
+    assert isinstance(y, cp.ndarray) and isinstance(mean, cp.ndarray)
+    ry, rm, _ = R.batch_norm_forward(cp.asnumpy(x)[:, :, ::-1], axis=(0, 2))
+    np.testing.assert_allclose(cp.asnumpy(y), ry, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cp.asnumpy(mean), rm, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,8 @@ views for the kernels and new outputs.
 Accepts any ``__cuda_array_interface__`` object (Numba device arrays, CuPy,
 PyTorch CUDA tensors) and the simulator's device arrays, without copying
 them.  Stream rule: kernels run on the stream ``x`` says it is on (the CAI
-``stream`` field, which CuPy and PyTorch set to their current stream;
+``stream`` field, which CuPy sets to its current stream; for a PyTorch
+tensor, whose interface names none, torch's current stream on its device;
 Numba's array ``.stream``; else the default stream).  Any other operand on a
 different stream is synchronized before the first launch, so the caller
 never races a kernel; results are bound to that same stream.
@@ -34,13 +35,31 @@ def asarray(obj, argname):
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
     if isinstance(obj, DeviceNDArray):
         return obj
-    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
-        obj = obj.detach()          # an nn.Parameter: the same memory, no copy
+    torch_stream = None
+    if _module(obj) == "torch":
+        if obj.requires_grad:
+            obj = obj.detach()          # an nn.Parameter: the same memory, no copy
+        torch_stream = _torch_stream(obj)
     try:
-        return cuda.as_cuda_array(obj, sync=False)
+        arr = cuda.as_cuda_array(obj, sync=False)
     except (TypeError, ValueError, NotImplementedError) as e:
         raise TypeError(f"{argname}: cannot use {type(obj).__qualname__} as a CUDA array: {e}") \
             from None
+    return arr if torch_stream is None else arr.bind(torch_stream)
+
+
+def _module(obj):
+    return type(obj).__module__.split(".")[0]
+
+
+def _torch_stream(tensor):
+    """PyTorch's current stream on the tensor's device as a Numba stream
+    (None for the legacy default stream): torch's ``__cuda_array_interface__``
+    names no stream, and the kernel that produced ``tensor`` may still be
+    running on that one."""
+    import torch
+    handle = torch.cuda.current_stream(tensor.device).cuda_stream
+    return cuda.external_stream(handle) if handle else None
 
 
 #: an argument written in place is any device array ``asarray`` accepts (writable by nature)
@@ -72,14 +91,32 @@ def to_device_like(host):
 def wrap(result, like):
     """``result`` as the caller's array type (zero copy): CuPy in → CuPy out,
     PyTorch in → PyTorch out, anything else → Numba device array."""
-    mod = type(like).__module__.split(".")[0]
+    mod = _module(like)
     if mod == "cupy":
-        import cupy
-        return cupy.asarray(result)
+        return _cupy_view(result, like)
     if mod == "torch":
         import torch
         return torch.as_tensor(result, device=like.device)
     return result
+
+
+def _cupy_view(result, like):
+    """A CuPy array over ``result``'s memory, kept alive by ``result``.
+    Built from the pointer (``UnownedMemory``), not through the interface:
+    ``cupy.asarray`` would synchronize with the stream the interface names
+    and make every call wait for the GPU."""
+    import cupy
+    if SIM or result.size == 0:
+        return cupy.asarray(result)
+    itemsize = result.dtype.itemsize
+    strides = _layout.element_strides(result, "result")
+    span, base = _layout.flat_extent(result.shape, strides)
+    ptr = result.__cuda_array_interface__["data"][0]
+    memory = cupy.cuda.UnownedMemory(ptr - base * itemsize, span * itemsize, result,
+                                     like.device.id)
+    return cupy.ndarray(result.shape, result.dtype,
+                        cupy.cuda.MemoryPointer(memory, base * itemsize),
+                        tuple(s * itemsize for s in strides))
 
 
 stat_dtype = _welford.stat_dtype    # one definition for every backend
