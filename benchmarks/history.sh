@@ -32,7 +32,7 @@ asv machine --yes
 # dashboard from being published: note the status, publish, report it.
 status=0
 asv run --show-stderr "${launch[@]}" "$@" "$range" || status=$?
-asv publish
+bash benchmarks/publish.sh     # asv publish + local copies of its scripts (opens offline)
 echo "history: $range benchmarked and published in $((SECONDS - start)) s to .asv/html;" \
      "view with: $PYTHON -m asv preview"
 if (( status != 0 )); then
