@@ -199,14 +199,6 @@ def markdown(results):
     return "\n".join(rows)
 
 
-def write_readme(path, table):
-    """Replace the text between the family-table markers of ``path``."""
-    start, end = "<!-- family-table:start -->", "<!-- family-table:end -->"
-    text = open(path, encoding="utf-8").read()
-    a, b = text.index(start) + len(start), text.index(end)
-    open(path, "w", encoding="utf-8").write(text[:a] + "\n" + table + "\n" + text[b:])
-
-
 if __name__ == "__main__":
     import argparse
     p = argparse.ArgumentParser()
@@ -219,4 +211,5 @@ if __name__ == "__main__":
     table = markdown(res)
     print(table)
     if a.readme:
-        write_readme(a.readme, table)
+        from nbnorm._bench import write_between
+        write_between(a.readme, "family-table", table)

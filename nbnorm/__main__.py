@@ -76,11 +76,8 @@ def shape_arg(text):
 
 def write_readme(path, text):
     """Replace the code block between the ``main-table`` markers of ``path``."""
-    start, end = "<!-- main-table:start -->", "<!-- main-table:end -->"
-    doc = open(path, encoding="utf-8").read()
-    a, b = doc.index(start) + len(start), doc.index(end)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(doc[:a] + "\n```\n" + text.rstrip() + "\n```\n" + doc[b:])
+    from nbnorm._bench import write_between
+    write_between(path, "main-table", "```\n" + text.rstrip() + "\n```")
 
 
 def main(argv=None):

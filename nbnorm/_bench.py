@@ -27,6 +27,17 @@ TOLERANCE = {np.dtype(np.float16): 4e-3, np.dtype(np.float32): 2e-5, np.dtype(np
 BYTES = {"moments": 1, "forward": 2, "inference": 2, "backward": 3}
 
 
+def write_between(path, name, text):
+    """Replace what lies between the ``<!-- name:start -->`` and
+    ``<!-- name:end -->`` markers of the file ``path`` with ``text``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    a, b = doc.index(start) + len(start), doc.index(end)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc[:a] + "\n" + text.rstrip() + "\n" + doc[b:])
+
+
 def median_time(fn, repeat):
     """Median wall time of ``fn()`` over ``repeat`` calls, after one warm-up."""
     fn()
