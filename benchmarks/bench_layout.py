@@ -56,3 +56,37 @@ class ChannelsLastCost:
         """Median over rounds of (channels-last time) / (NCHW time)."""
         return ratios[op, output, backend]
     track_nhwc_over_nchw.unit = "ratio"
+
+
+def _cell(values):
+    return " / ".join(f"{v:.2f}" for v in values) if values else "—"
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import subprocess
+    import sys
+    p = argparse.ArgumentParser(description="channels-last / NCHW time, in separate processes")
+    p.add_argument("--runs", type=int, default=3, help="separate processes (default 3)")
+    p.add_argument("--readme", help="rewrite the channels-last table of this README")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        found = ChannelsLastCost().setup_cache()
+        print(json.dumps({f"{op} {output}": r for (op, output, backend), r in found.items()
+                          if backend == "cpu"}))
+        sys.exit(0)
+    runs = [json.loads(subprocess.run([sys.executable, "-m", "benchmarks.bench_layout", "--one"],
+                                      capture_output=True, text=True, check=True
+                                      ).stdout.strip().splitlines()[-1]) for _ in range(a.runs)]
+    rows = ["| op | each call allocates its output | preallocated `out=` |", "|---|---|---|"]
+    for op in OPS:
+        cells = [_cell([r[f"{op} {output}"] for r in runs if f"{op} {output}" in r])
+                 for output in ("alloc", "out")]
+        rows.append(f"| `{op}` | {cells[0]} | {cells[1]} |")
+    text = "\n".join(rows)
+    print(text)
+    if a.readme:
+        from nbnorm._bench import write_between
+        write_between(a.readme, "layout-table", text)
