@@ -106,13 +106,19 @@ def compiled():
     return results
 
 
-@pytest.mark.parametrize("cc", CCS)
-def test_every_kernel_compiles_to_ptx(compiled, cc):
+def _result(compiled, cc):
+    """The compiling subprocess's report for ``cc`` (skips where NVVM is missing)."""
     rc, out, err = compiled[cc]
     assert rc == 0 and out.strip(), err[-4000:]
     res = json.loads(out.strip().splitlines()[-1])
     if "skip" in res:
         pytest.skip(res["skip"] + ' (pip install "numba-cuda[cu13]")')
+    return res
+
+
+@pytest.mark.parametrize("cc", CCS)
+def test_every_kernel_compiles_to_ptx(compiled, cc):
+    res = _result(compiled, cc)
     assert not res["failed"], "\n".join(res["failed"])
     names = {n.split("[")[0] for n in res["done"]}
     assert {"welford", "dual_sums", "affine", "finalize_welford", "finalize_sums", "sum_partials",
@@ -126,12 +132,7 @@ def test_every_kernel_compiles_to_ptx(compiled, cc):
 
 @pytest.mark.parametrize("cc", CCS)
 def test_kernels_assemble_without_spills_within_the_register_ceiling(compiled, cc):
-    rc, out, err = compiled[cc]
-    assert rc == 0 and out.strip(), err[-4000:]
-    res = json.loads(out.strip().splitlines()[-1])
-    if "skip" in res:
-        pytest.skip(res["skip"])
-    usage = res["usage"]
+    usage = _result(compiled, cc)["usage"]
     if not usage:
         pytest.skip("nvJitLink unavailable (pip install nvidia-nvjitlink)")
     print(f"\nsm_{cc.replace(',', '')} registers per thread (spill bytes):")
