@@ -200,3 +200,19 @@ def test_cupy_results_view_the_output_memory_without_synchronizing(monkeypatch):
     ry, rm, _ = R.batch_norm_forward(cp.asnumpy(x)[:, :, ::-1], axis=(0, 2))
     np.testing.assert_allclose(cp.asnumpy(y), ry, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(cp.asnumpy(mean), rm, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,axis,blocks", [((64, 128, 7, 7), (0, 2, 3), 264),
+                                               ((64, 128, 56, 56), (0, 2, 3), 264),
+                                               ((16, 6, 1024, 1024), (0, 2, 3), 264)])
+def test_gpu_launch_constants_fill_an_h100(monkeypatch, shape, axis, blocks):
+    """With the GPU launch constants (not the simulator's), the statistics
+    pass of these NCHW shapes launches at least two blocks per SM of an H100
+    (132 SMs): small spatial sizes are split into chunks too."""
+    from nbnorm._cuda import launch
+    for name, value in launch.GPU_CONSTANTS.items():
+        monkeypatch.setattr(launch, name, value)
+    monkeypatch.setattr(launch, "TPB", 256)
+    strides = [list(np.cumprod((1,) + shape[::-1])[:-1][::-1])]
+    plan = launch.DevPlan(shape, axis, strides, 0)
+    assert plan.grid >= blocks, (plan.grid, plan.n_chunks, plan.width)

@@ -15,9 +15,16 @@ from . import kernels as K
 from .arrays import _flat, stat_dtype
 from .device import SIM, TPB
 
-PER_THREAD = 2 if SIM else 16          # elements per thread before a row item gets more threads
-TARGET_THREADS = 512 if SIM else 1 << 18   # threads to keep in flight (fills an H100/H200)
-MIN_CHUNK = 64 if SIM else 4096        # fewest elements a split reduction chunk holds
+#: launch constants on a GPU; the simulator, which runs each thread in Python,
+#: uses small ones.  PER_THREAD: elements per thread before a row item gets more
+#: threads; TARGET_THREADS: threads to keep in flight (fills an H100/H200);
+#: MIN_CHUNK: fewest elements a split reduction chunk holds — small enough that
+#: (64, 128, 7, 7) splits its 128 statistics into 3 chunks each (384 blocks for
+#: 132 SMs, not 128)
+GPU_CONSTANTS = {"PER_THREAD": 16, "TARGET_THREADS": 1 << 18, "MIN_CHUNK": 1024}
+PER_THREAD = 2 if SIM else GPU_CONSTANTS["PER_THREAD"]
+TARGET_THREADS = 512 if SIM else GPU_CONSTANTS["TARGET_THREADS"]
+MIN_CHUNK = 64 if SIM else GPU_CONSTANTS["MIN_CHUNK"]
 MAX_CHUNK = 1 << 24                    # float32 partial counts stay exact
 
 
