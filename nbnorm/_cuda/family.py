@@ -16,7 +16,6 @@ before ``dx`` is written, so ``out`` may be ``dy`` or ``x``.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import cuda
 
 from .. import _layout
@@ -28,8 +27,8 @@ from .launch import (
     acc_dtype,
     affine,
     blocks,
-    device_constant,
     dual_sums,
+    filled,
     finalize,
     vector,
     welford,
@@ -52,8 +51,8 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
         x, dp, welford(x, dp, 0, stream), 1.0 / dp.n, stream, training=True, eps=eps, rms=rms)
     w = b = None
     if weight is not None or bias is not None:
-        w = device_constant(np.ones(geo.n_params)) if weight is None else vector(weight, stream)
-        b = device_constant(np.zeros(geo.n_params)) if bias is None else vector(bias, stream)
+        w = filled(geo.n_params, 1.0) if weight is None else vector(weight, stream)
+        b = filled(geo.n_params, 0.0) if bias is None else vector(bias, stream)
     affine(y, dp, (1, 0, 0, 2), x, centre, alpha, None, None, None, beta, stream, w, b)
     shape = geo.stat_shape
     return (y, _stat_out(mean, shape, stream), _stat_out(var, shape, stream),
@@ -70,7 +69,7 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     dp = DevPlan(geo.view_shape, geo.axis,
                   _view_strides(geo, dy, x, dx) + [list(geo.param_strides), stat_row], stream)
     m = dp.n_stats
-    mu = device_constant(np.zeros(m)) if centre is None else vector(centre, stream)
+    mu = filled(m, 0.0) if centre is None else vector(centre, stream)
     inv = vector(invstd, stream)
     w = None if weight is None else vector(weight, stream)
 
@@ -86,7 +85,7 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     ca, cb, cc, unused_w, unused_b = (cuda.device_array(m, acc, stream=stream) for _ in range(5))
     K.finalize_sums[blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, dp.n, inv, mu, False, True,
                                              bool(rms), unused_w, unused_b, ca, cb, cc)
-    zeros = None if w is None else device_constant(np.zeros(geo.n_params))
+    zeros = None if w is None else filled(geo.n_params, 0.0)
     affine(dx, dp, (2, 0, 1, 3), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream, w, zeros)
     shape = geo.param_shape
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)

@@ -36,27 +36,21 @@ def next_pow2(v):
     return 1 << max(0, int(v) - 1).bit_length()
 
 
-#: read-only device constants (plan arrays, unit parameter vectors) by
-#: (context, dtype, bytes); least recently used first, at most CACHE_SIZE
+#: read-only device constants (plan arrays, unit parameter vectors) by context
+#: and content; least recently used first, at most CACHE_SIZE
 _constants = OrderedDict()
 CACHE_SIZE = 512
 
 
-def _context_key():
-    return 0 if SIM else cuda.current_context().handle.value
-
-
-def device_constant(host):
-    """A device copy of the small array ``host`` that kernels only read,
-    made once per context and reused by every later call (no host→device
-    copy in the call path once a shape has been seen).  A new entry is copied
-    synchronously and the context synchronized, so that a kernel on any
-    stream — also a non-blocking one — finds it complete."""
-    host = np.ascontiguousarray(host)
-    key = (_context_key(), host.dtype.str, host.shape, host.tobytes())
+def _cached(key, make_host):
+    """The device constant stored under ``(context, *key)``, made from
+    ``make_host()`` on a miss: copied synchronously and the context
+    synchronized, so that a kernel on any stream — also a non-blocking one —
+    finds it complete.  Later calls copy nothing."""
+    key = (0 if SIM else cuda.current_context().handle.value,) + key
     d = _constants.get(key)
     if d is None:
-        d = cuda.to_device(host)
+        d = cuda.to_device(make_host())
         if not SIM:
             cuda.synchronize()
         _constants[key] = d
@@ -65,6 +59,20 @@ def device_constant(host):
     else:
         _constants.move_to_end(key)
     return d
+
+
+def device_constant(host):
+    """A device copy of the small array ``host`` that kernels only read, made
+    once per context (see :func:`_cached`; keyed by its bytes)."""
+    host = np.ascontiguousarray(host)
+    return _cached((host.dtype.str, host.shape, host.tobytes()), lambda: host)
+
+
+def filled(n, value):
+    """A read-only float64 device vector of ``n`` copies of ``value`` (unit
+    weights, zero biases), keyed by ``(n, value)``: no host array is built
+    once it exists."""
+    return _cached(("filled", int(n), float(value)), lambda: np.full(n, float(value)))
 
 
 def to_device_ints(host, stream, lengths):
