@@ -129,3 +129,21 @@ def test_reference_is_exact():
     mean, var = exact_moments(x, 0)
     assert mean[()] == Fraction(10**8) and var[()] == Fraction(5, 2)
     assert relative_error(np.array(2.5 * (1 + 2e-16)), var) > 0
+
+
+@pytest.mark.parametrize("dtype", list(BOUNDS))
+def test_variance_is_exact_when_the_mean_wanders(dtype, backend):
+    """Blocks after the first are summed in one pass about the mean so far
+    when that is close to theirs, and in two passes where it is not: data
+    whose level steps by 10 std every 1000 values, and a channel of two
+    constants, take both routes and stay within the same bound."""
+    loc, bound = BOUNDS[dtype]
+    n = 70000 if backend.name == "cpu" else 4096
+    rng = np.random.default_rng(7)
+    steps = 10.0 * (np.arange(n) // 1000)
+    two_levels = np.where(np.arange(n) < n // 2 + 123, 0.0, 64.0)
+    x = (loc + np.stack([steps + rng.standard_normal(n), two_levels])).astype(dtype)
+    exact_mean, exact_var = exact_moments(x, 1)
+    mean, var = backend.back(nbnorm.moments(backend.put(x), 1))
+    assert relative_error(var, exact_var) < bound
+    assert relative_error(mean, exact_mean) <= two_roundings(dtype)

@@ -41,6 +41,27 @@ def run_at(pos, end, rsz, rstr):
     return offset(o, rsz, rstr, rsz.size - 1) + i * rstr[-1], min(inner - i, end - pos)
 
 
+@_jit
+def block_span(rsz):
+    """Elements per block of a statistic whose runs are ``rsz[-1]`` long: as
+    many whole runs as fit in ``BLOCK``, or a long run cut into equal pieces
+    of ≤ ``BLOCK`` (blocks that cut runs at odd places cost a fifth more)."""
+    inner = rsz[-1]
+    if inner <= BLOCK:
+        return (BLOCK // inner) * inner
+    pieces = -(-inner // BLOCK)
+    return -(-inner // pieces)
+
+
+@_jit
+def block_end(pos, b, inner, span):
+    """End of the block starting at reduction index ``pos`` (see
+    :func:`block_span`): at a run boundary, or within one run, before ``b``."""
+    if span >= inner:
+        return min(((pos + span) // inner) * inner, b)
+    return min(pos + span, (pos // inner + 1) * inner, b)
+
+
 @_strict
 def centred(v, c):
     """``v − c`` without fast-math flags: inside a reassociating sum LLVM
@@ -153,36 +174,72 @@ def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
     return s1, s2, n
 
 
+@_strict
+def shift_near(x, pivot, mean):
+    """``(c, c − pivot)``: the accumulator-type value ``c`` nearest
+    ``pivot + mean`` and its exact offset from ``pivot``.  Without
+    reassociation: in a fast-math caller LLVM folds ``(pivot + mean) − pivot``
+    into ``mean``, which is not the offset of the rounded ``c``."""
+    c = acc_cast(x, pivot + mean)
+    return c, float(c) - pivot
+
+
+@_jit
+def well_centred(s1, s2, nb):
+    """Whether sums ``s1 = Σ(x − c)``, ``s2 = Σ(x − c)²`` of ``nb`` values
+    may give ``M2 = s2 − s1²/nb`` directly: both finite and
+    ``s1²/nb ≤ s2/16``, i.e. ``c`` within ``std/√15`` of the values' mean, so
+    that the subtraction cancels at most 1/16 of ``s2`` (about as accurate as
+    the two-pass block, whose shift is the block's mean)."""
+    return np.isfinite(s2) and float(s1) * float(s1) <= float(s2) * (nb / 16.0)
+
+
 @_jit
 def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     """Exact ``(n, mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``,
     ``n`` the number of values that entered (NaNs left out unless ``skipna``
     is None; then ``n = b − a``).
 
-    Per block of ≤ ``BLOCK`` elements: a shifted sum gives the block's count
-    ``n_b`` and mean ``c + Σ(x − c)/n_b``, a second pass (from L1) about
-    that mean the corrected ``M2``; blocks merge by Chan in coordinates
-    relative to ``pivot``.  The count is the first pass's: its shift is
-    finite, so only NaNs are left out (the second shift is inf when the
+    Per block (≤ ``BLOCK`` elements, see :func:`block_span`), sums about a
+    shift ``c`` give the block's ``(n_b, mean_b, M2_b)``
+    (:func:`shifted_moments`), merged by Chan in coordinates relative to
+    ``pivot``.  After the first block ``c`` is
+    the mean so far and one pass suffices when :func:`well_centred` says so
+    (data whose mean does not wander); otherwise — the first block, a block
+    far from the mean so far, a NaN or an inf — two passes from L1: a
+    shifted sum gives the count and ``c + Σ(x − c)/n_b``, a second pass about
+    that mean the corrected ``M2``.  The count is the first pass's: its shift
+    is finite, so only NaNs are left out (the second shift is inf when the
     block holds an inf, and ``shifted_moments`` then ignores the sums).
     """
     n = 0.0
     mean = 0.0
     m2 = 0.0
-    for blk in range(a, b, BLOCK):
-        e = min(blk + BLOCK, b)
-        off, _ = run_at(blk, e, rsz, rstr)
+    span = block_span(rsz)
+    blk = a
+    while blk < b:
+        e = block_end(blk, b, rsz[-1], span)
+        start = blk
+        blk = e
+        if n > 0:
+            c, c_rel = shift_near(x, pivot, mean)
+            s1, s2, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
+            if well_centred(s1, s2, nb):
+                mb, m2b = shifted_moments(float(nb), c_rel, float(s1), float(s2))
+                n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
+                continue
+        off, _ = run_at(start, e, rsz, rstr)
         c = finite_or_zero(x, load(x, xb + off))
-        s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
         if skipna is not None and s1 != s1:   # a NaN in the block: count the others
-            s1, _, nb = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+            s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
         if nb == 0:     # every value NaN: the identity of the merge
             continue
         c = acc_cast(x, c + s1 / nb)
-        if nb == e - blk:   # no NaN in the block: the plain second pass
-            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, None)
+        if nb == e - start:   # no NaN in the block: the plain second pass
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, None)
         else:
-            s1, s2, _ = sums_about(x, xb, rsz, rstr, blk, e, c, skipna)
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
         mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
         n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
     return n, mean, m2
@@ -193,8 +250,10 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     """``(Σ dy, Σ dy·(x − mu))`` (float64) over reduction indices ``[a, b)``."""
     t1 = 0.0
     t2 = 0.0
-    for blk in range(a, b, BLOCK):
-        e = min(blk + BLOCK, b)
+    span = block_span(rsz)
+    blk = a
+    while blk < b:
+        e = block_end(blk, b, rsz[-1], span)
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
@@ -207,6 +266,7 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
             pos += m
         t1 += s1
         t2 += s2
+        blk = e
     return t1, t2
 
 
