@@ -161,9 +161,9 @@ def maybe_window(a, off, m):
     """:func:`window` of ``a``, or None when ``a`` is None."""
 
 
-def vterm(v, i, cv, cb):
-    """``(v[i] − cv)·cb``, or 0 when ``v`` is None (decided at compile time,
-    so a missing second input is never multiplied by a zero coefficient)."""
+def plus_term(v, i, cv, cb, cc):
+    """``(v[i] − cv)·cb + cc``, or ``cc`` when ``v`` is None (decided at compile
+    time, so a missing second input costs nothing)."""
 
 
 @overload(maybe_window, inline="always")
@@ -173,8 +173,8 @@ def _maybe_window(a, off, m):
     return lambda a, off, m: window(a, off, m)
 
 
-@overload(vterm, inline="always")
-def _vterm(v, i, cv, cb):
+@overload(plus_term, inline="always")
+def _plus_term(v, i, cv, cb, cc):
     if isinstance(v, types.NoneType):
-        return lambda v, i, cv, cb: 0.0
-    return lambda v, i, cv, cb: (load(v, i) - cv) * cb
+        return lambda v, i, cv, cb, cc: cc
+    return lambda v, i, cv, cb, cc: (load(v, i) - cv) * cb + cc

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._access import acc_cast, acc_zero, load, maybe_window, store, vterm, window
-from ._jit import BLOCK, _exact, _inline, _inline_exact, _jit, _strict, chan_merge, shifted_moments
+from numba.extending import overload
+
+from ._access import acc_cast, acc_zero, load, maybe_window, store, plus_term, window
+from ._jit import (_EXACT, BLOCK, _exact, _inline, _inline_exact, _jit, _strict, chan_merge,
+                   shifted_moments)
 from ._skipna import skip_nan, term_count
+from ._memory import LINE, line_head, prefetch, store_fence, stream_line, streamable
 
 
 # ---------------------------------------------------------------- indexing
@@ -54,6 +58,22 @@ def block_span(rsz):
 
 
 @_jit
+def prefetch_range(x, xb, rsz, rstr, a, b):
+    """:func:`._memory.prefetch` every line of reduction indices ``[a, b)``
+    (unit-stride runs only: strided ones touch a line per element)."""
+    if rstr[-1] != 1:
+        return
+    step = max(LINE // x.itemsize, 1)
+    pos = a
+    while pos < b:
+        off, m = run_at(pos, b, rsz, rstr)
+        for q in range(0, m, step):
+            prefetch(x, xb + off + q)
+        prefetch(x, xb + off + m - 1)
+        pos += m
+
+
+@_jit
 def block_end(pos, b, inner, span):
     """End of the block starting at reduction index ``pos`` (see
     :func:`block_span`): at a run boundary, or within one run, before ``b``."""
@@ -93,6 +113,9 @@ def finite_or_zero(x, c):
     return acc_cast(x, c) if np.isfinite(c) else acc_cast(x, 0.0)
 
 
+STREAM_RUN = 256    # shortest run written with streaming stores (4+ lines of float64)
+
+
 # ------------------------------------------------------------- run math
 # Each takes (array, offset, stride) per operand.  Call sites pass a window
 # with literal offset 0 and stride 1 when every stride is 1: after inlining
@@ -126,10 +149,11 @@ def run_dual(dy, od, sd, x, ox, sx, m, mu):
 
 @_inline_exact
 def run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
-    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over a run (float64
-    arithmetic); without ``v`` (None) the second term is absent."""
+    """``out = (u − cu)·ca + ((v − cv)·cb + cc)`` over a run (float64
+    arithmetic); without ``v`` (None) ``out = (u − cu)·ca + cc``."""
     for i in range(m):
-        store(out, oo + i * so, (load(u, ou + i * su) - cu) * ca + vterm(v, ov + i * sv, cv, cb) + cc)
+        store(out, oo + i * so,
+              (load(u, ou + i * su) - cu) * ca + plus_term(v, ov + i * sv, cv, cb, cc))
 
 
 @_jit
@@ -146,11 +170,47 @@ def dual_at(dy, od, sd, x, ox, sx, m, mu):
     return run_dual(dy, od, sd, x, ox, sx, m, mu)
 
 
+def stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
+    """:func:`run_affine` over unit-stride windows, each whole 64-byte line of
+    ``out`` written by one streaming store (:mod:`._memory`); bitwise the
+    same values.  float16 outputs are written normally.  A work item that
+    streams ends with :func:`store_fence`."""
+
+
+@overload(stream_run, jit_options={"fastmath": _EXACT, "error_model": "numpy"})
+def _stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
+    if not streamable(out, u, v):
+        def plain(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
+            run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m),
+                       0, 1, m, cu, ca, cv, cb, cc)
+        return plain
+
+    def lines(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
+        lanes = LINE // out.itemsize
+        head = min(line_head(out, oo), m)
+        run_affine(window(out, oo, head), 0, 1, window(u, ou, head), 0, 1,
+                   maybe_window(v, ov, head), 0, 1, head, cu, ca, cv, cb, cc)
+        j = head
+        while j + lanes <= m:
+            stream_line(out, oo + j, u, ou + j, v, ov + j, cu, ca, cv, cb, cc)
+            j += lanes
+        rest = m - j
+        run_affine(window(out, oo + j, rest), 0, 1, window(u, ou + j, rest), 0, 1,
+                   maybe_window(v, ov + j, rest), 0, 1, rest, cu, ca, cv, cb, cc)
+    return lines
+
+
 @_exact
-def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc):
+def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc, stream):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over a run (see
+    :func:`run_affine`); unit-stride runs of ≥ ``STREAM_RUN`` elements with
+    ``stream`` set are written by :func:`stream_run`."""
     if so == 1 and su == 1 and sv == 1:
-        run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m), 0, 1,
-                   m, cu, ca, cv, cb, cc)
+        if stream and m >= STREAM_RUN:
+            stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc)
+        else:
+            run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m),
+                       0, 1, m, cu, ca, cv, cb, cc)
     else:
         run_affine(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc)
 
@@ -219,6 +279,8 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     blk = a
     while blk < b:
         e = block_end(blk, b, rsz[-1], span)
+        if e < b:
+            prefetch_range(x, xb, rsz, rstr, e, block_end(e, b, rsz[-1], span))
         start = blk
         blk = e
         if n > 0:
@@ -254,6 +316,10 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     blk = a
     while blk < b:
         e = block_end(blk, b, rsz[-1], span)
+        if e < b:
+            after = block_end(e, b, rsz[-1], span)
+            prefetch_range(dy, db, rsz, rstr_dy, e, after)
+            prefetch_range(x, xb, rsz, rstr_x, e, after)
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
@@ -271,13 +337,17 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
 
 
 @_exact
-def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc):
-    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``."""
+def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+                 stream):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``
+    (``stream``: see :func:`affine_at`)."""
     pos = a
     while pos < b:
         oo, m = run_at(pos, b, rsz, rstr_o)
         ou, _ = run_at(pos, b, rsz, rstr_u)
         ov, _ = run_at(pos, b, rsz, rstr_v)
         affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
-                  m, cu, ca, cv, cb, cc)
+                  m, cu, ca, cv, cb, cc, stream)
         pos += m
+    if stream:
+        store_fence()

@@ -1,7 +1,7 @@
 """Compile-time NaN skipping for the CPU reductions (``skipna``).
 
 Each helper takes an argument that is None or an array and is resolved by
-that type when its caller is compiled, as ``vterm`` in ``_access`` is:
+that type when its caller is compiled, as ``plus_term`` in ``_access`` is:
 with None every value counts and the code compiled is that of the plain
 sums (the counts are known from the shape); with an array NaNs are left
 out of the sums and the other values counted.  The arguments are the

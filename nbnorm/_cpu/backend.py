@@ -7,6 +7,7 @@ in place through flat views, outputs are written in place.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache, wraps
 
 import numpy as np
@@ -22,7 +23,25 @@ MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
 TOUCH_BYTES = 8 << 20     # fresh outputs from this size on get their pages faulted in order
+
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
+
+
+def _stream_bytes():
+    """Outputs from this size on are written with streaming stores (None:
+    never): ``NBNORM_STREAM_BYTES`` (0 disables them), else 32 MiB."""
+    env = os.environ.get("NBNORM_STREAM_BYTES")
+    if env is None:
+        return 32 << 20
+    try:
+        value = int(env)
+    except ValueError:
+        raise ValueError(f"NBNORM_STREAM_BYTES: expected a number of bytes (0 disables "
+                         f"streaming stores), got {env!r}") from None
+    return value if value > 0 else None
+
+
+STREAM_BYTES = _stream_bytes()
 
 
 def _refuse_masked(obj, argname):
@@ -213,7 +232,13 @@ def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
     total = int(plan.order_sizes.prod())
     chunk, n_chunks = _chunking(1, total)
     K.affine(_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
-             cu, ca, cv, cb, cc)
+             cu, ca, cv, cb, cc, _streamed(out))
+
+
+def _streamed(out):
+    """Whether ``out`` is written with streaming stores (:mod:`._memory`): it
+    is far larger than what the caches keep for the next operation anyway."""
+    return STREAM_BYTES is not None and out.nbytes >= STREAM_BYTES
 
 
 def _stat_vector(a, n_stats, fill):
@@ -325,7 +350,7 @@ def forward(x, weight, bias, axis, eps, out):
         var = np.empty(plan.n_stats)
         invstd = np.empty(plan.n_stats)
         K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
-                              mean, var, invstd)
+                        mean, var, invstd, _streamed(y))
     else:
         _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n
@@ -367,8 +392,8 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
         dbias = np.empty(plan.n_stats)
         xf = _flat(x)
         K.backward_fused(_flat(dy), xf, xf if training else None, _flat(dx),
-                               _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
-                               dweight, dbias)
+                         _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
+                         dweight, dbias, _streamed(dx))
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
     plan = _plan(x.shape, axis, dy, x)
     dbias, dweight = _dual_sums(dy, x, plan, mu)

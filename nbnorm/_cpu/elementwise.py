@@ -8,6 +8,7 @@ from numba import prange
 
 from ._jit import _exact, _pjit_exact
 from ._runs import _count, offset
+from ._memory import store_fence
 from .inner_kept import _super_rows, rows_affine, tile_columns
 
 
@@ -26,7 +27,7 @@ def tile_coefficients(tiles, s, inner, cu, ca, cv, cb, cc):
 
 
 @_pjit_exact
-def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc):
+def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
     """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` for every
     element, ``s`` its statistic (``v`` may be None); operands (out, u, v).
 
@@ -35,7 +36,8 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc):
     output pages are touched in order).  Runs of the innermost dimension get
     one coefficient set when it is reduced, per-element ones when it is kept;
     runs between two carries of the odometer go to :func:`rows_affine` in
-    one call.
+    one call.  ``stream``: write long runs with streaming stores
+    (:func:`._runs.affine_at`).
     """
     sizes, sstr, st, bases = dims
     st0 = st[0]
@@ -85,10 +87,10 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc):
                     tiled = s
                 done = nr - nr % q
                 rows_affine(out, oo, 1, w, u, ou, 1, w, v, ov, 1, w, w, done // q, 0, 1, 0,
-                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4])
+                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], False)
             rows_affine(out, oo + i * so + done * ro, so, ro, u, ou + i * su + done * ru, su, ru,
                         v, ov + i * sv + done * rv, sv, rv, m, nr - done, s + i * ss, ss, rs,
-                        cu, ca, cv, cb, cc)
+                        cu, ca, cv, cb, cc, stream)
             pos += nr * m
             o += nr
             i = 0
@@ -104,6 +106,8 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc):
                 oo += nr * ro
                 ou += nr * ru
                 ov += nr * rv
+        if stream:
+            store_fence()
 
 
 @_pjit_exact

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._access import acc_zero, load, maybe_window, store, vterm, window
+from ._access import acc_zero, load, maybe_window, store, plus_term, window
 from ._jit import (BLOCK, GROUP_ROWS, ROWS_BLOCK, SUPER_ROW, _exact, _inline_exact, _jit, _pjit,
                    chan_merge, shifted_moments)
 from ._runs import _count, affine_at, finite_or_zero, offset, pivot_at, run_at
@@ -88,20 +88,21 @@ def row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc
     for j in range(m):
         k = cs + j * css
         store(out, oo + j * so,
-              (load(u, ou + j * su) - cu[k]) * ca[k] + vterm(v, ov + j * sv, cv[k], cb[k]) + cc[k])
+              (load(u, ou + j * su) - cu[k]) * ca[k] + plus_term(v, ov + j * sv, cv[k], cb[k], cc[k]))
 
 
 @_exact
 def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, rs,
-                cu, ca, cv, cb, cc):
+                cu, ca, cv, cb, cc, stream):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` over ``nr`` runs of ``m``
     elements; run ``r`` starts at ``oo + r·ro`` (``ou + r·ru``, ``ov + r·rv``)
-    and its element ``j`` belongs to statistic ``cs + r·rs + j·css``."""
+    and its element ``j`` belongs to statistic ``cs + r·rs + j·css``
+    (``stream``: see :func:`._runs.affine_at`; runs of one statistic only)."""
     if css == 0:
         for r in range(nr):
             k = cs + r * rs
             affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
-                      cu[k], ca[k], cv[k], cb[k], cc[k])
+                      cu[k], ca[k], cv[k], cb[k], cc[k], stream)
     elif so == 1 and su == 1 and sv == 1 and css == 1:
         for r in range(nr):
             k = cs + r * rs

@@ -58,9 +58,10 @@ def dual_sums_inner_reduced(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
 
 
 @_pjit
-def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
+def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, stream):
     """Training forward, one statistic per work item, its data still in cache
-    for the normalization pass: one read of ``x`` from memory, one write.
+    for the normalization pass: one read of ``x`` from memory, one write
+    (streaming stores with ``stream``, see :func:`._runs.affine_at`).
 
     The mean is ``hi + lo`` (``hi`` rounded, ``lo`` its error) and
     ``y = (x − hi)·α + (bias − lo·α)``: at |mean| ≫ std ``x − hi`` is exact,
@@ -81,14 +82,15 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out):
         alpha = forward_scale(invstd, weight[s])
         affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n,
-                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha)
+                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream)
         mean_out[s] = mean
         var_out[s] = var
         invstd_out[s] = invstd
 
 
 @_pjit
-def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias):
+def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight, dbias,
+                   stream):
     """Backward, one statistic per work item: the reduction and the
     elementwise pass share one read of ``dy`` and ``x`` from memory.
     ``x_dx`` is ``x`` in training and None with frozen statistics."""
@@ -103,6 +105,7 @@ def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight,
         ca, cb, cc = backward_coefficients(float(n), float(invstd[s]), float(weight[s]),
                                            s1, s2, training)
         affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
-                     rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc)
+                     rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc,
+                     stream)
         dweight[s] = s2 * invstd[s]
         dbias[s] = s1

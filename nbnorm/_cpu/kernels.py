@@ -16,10 +16,14 @@ are vector sums over adjacent statistics:
   work item is (outer statistic, tile of ≤ ``TILE`` adjacent statistics,
   chunk of rows); each row is a vector over the tile.
 
-Statistics are computed per block of ≤ ``BLOCK`` elements with two passes
-over the block while it sits in L1 (shifted sum, then the corrected
-two-pass ``M2``), and blocks are merged with Chan's formula
-(:mod:`nbnorm._welford`): one read of memory, no division per element.
+Statistics are computed per block of ≤ ``BLOCK`` elements (whole runs, or
+even pieces of a long run): summed about the mean so far in one pass when
+that is within ``std/√15`` of the block's mean, else with two passes over
+the block while it sits in L1 (shifted sum, then the corrected two-pass
+``M2``); blocks are merged with Chan's formula (:mod:`nbnorm._welford`):
+one read of memory, no division per element; the next block is
+prefetched while one is summed, and large outputs are written with
+streaming stores (:mod:`._memory`).
 Means are carried relative to one *pivot* per statistic, its first element
 (:func:`pivot_at`): a block mean near 10⁸ rounded to float64 is off by
 ~ulp(10⁸), and Chan's ``δ²·nₐn_b/n`` would square that error into ``M2``;
@@ -39,7 +43,8 @@ Infinite values are not skipped: ``np.nanmean``/``np.nanvar`` give
 
 The kernels live in one file per stage: ``_jit`` (compilation settings,
 block sizes, the shared numerics), ``_runs`` (indexing; sums, dual sums and
-affine maps over a run and over a range), ``inner_reduced`` and
+affine maps over a run and over a range), ``_memory`` (streaming stores,
+prefetches), ``inner_reduced`` and
 ``inner_kept`` (the two loop shapes above), ``elementwise`` (the affine
 pass in memory order) and ``merge`` (chunk partials, states); this module
 lists the entry points the backend launches.
