@@ -8,11 +8,9 @@ interquartile range of its samples: the run-to-run spread);
 alternating, of (allocating time) / (``out=`` time) — 1.0 means a fresh
 output costs nothing (nbnorm's output pool keeps output pages mapped).
 """
-import time
-
 import numpy as np
 
-from .common import BACKENDS, Case, skip, static_skips
+from .common import BACKENDS, Case, alternating, skip, static_skips
 
 OPS = ("batch_norm_forward", "batch_norm_inference", "batch_norm_backward")
 ROUNDS = 11
@@ -55,15 +53,8 @@ class AllocOverOut:
 
     def track_alloc_over_out(self, op, backend):
         """Median over rounds of (allocating call) / (``out=`` call)."""
-        ratios = []
-        for _ in range(ROUNDS):
-            t = []
-            for case in self.cases:
-                t0 = time.perf_counter()
-                case.run()
-                t.append(time.perf_counter() - t0)
-            ratios.append(t[0] / t[1])
-        return float(np.median(ratios))
+        alloc, out = alternating([c.run for c in self.cases], ROUNDS)
+        return float(np.median(np.divide(alloc, out)))
     track_alloc_over_out.unit = "ratio"
 
 
@@ -88,20 +79,11 @@ def one_run(repeat=7):
             cases[peer] = Case(op, "nchw", "float32", "large", impl=peer)
         except NotImplementedError:
             pass
-        times = {k: [] for k in cases}
-        for _ in range(repeat):
-            for k, c in cases.items():
-                t0 = time.perf_counter()
-                c.run()
-                times[k].append(time.perf_counter() - t0)
-        res[op] = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        times = alternating([c.run for c in cases.values()], repeat)
+        res[op] = {k: float(np.median(v)) * 1e3 for k, v in zip(cases, times)}
         del cases
     fwd = Case("batch_norm_forward", "nchw", "float32", "large", out=True)
-    t = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fwd.run()
-        t.append(time.perf_counter() - t0)
+    [t] = alternating([fwd.run], repeat)
     copy = copy_bandwidth(fwd.x.nbytes)
     res["out_forward"] = {"ms": float(np.median(t)) * 1e3,
                           "fraction": fwd.nbytes / float(np.median(t)) / copy,

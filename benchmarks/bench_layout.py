@@ -8,11 +8,9 @@ alike, and the value is the median of the per-round ratios.  ``alloc``:
 each call allocates its output, as a user's call does; ``out``: a
 preallocated ``out=`` (kernel time only).  1.0 means channels-last is free.
 """
-import time
-
 import numpy as np
 
-from .common import BACKENDS, OPS, Case, skip, static_skips
+from .common import BACKENDS, OPS, Case, alternating, skip, static_skips
 
 ROUNDS = 11
 
@@ -36,15 +34,8 @@ class ChannelsLastCost:
                                  for layout in ("nchw", "nhwc")]
                     except NotImplementedError:
                         continue
-                    per_round = []
-                    for _ in range(ROUNDS):
-                        t = []
-                        for case in cases:
-                            t0 = time.perf_counter()
-                            case.run()
-                            t.append(time.perf_counter() - t0)
-                        per_round.append(t[1] / t[0])
-                    ratios[op, output, backend] = float(np.median(per_round))
+                    nchw, nhwc = alternating([c.run for c in cases], ROUNDS)
+                    ratios[op, output, backend] = float(np.median(np.divide(nhwc, nchw)))
                     del cases
         return ratios
 

@@ -481,6 +481,19 @@ def best_time(fn, repeat=5):
     return best
 
 
+def alternating(fns, rounds):
+    """Wall times (seconds) of ``rounds`` rounds in which each of ``fns`` is
+    called once, in turn — so the drifts of a shared machine hit all alike:
+    one list per function, in the order of ``fns``."""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return times
+
+
 _COPY_GBPS = {}
 
 

@@ -88,7 +88,8 @@ def row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc
     for j in range(m):
         k = cs + j * css
         store(out, oo + j * so,
-              (load(u, ou + j * su) - cu[k]) * ca[k] + plus_term(v, ov + j * sv, cv[k], cb[k], cc[k]))
+              (load(u, ou + j * su) - cu[k]) * ca[k]
+              + plus_term(v, ov + j * sv, cv[k], cb[k], cc[k]))
 
 
 @_exact

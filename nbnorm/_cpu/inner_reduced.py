@@ -53,8 +53,8 @@ def dual_sums_inner_reduced(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
     for i_ in prange(n_stats * n_chunks):
         k, s, c, a, b = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
         part_s1[c, s], part_s2[c, s] = dual_sums_range(
-            dy, bases[0] + offset(k, ksz, kstr[0], ksz.size), x, bases[1] + offset(k, ksz, kstr[1], ksz.size),
-            rsz, rstr[0], rstr[1], a, b, mean[s])
+            dy, bases[0] + offset(k, ksz, kstr[0], ksz.size),
+            x, bases[1] + offset(k, ksz, kstr[1], ksz.size), rsz, rstr[0], rstr[1], a, b, mean[s])
 
 
 @_pjit
