@@ -148,3 +148,15 @@ def test_stream_threshold_from_the_environment(env, expected):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "NBNORM_STREAM_BYTES": env})
     assert expected in run.stdout + run.stderr
+
+
+def test_l2_size_is_read_from_sysfs(tmp_path):
+    """The fused forward prefetches the next statistic only when two fit in L2."""
+    for i, (level, size) in enumerate([("1", "48K"), ("1", "32K"), ("2", "2048K"), ("3", "32M")]):
+        (tmp_path / f"index{i}").mkdir()
+        (tmp_path / f"index{i}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{i}" / "size").write_text(size + "\n")
+    assert cpu._l2_bytes(str(tmp_path)) == 2 << 20
+    (tmp_path / "index2" / "size").write_text("garbage")
+    assert cpu._l2_bytes(str(tmp_path)) == 1 << 20
+    assert cpu._l2_bytes(str(tmp_path / "absent")) == 1 << 20

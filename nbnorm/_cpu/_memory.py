@@ -20,7 +20,8 @@ element) are written normally.
 apart: the hardware prefetchers stop at every page boundary and restart,
 and a core waits on each run's first lines.  :func:`prefetch` asks for the
 lines of the next block while the current one is summed, so the reduction
-reads at the speed of a plain streaming read.
+reads at the speed of a plain streaming read; the fused forward asks for
+the next statistic while it writes this one (``_runs.affine_range``).
 """
 from __future__ import annotations
 

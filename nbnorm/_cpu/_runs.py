@@ -338,9 +338,12 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
 
 @_exact
 def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
-                 stream):
+                 stream, ahead):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``
-    (``stream``: see :func:`affine_at`)."""
+    (``stream``: see :func:`affine_at`).  With ``ahead`` ≥ 0, the same indices
+    of the statistic whose ``u`` starts there are prefetched run by run: the
+    fused forward reads the next statistic from memory while it writes this
+    one from cache (both must fit in L2)."""
     pos = a
     while pos < b:
         oo, m = run_at(pos, b, rsz, rstr_o)
@@ -348,6 +351,8 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
         ov, _ = run_at(pos, b, rsz, rstr_v)
         affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
                   m, cu, ca, cv, cb, cc, stream)
+        if ahead >= 0:
+            prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m)
         pos += m
     if stream:
         store_fence()

@@ -24,6 +24,13 @@ def statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat):
     return k, offset(k, ksz, kstat, ksz.size), c, a, min(a + chunk, n)
 
 
+@_jit
+def next_base(k, n_stats, ksz, kstr, base):
+    """Offset of statistic ``k + 1`` in an operand (−1 after the last): the
+    fused kernels prefetch it while they write statistic ``k``."""
+    return base + offset(k + 1, ksz, kstr, ksz.size) if k + 1 < n_stats else -1
+
+
 @_pjit
 def moments_inner_reduced(x, p, chunk, n_chunks, part_count, part_mean, part_m2, pivots):
     """Chunk partials ``(mean − pivot, M2)`` into ``part_*[c, stat]`` and the
@@ -58,10 +65,12 @@ def dual_sums_inner_reduced(dy, x, p, mean, chunk, n_chunks, part_s1, part_s2):
 
 
 @_pjit
-def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, stream):
+def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, stream, ahead):
     """Training forward, one statistic per work item, its data still in cache
     for the normalization pass: one read of ``x`` from memory, one write
-    (streaming stores with ``stream``, see :func:`._runs.affine_at`).
+    (streaming stores with ``stream``, see :func:`._runs.affine_at`; with
+    ``ahead`` the next statistic is prefetched during the normalization pass,
+    see :func:`._runs.affine_range`).
 
     The mean is ``hi + lo`` (``hi`` rounded, ``lo`` its error) and
     ``y = (x − hi)·α + (bias − lo·α)``: at |mean| ≫ std ``x − hi`` is exact,
@@ -82,7 +91,8 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, s
         alpha = forward_scale(invstd, weight[s])
         affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
                      rsz, rstr[1], rstr[0], rstr[0], 0, n,
-                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream)
+                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream,
+                     next_base(k, mean_out.size, ksz, kstr[0], bases[0]) if ahead else -1)
         mean_out[s] = mean
         var_out[s] = var
         invstd_out[s] = invstd
@@ -106,6 +116,6 @@ def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight,
                                            s1, s2, training)
         affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
                      rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc,
-                     stream)
+                     stream, -1)
         dweight[s] = s2 * invstd[s]
         dbias[s] = s1
