@@ -36,6 +36,7 @@ class _Entry:
 
 
 _REGISTRY: list[_Entry] = []
+_LOADED = {}    # name → its module, once imported
 _HOST = "cpu"
 
 
@@ -44,6 +45,7 @@ def register(name, claims, module, accepts=()):
     it; ``module`` is the dotted path of its implementation (imported lazily);
     ``accepts`` names the backends whose arrays may be mixed into its calls."""
     _REGISTRY.insert(0, _Entry(name, claims, module, tuple(accepts)))
+    _LOADED.pop(name, None)
 
 
 def is_cuda_array(obj):
@@ -86,9 +88,12 @@ def _describe(obj):
 
 def load(name):
     """The backend module registered as ``name``."""
+    module = _LOADED.get(name)
+    if module is not None:
+        return module
     for entry in _REGISTRY:
         if entry.name == name:
-            return importlib.import_module(entry.module)
+            return _LOADED.setdefault(name, importlib.import_module(entry.module))
     raise KeyError(name)
 
 

@@ -220,8 +220,10 @@ def _raw_state(x, plan, skipna):
         mean = np.empty(plan.n_stats)
         m2 = np.empty(plan.n_stats)
         K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
-    count = np.full(plan.n_stats, float(plan.n)) if not skipna else pc.sum(axis=0)
-    mean, lo = K.two_sum(pivots, mean)
+    mean, lo = _welford.two_sum(pivots, mean)   # NumPy arithmetic: not reassociated
+    if not skipna:
+        return np.full(plan.n_stats, float(plan.n)), mean, np.where(np.isfinite(mean), lo, 0.0), m2
+    count = pc.sum(axis=0)
     lo = np.where(np.isfinite(mean) & (count > 0), lo, 0.0)
     mean[count == 0] = np.nan   # (counts are integers below 2⁵³: exact)
     return count, mean, lo, m2
