@@ -1,7 +1,7 @@
 """The "Current numbers" table of ``benchmarks/README.md``, written from stored
 asv results, never by hand.
 
-    asv run --python=same --set-commit-hash $(git rev-parse HEAD) \\
+    pip install . && asv run --python=same --set-commit-hash $(git rev-parse HEAD) \\
         -b "bench_ops.*\\('(nchw|nhwc)', 'float32', 'large', 'cpu'"
     python -m benchmarks.asv_table --readme benchmarks/README.md
 
@@ -95,7 +95,7 @@ def table(data):
     ram = int(m.get("ram") or 0) / 2**30
     head = (f"asv results of commit `{data['commit_hash'][:8]}` on `{m.get('machine', '?')}` "
             f"({m.get('cpu', '?')}, {m.get('num_cpu', '?')} cores, {ram:.0f} GiB), "
-            f"Python {m.get('python', '?')}; median of asv's samples, interquartile range in "
+            f"Python {os.path.basename(str(m.get('python', '?')))}; median of asv's samples, interquartile range in "
             f"brackets, ms per call; each call allocates its outputs.")
     rows = [head, "", "| operation | layout | " + " | ".join(n for _, n in IMPLS)
             + " | nbnorm vs NumPy | nbnorm vs PyTorch |",
