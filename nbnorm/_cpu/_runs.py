@@ -263,12 +263,12 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     Per block (≤ ``BLOCK`` elements, see :func:`block_span`), sums about a
     shift ``c`` give the block's ``(n_b, mean_b, M2_b)``
     (:func:`shifted_moments`), merged by Chan in coordinates relative to
-    ``pivot``.  After the first block ``c`` is
-    the mean so far and one pass suffices when :func:`well_centred` says so
-    (data whose mean does not wander); otherwise — the first block, a block
-    far from the mean so far, a NaN or an inf — two passes from L1: a
-    shifted sum gives the count and ``c + Σ(x − c)/n_b``, a second pass about
-    that mean the corrected ``M2``.  The count is the first pass's: its shift
+    ``pivot``; the next block is prefetched meanwhile.  After the first
+    block ``c`` is the mean so far and one pass suffices when
+    :func:`well_centred` says so (data whose mean does not wander);
+    otherwise — the first block, a block far from the mean so far, a NaN or
+    an inf — two passes from L1: a shifted sum gives the count and
+    ``c + Σ(x − c)/n_b``, a second pass about that mean the corrected ``M2``.  The count is the first pass's: its shift
     is finite, so only NaNs are left out (the second shift is inf when the
     block holds an inf, and ``shifted_moments`` then ignores the sums).
     """

@@ -24,7 +24,6 @@ MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
 TOUCH_BYTES = 8 << 20     # fresh outputs from this size on get their pages faulted in order
-
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
 
 

@@ -27,7 +27,7 @@ def statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat):
 @_jit
 def next_base(k, n_stats, ksz, kstr, base):
     """Offset of statistic ``k + 1`` in an operand (−1 after the last): the
-    fused kernels prefetch it while they write statistic ``k``."""
+    fused forward prefetches it while it writes statistic ``k``."""
     return base + offset(k + 1, ksz, kstr, ksz.size) if k + 1 < n_stats else -1
 
 
