@@ -1,6 +1,6 @@
 """Memory hints of the CPU kernels (``nbnorm._cpu._memory``).
 
-Outputs of ``STREAM_BYTES`` and more are written with streaming stores and
+Outputs of ``_memory.STREAM_BYTES`` and more are written with streaming stores and
 reductions prefetch their next block.  Neither may change a value: every
 operation that writes an output gives bitwise the same results, streamed or
 not, whatever the output's alignment (views starting 0–15 elements into a
@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 import nbnorm
-from nbnorm._cpu import _memory, _runs
-from nbnorm._cpu import backend as cpu
+from nbnorm._cpu import _memory, _ranges
 
 # (shape, axis): fused NCHW (≥ 64 channels), the general paths, short runs
 CASES = [((2, 64, 17, 19), (0, 2, 3)), ((3, 5, 300), (0, 2)), ((2, 64, 5, 7), (0, 2, 3)),
@@ -34,12 +33,12 @@ OPS = ["forward", "inference", "backward", "backward_frozen", "layer_norm"]
 
 @contextmanager
 def streaming(on):
-    before = cpu.STREAM_BYTES
-    cpu.STREAM_BYTES = 0 if on else None
+    before = _memory.STREAM_BYTES
+    _memory.STREAM_BYTES = 0 if on else None
     try:
         yield
     finally:
-        cpu.STREAM_BYTES = before
+        _memory.STREAM_BYTES = before
 
 
 def _view(shape, dtype, start):
@@ -123,7 +122,7 @@ def test_stream_line_writes_the_scalar_formula_with_one_nontemporal_store():
 def test_prefetch_is_compiled_and_changes_nothing():
     @njit
     def summed(x, rsz, rstr):
-        _runs.prefetch_range(x, 0, rsz, rstr, 0, x.size)
+        _ranges.prefetch_range(x, 0, rsz, rstr, 0, x.size)
         return x.sum()
 
     x = np.arange(1000.0)
@@ -132,19 +131,19 @@ def test_prefetch_is_compiled_and_changes_nothing():
 
 
 def test_only_large_outputs_stream():
-    assert cpu.STREAM_BYTES == 32 << 20 or "NBNORM_STREAM_BYTES" in os.environ
+    assert _memory.STREAM_BYTES == 32 << 20 or "NBNORM_STREAM_BYTES" in os.environ
     with streaming(True):
-        cpu.STREAM_BYTES = 1 << 20
-        assert not cpu._streamed(np.empty((1 << 17) - 1))
-        assert cpu._streamed(np.empty(1 << 17))
+        _memory.STREAM_BYTES = 1 << 20
+        assert not _memory.streamed(np.empty((1 << 17) - 1))
+        assert _memory.streamed(np.empty(1 << 17))
     with streaming(False):
-        assert not cpu._streamed(np.empty(1 << 17))
+        assert not _memory.streamed(np.empty(1 << 17))
 
 
 @pytest.mark.parametrize("env, expected", [("0", "None"), ("1000", "1000"),
                                            ("lots", "NBNORM_STREAM_BYTES: expected")])
 def test_stream_threshold_from_the_environment(env, expected):
-    code = ("import nbnorm._cpu.backend as b; print(b.STREAM_BYTES)")
+    code = "import nbnorm._cpu._memory as m; print(m.STREAM_BYTES)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "NBNORM_STREAM_BYTES": env})
     assert expected in run.stdout + run.stderr
@@ -156,7 +155,7 @@ def test_l2_size_is_read_from_sysfs(tmp_path):
         (tmp_path / f"index{i}").mkdir()
         (tmp_path / f"index{i}" / "level").write_text(level + "\n")
         (tmp_path / f"index{i}" / "size").write_text(size + "\n")
-    assert cpu._l2_bytes(str(tmp_path)) == 2 << 20
+    assert _memory._l2_bytes(str(tmp_path)) == 2 << 20
     (tmp_path / "index2" / "size").write_text("garbage")
-    assert cpu._l2_bytes(str(tmp_path)) == 1 << 20
-    assert cpu._l2_bytes(str(tmp_path / "absent")) == 1 << 20
+    assert _memory._l2_bytes(str(tmp_path)) == 1 << 20
+    assert _memory._l2_bytes(str(tmp_path / "absent")) == 1 << 20

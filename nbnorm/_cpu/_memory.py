@@ -21,10 +21,12 @@ apart: the hardware prefetchers stop at every page boundary and restart,
 and a core waits on each run's first lines.  :func:`prefetch` asks for the
 lines of the next block while the current one is summed, so the reduction
 reads at the speed of a plain streaming read; the fused forward asks for
-the next statistic while it writes this one (``_runs.affine_range``).
+the next statistic while it writes this one (``_ranges.affine_range``).
 """
 from __future__ import annotations
 
+import glob
+import os
 import platform
 
 from llvmlite import ir
@@ -35,6 +37,59 @@ from numba.extending import intrinsic, overload
 LINE = 64   # bytes per cache line, the unit of a streaming store
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 _FLOATS = (types.float32, types.float64)
+
+
+# ------------------------------------------------------- when to use them
+def _stream_bytes():
+    """Outputs from this size on are written with streaming stores (None:
+    never): ``NBNORM_STREAM_BYTES`` (0 disables them), else 32 MiB."""
+    env = os.environ.get("NBNORM_STREAM_BYTES")
+    if env is None:
+        return 32 << 20
+    try:
+        value = int(env)
+    except ValueError:
+        raise ValueError(f"NBNORM_STREAM_BYTES: expected a number of bytes (0 disables "
+                         f"streaming stores), got {env!r}") from None
+    return value if value > 0 else None
+
+
+STREAM_BYTES = _stream_bytes()
+
+
+def _l2_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
+    """The level-2 cache size of CPU 0 from Linux's sysfs (1 MiB where it
+    cannot be read)."""
+    for index in sorted(glob.glob(os.path.join(caches, "index*"))):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(index, "size")) as f:
+                text = f.read().strip()
+            return int(text[:-1]) << {"K": 10, "M": 20}[text[-1]] if text[-1] in "KM" \
+                else int(text)
+        except (OSError, ValueError, KeyError, IndexError):
+            break
+    return 1 << 20
+
+
+L2_BYTES = _l2_bytes()
+
+
+def streamed(out):
+    """Whether the kernels write ``out`` with streaming stores: it is far
+    larger than what the caches keep for the next operation anyway."""
+    return STREAM_BYTES is not None and out.nbytes >= STREAM_BYTES
+
+
+def two_fit_in_l2(nbytes):
+    """Whether two statistics of ``nbytes`` each fit in L2 (with a tenth to
+    spare): then the fused forward prefetches the next one."""
+    return 2 * nbytes <= 0.9 * L2_BYTES
+
+
+# ----------------------------------------------------------- the hints
 
 
 def streamable(out, u, v):

@@ -7,15 +7,13 @@ in place through flat views, outputs are written in place.
 """
 from __future__ import annotations
 
-import glob
-import os
 from functools import lru_cache, wraps
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _layout, _pool, _welford
-from . import _threads
+from . import _memory, _threads
 from . import kernels as K
 
 name = "cpu"
@@ -25,43 +23,6 @@ MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
 TOUCH_BYTES = 8 << 20     # fresh outputs from this size on get their pages faulted in order
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
-
-
-def _stream_bytes():
-    """Outputs from this size on are written with streaming stores (None:
-    never): ``NBNORM_STREAM_BYTES`` (0 disables them), else 32 MiB."""
-    env = os.environ.get("NBNORM_STREAM_BYTES")
-    if env is None:
-        return 32 << 20
-    try:
-        value = int(env)
-    except ValueError:
-        raise ValueError(f"NBNORM_STREAM_BYTES: expected a number of bytes (0 disables "
-                         f"streaming stores), got {env!r}") from None
-    return value if value > 0 else None
-
-
-STREAM_BYTES = _stream_bytes()
-
-
-def _l2_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
-    """The level-2 cache size of CPU 0 from Linux's sysfs (1 MiB where it
-    cannot be read)."""
-    for index in sorted(glob.glob(os.path.join(caches, "index*"))):
-        try:
-            with open(os.path.join(index, "level")) as f:
-                if f.read().strip() != "2":
-                    continue
-            with open(os.path.join(index, "size")) as f:
-                text = f.read().strip()
-            return int(text[:-1]) << {"K": 10, "M": 20}[text[-1]] if text[-1] in "KM" \
-                else int(text)
-        except (OSError, ValueError, KeyError, IndexError):
-            break
-    return 1 << 20
-
-
-L2_BYTES = _l2_bytes()   # the fused forward prefetches the next statistic if two fit in it
 
 
 def _refuse_masked(obj, argname):
@@ -254,13 +215,7 @@ def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
     total = int(plan.order_sizes.prod())
     chunk, n_chunks = _chunking(1, total)
     K.affine(_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
-             cu, ca, cv, cb, cc, _streamed(out))
-
-
-def _streamed(out):
-    """Whether ``out`` is written with streaming stores (:mod:`._memory`): it
-    is far larger than what the caches keep for the next operation anyway."""
-    return STREAM_BYTES is not None and out.nbytes >= STREAM_BYTES
+             cu, ca, cv, cb, cc, _memory.streamed(out))
 
 
 def _stat_vector(a, n_stats, fill):
@@ -372,8 +327,8 @@ def forward(x, weight, bias, axis, eps, out):
         var = np.empty(plan.n_stats)
         invstd = np.empty(plan.n_stats)
         K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
-                        mean, var, invstd, _streamed(y),
-                        2 * plan.n * x.dtype.itemsize <= 0.9 * L2_BYTES)
+                        mean, var, invstd, _memory.streamed(y),
+                        _memory.two_fit_in_l2(plan.n * x.dtype.itemsize))
     else:
         _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n
@@ -416,7 +371,7 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
         xf = _flat(x)
         K.backward_fused(_flat(dy), xf, xf if training else None, _flat(dx),
                          _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
-                         dweight, dbias, _streamed(dx))
+                         dweight, dbias, _memory.streamed(dx))
         return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
     plan = _plan(x.shape, axis, dy, x)
     dbias, dweight = _dual_sums(dy, x, plan, mu)

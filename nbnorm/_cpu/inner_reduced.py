@@ -9,7 +9,8 @@ from numba import prange
 
 from ._jit import (_jit, _pjit, backward_coefficients, exact_ratio, forward_scale, invstd_of,
                    two_sum)
-from ._runs import _count, affine_range, dual_sums_range, offset, pivot_at, welford_range
+from ._ranges import affine_range, dual_sums_range, welford_range
+from ._runs import _count, offset, pivot_at
 
 
 # ------------------------------------------------ reduction-inner kernels
@@ -70,7 +71,7 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, s
     for the normalization pass: one read of ``x`` from memory, one write
     (streaming stores with ``stream``, see :func:`._runs.affine_at`; with
     ``ahead`` the next statistic is prefetched during the normalization pass,
-    see :func:`._runs.affine_range`).
+    see :func:`._ranges.affine_range`).
 
     The mean is ``hi + lo`` (``hi`` rounded, ``lo`` its error) and
     ``y = (x − hi)·α + (bias − lo·α)``: at |mean| ≫ std ``x − hi`` is exact,

@@ -43,8 +43,8 @@ Infinite values are not skipped: ``np.nanmean``/``np.nanvar`` give
 
 The kernels live in one file per stage: ``_jit`` (compilation settings,
 block sizes, the shared numerics), ``_runs`` (indexing; sums, dual sums and
-affine maps over a run and over a range), ``_memory`` (streaming stores,
-prefetches), ``inner_reduced`` and
+affine maps over a run), ``_ranges`` (the same over a range of reduction
+indices, block by block), ``_memory`` (streaming stores, prefetches), ``inner_reduced`` and
 ``inner_kept`` (the two loop shapes above), ``elementwise`` (the affine
 pass in memory order) and ``merge`` (chunk partials, states); this module
 lists the entry points the backend launches.

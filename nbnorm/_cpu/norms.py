@@ -7,7 +7,7 @@ vectors, stride 0 where they do not vary).  Per statistic ``k`` over its
 ``n`` values ``r``:
 
 - forward: ``(n, mean, M2)`` by the Welford/Chan blocks of
-  :func:`~nbnorm._cpu._runs.welford_range` (about a pivot; never
+  :func:`~nbnorm._cpu._ranges.welford_range` (about a pivot; never
   E[x²] − E[x]²), ``c = mean``, ``invstd = 1/√(M2/n + eps)`` — or for RMS
   norm ``c = 0``, ``invstd = 1/√(M2/n + mean² + eps)`` (a sum of two
   non-negative terms: no cancellation) — then
@@ -35,8 +35,8 @@ from numba import prange
 from ._access import load, store, window
 from ._jit import (BLOCK, _exact, _inline, _inline_exact, _jit, _pjit, backward_coefficients,
                    exact_ratio, invstd_of)
-from ._runs import (_count, affine_at, centred, dual_at, offset, pivot_at, run_at,
-                    welford_range)
+from ._ranges import welford_range
+from ._runs import _count, affine_at, centred, dual_at, offset, pivot_at, run_at
 from .inner_reduced import statistic_chunk_item
 
 

@@ -1,0 +1,194 @@
+"""Ranges of reduction indices, walked block by block: Welford statistics,
+dual sums and the affine map over ``[a, b)`` of one statistic, the blocks
+following its runs, the next block prefetched while one is summed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._access import acc_cast, acc_zero, load
+from ._jit import BLOCK, _exact, _jit, _strict, chan_merge, shifted_moments
+from ._memory import LINE, prefetch, store_fence
+from ._runs import affine_at, dual_at, finite_or_zero, run_at, sums_at
+
+
+# ------------------------------------------------------------------ blocks
+@_jit
+def block_span(rsz):
+    """Elements per block of a statistic whose runs are ``rsz[-1]`` long: as
+    many whole runs as fit in ``BLOCK``, or a long run cut into equal pieces
+    of ≤ ``BLOCK`` (blocks that cut runs at odd places cost a fifth more)."""
+    inner = rsz[-1]
+    if inner <= BLOCK:
+        return (BLOCK // inner) * inner
+    pieces = -(-inner // BLOCK)
+    return -(-inner // pieces)
+
+
+@_jit
+def prefetch_range(x, xb, rsz, rstr, a, b):
+    """:func:`._memory.prefetch` every line of reduction indices ``[a, b)``
+    (unit-stride runs only: strided ones touch a line per element)."""
+    if rstr[-1] != 1:
+        return
+    step = max(LINE // x.itemsize, 1)
+    pos = a
+    while pos < b:
+        off, m = run_at(pos, b, rsz, rstr)
+        for q in range(0, m, step):
+            prefetch(x, xb + off + q)
+        prefetch(x, xb + off + m - 1)
+        pos += m
+
+
+@_jit
+def block_end(pos, b, inner, span):
+    """End of the block starting at reduction index ``pos`` (see
+    :func:`block_span`): at a run boundary, or within one run, before ``b``."""
+    if span >= inner:
+        return min(((pos + span) // inner) * inner, b)
+    return min(pos + span, (pos // inner + 1) * inner, b)
+
+
+# ------------------------------------------------------------------ ranges
+@_jit
+def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
+    """``Σ(x − c)``, ``Σ(x − c)²`` and their number of terms over reduction
+    indices ``[a, b)`` (NaNs left out unless ``skipna`` is None)."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
+    n = 0
+    pos = a
+    while pos < b:
+        off, m = run_at(pos, b, rsz, rstr)
+        t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
+        s1 += t1
+        s2 += t2
+        n += k
+        pos += m
+    return s1, s2, n
+
+
+@_strict
+def shift_near(x, pivot, mean):
+    """``(c, c − pivot)``: the accumulator-type value ``c`` nearest
+    ``pivot + mean`` and its exact offset from ``pivot``.  Without
+    reassociation: in a fast-math caller LLVM folds ``(pivot + mean) − pivot``
+    into ``mean``, which is not the offset of the rounded ``c``."""
+    c = acc_cast(x, pivot + mean)
+    return c, float(c) - pivot
+
+
+@_jit
+def well_centred(s1, s2, nb):
+    """Whether sums ``s1 = Σ(x − c)``, ``s2 = Σ(x − c)²`` of ``nb`` values
+    may give ``M2 = s2 − s1²/nb`` directly: both finite and
+    ``s1²/nb ≤ s2/16``, i.e. ``c`` within ``std/√15`` of the values' mean, so
+    that the subtraction cancels at most 1/16 of ``s2`` (about as accurate as
+    the two-pass block, whose shift is the block's mean)."""
+    return np.isfinite(s2) and float(s1) * float(s1) <= float(s2) * (nb / 16.0)
+
+
+@_jit
+def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
+    """Exact ``(n, mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``,
+    ``n`` the number of values that entered (NaNs left out unless ``skipna``
+    is None; then ``n = b − a``).
+
+    Per block (≤ ``BLOCK`` elements, see :func:`block_span`), sums about a
+    shift ``c`` give the block's ``(n_b, mean_b, M2_b)``
+    (:func:`shifted_moments`), merged by Chan in coordinates relative to
+    ``pivot``; the next block is prefetched meanwhile.  After the first
+    block ``c`` is the mean so far and one pass suffices when
+    :func:`well_centred` says so (data whose mean does not wander);
+    otherwise — the first block, a block far from the mean so far, a NaN or
+    an inf — two passes from L1: a shifted sum gives the count and
+    ``c + Σ(x − c)/n_b``, a second pass about that mean the corrected
+    ``M2``.  The count is the first pass's: its shift is finite, so only
+    NaNs are left out (the second shift is inf when the block holds an inf,
+    and ``shifted_moments`` then ignores the sums).
+    """
+    n = 0.0
+    mean = 0.0
+    m2 = 0.0
+    span = block_span(rsz)
+    blk = a
+    while blk < b:
+        e = block_end(blk, b, rsz[-1], span)
+        if e < b:
+            prefetch_range(x, xb, rsz, rstr, e, block_end(e, b, rsz[-1], span))
+        start = blk
+        blk = e
+        if n > 0:
+            c, c_rel = shift_near(x, pivot, mean)
+            s1, s2, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
+            if well_centred(s1, s2, nb):
+                mb, m2b = shifted_moments(float(nb), c_rel, float(s1), float(s2))
+                n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
+                continue
+        off, _ = run_at(start, e, rsz, rstr)
+        c = finite_or_zero(x, load(x, xb + off))
+        s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
+        if skipna is not None and s1 != s1:   # a NaN in the block: count the others
+            s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
+        if nb == 0:     # every value NaN: the identity of the merge
+            continue
+        c = acc_cast(x, c + s1 / nb)
+        if nb == e - start:   # no NaN in the block: the plain second pass
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, None)
+        else:
+            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
+        mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+        n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
+    return n, mean, m2
+
+
+@_jit
+def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
+    """``(Σ dy, Σ dy·(x − mu))`` (float64) over reduction indices ``[a, b)``."""
+    t1 = 0.0
+    t2 = 0.0
+    span = block_span(rsz)
+    blk = a
+    while blk < b:
+        e = block_end(blk, b, rsz[-1], span)
+        if e < b:
+            after = block_end(e, b, rsz[-1], span)
+            prefetch_range(dy, db, rsz, rstr_dy, e, after)
+            prefetch_range(x, xb, rsz, rstr_x, e, after)
+        s1 = acc_zero(x)
+        s2 = acc_zero(x)
+        pos = blk
+        while pos < e:
+            od, m = run_at(pos, e, rsz, rstr_dy)
+            ox, _ = run_at(pos, e, rsz, rstr_x)
+            u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
+            s1 += u1
+            s2 += u2
+            pos += m
+        t1 += s1
+        t2 += s2
+        blk = e
+    return t1, t2
+
+
+@_exact
+def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+                 stream, ahead):
+    """``out = (u − cu)·ca + (v − cv)·cb + cc`` over reduction indices ``[a, b)``
+    (``stream``: see :func:`affine_at`).  With ``ahead`` ≥ 0, the same indices
+    of the statistic whose ``u`` starts there are prefetched run by run: the
+    fused forward reads the next statistic from memory while it writes this
+    one from cache (both must fit in L2)."""
+    pos = a
+    while pos < b:
+        oo, m = run_at(pos, b, rsz, rstr_o)
+        ou, _ = run_at(pos, b, rsz, rstr_u)
+        ov, _ = run_at(pos, b, rsz, rstr_v)
+        affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
+                  m, cu, ca, cv, cb, cc, stream)
+        if ahead >= 0:
+            prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m)
+        pos += m
+    if stream:
+        store_fence()
