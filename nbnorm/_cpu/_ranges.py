@@ -50,6 +50,14 @@ def block_end(pos, b, inner, span):
     return min(pos + span, (pos // inner + 1) * inner, b)
 
 
+@_jit
+def block_and_next(pos, b, rsz, span):
+    """``(e, after)``: the block starting at ``pos`` is ``[pos, e)``, the next
+    one ``[e, after)`` (empty at the end of the range)."""
+    e = block_end(pos, b, rsz[-1], span)
+    return e, block_end(e, b, rsz[-1], span) if e < b else e
+
+
 # ------------------------------------------------------------------ ranges
 @_jit
 def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
@@ -114,9 +122,8 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     span = block_span(rsz)
     blk = a
     while blk < b:
-        e = block_end(blk, b, rsz[-1], span)
-        if e < b:
-            prefetch_range(x, xb, rsz, rstr, e, block_end(e, b, rsz[-1], span))
+        e, after = block_and_next(blk, b, rsz, span)
+        prefetch_range(x, xb, rsz, rstr, e, after)
         start = blk
         blk = e
         if n > 0:
@@ -151,11 +158,9 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     span = block_span(rsz)
     blk = a
     while blk < b:
-        e = block_end(blk, b, rsz[-1], span)
-        if e < b:
-            after = block_end(e, b, rsz[-1], span)
-            prefetch_range(dy, db, rsz, rstr_dy, e, after)
-            prefetch_range(x, xb, rsz, rstr_x, e, after)
+        e, after = block_and_next(blk, b, rsz, span)
+        prefetch_range(dy, db, rsz, rstr_dy, e, after)
+        prefetch_range(x, xb, rsz, rstr_x, e, after)
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
