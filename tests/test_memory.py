@@ -42,7 +42,8 @@ def streaming(on):
 
 
 def _view(shape, dtype, start):
-    """An uninitialised array of ``shape`` starting ``start`` elements into a buffer."""
+    """A NaN-filled array of ``shape`` starting ``start`` elements into a buffer
+    (NaN left in an output means an element was not written)."""
     size = int(np.prod(shape))
     return np.full(size + 16, np.nan, dtype)[start:start + size].reshape(shape)
 
