@@ -98,23 +98,50 @@ def well_centred(s1, s2, nb):
 
 
 @_jit
+def welford_block(x, xb, rsz, rstr, start, e, pivot, skipna, n, mean, m2):
+    """The state ``(n, mean − pivot, M2)`` of the values so far merged with
+    block ``[start, e)`` of reduction indices (see :func:`welford_range`).
+
+    After the first block the shift ``c`` is the mean so far and one pass
+    suffices when :func:`well_centred` says so (data whose mean does not
+    wander); otherwise — the first block, a block far from the mean so far,
+    a NaN or an inf — two passes from L1: a shifted sum gives the count and
+    ``c + Σ(x − c)/n_b``, a second pass about that mean the corrected
+    ``M2``.  The count is the first pass's: its shift is finite, so only
+    NaNs are left out (the second shift is inf when the block holds an inf,
+    and ``shifted_moments`` then ignores the sums)."""
+    if n > 0:
+        c, c_rel = shift_near(x, pivot, mean)
+        s1, s2, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
+        if well_centred(s1, s2, nb):
+            mb, m2b = shifted_moments(float(nb), c_rel, float(s1), float(s2))
+            return chan_merge(n, mean, m2, float(nb), mb, m2b)
+    off, _ = run_at(start, e, rsz, rstr)
+    c = finite_or_zero(x, load(x, xb + off))
+    s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
+    if skipna is not None and s1 != s1:   # a NaN in the block: count the others
+        s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
+    if nb == 0:     # every value NaN: the identity of the merge
+        return n, mean, m2
+    c = acc_cast(x, c + s1 / nb)
+    if nb == e - start:   # no NaN in the block: the plain second pass
+        s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, None)
+    else:
+        s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
+    mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+    return chan_merge(n, mean, m2, float(nb), mb, m2b)
+
+
+@_jit
 def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     """Exact ``(n, mean − pivot, M2)`` (float64) of reduction indices ``[a, b)``,
     ``n`` the number of values that entered (NaNs left out unless ``skipna``
     is None; then ``n = b − a``).
 
     Per block (≤ ``BLOCK`` elements, see :func:`block_span`), sums about a
-    shift ``c`` give the block's ``(n_b, mean_b, M2_b)``
-    (:func:`shifted_moments`), merged by Chan in coordinates relative to
-    ``pivot``; the next block is prefetched meanwhile.  After the first
-    block ``c`` is the mean so far and one pass suffices when
-    :func:`well_centred` says so (data whose mean does not wander);
-    otherwise — the first block, a block far from the mean so far, a NaN or
-    an inf — two passes from L1: a shifted sum gives the count and
-    ``c + Σ(x − c)/n_b``, a second pass about that mean the corrected
-    ``M2``.  The count is the first pass's: its shift is finite, so only
-    NaNs are left out (the second shift is inf when the block holds an inf,
-    and ``shifted_moments`` then ignores the sums).
+    shift give the block's ``(n_b, mean_b, M2_b)`` (:func:`shifted_moments`),
+    merged by Chan in coordinates relative to ``pivot``
+    (:func:`welford_block`); the next block is prefetched meanwhile.
     """
     n = 0.0
     mean = 0.0
@@ -124,29 +151,8 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     while blk < b:
         e, after = block_and_next(blk, b, rsz, span)
         prefetch_range(x, xb, rsz, rstr, e, after)
-        start = blk
+        n, mean, m2 = welford_block(x, xb, rsz, rstr, blk, e, pivot, skipna, n, mean, m2)
         blk = e
-        if n > 0:
-            c, c_rel = shift_near(x, pivot, mean)
-            s1, s2, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
-            if well_centred(s1, s2, nb):
-                mb, m2b = shifted_moments(float(nb), c_rel, float(s1), float(s2))
-                n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
-                continue
-        off, _ = run_at(start, e, rsz, rstr)
-        c = finite_or_zero(x, load(x, xb + off))
-        s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, None)
-        if skipna is not None and s1 != s1:   # a NaN in the block: count the others
-            s1, _, nb = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
-        if nb == 0:     # every value NaN: the identity of the merge
-            continue
-        c = acc_cast(x, c + s1 / nb)
-        if nb == e - start:   # no NaN in the block: the plain second pass
-            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, None)
-        else:
-            s1, s2, _ = sums_about(x, xb, rsz, rstr, start, e, c, skipna)
-        mb, m2b = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
-        n, mean, m2 = chan_merge(n, mean, m2, float(nb), mb, m2b)
     return n, mean, m2
 
 
