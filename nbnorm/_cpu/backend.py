@@ -156,13 +156,11 @@ def _raw_moments(x, plan):
     return mean, m2
 
 
-def _raw_state(x, plan, skipna):
-    """Per-statistic ``(count, mean, mean_lo, M2)`` in float64, flat C-order
-    statistic arrays; with ``skipna`` of the non-NaN values (mean NaN where
-    there are none), else of all ``plan.n``.  The kernels work relative to a
-    pivot per statistic, added back here as ``mean + mean_lo`` (the rounded
-    sum and its error); their chunk counts are kept only with ``skipna``
-    (``part_count`` None compiles the kernels without NaN tests)."""
+def _relative_moments(x, plan, skipna=False):
+    """The kernels' per-statistic ``(part_count, mean − pivot, M2, pivot)``,
+    float64 flat C-order statistic arrays, chunks merged; ``part_count``
+    (the chunks' counts of non-NaN values) only with ``skipna``, else None
+    (which compiles the kernels without NaN tests)."""
     xf = _flat(x)
     args = _kernel_args(plan, [0])
     tile, chunk, n_chunks = _split(plan)
@@ -175,11 +173,20 @@ def _raw_state(x, plan, skipna):
     else:
         K.moments_inner_reduced(xf, args, chunk, n_chunks, pc, pm, pv, pivots)
     if n_chunks == 1:
-        mean, m2 = pm[0], pv[0]
-    else:
-        mean = np.empty(plan.n_stats)
-        m2 = np.empty(plan.n_stats)
-        K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
+        return pc, pm[0], pv[0], pivots
+    mean = np.empty(plan.n_stats)
+    m2 = np.empty(plan.n_stats)
+    K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
+    return pc, mean, m2, pivots
+
+
+def _raw_state(x, plan, skipna):
+    """Per-statistic ``(count, mean, mean_lo, M2)`` in float64, flat C-order
+    statistic arrays; with ``skipna`` of the non-NaN values (mean NaN where
+    there are none), else of all ``plan.n``.  The kernels work relative to a
+    pivot per statistic, added back here as ``mean + mean_lo`` (the rounded
+    sum and its error)."""
+    pc, mean, m2, pivots = _relative_moments(x, plan, skipna)
     mean, lo = _welford.two_sum(pivots, mean)   # NumPy arithmetic: not reassociated
     if not skipna:
         return np.full(plan.n_stats, float(plan.n)), mean, np.where(np.isfinite(mean), lo, 0.0), m2
@@ -249,7 +256,9 @@ def _sized(fn):
     @wraps(fn)
     def wrapper(*args):
         work = args[0].size * (2 if fn.__name__ == "backward" else 1)
-        with _threads.serial_if(work < SERIAL_ELEMENTS):
+        if work >= SERIAL_ELEMENTS:
+            return fn(*args)
+        with _threads.serial_if(True):
             return fn(*args)
     return wrapper
 
@@ -264,10 +273,11 @@ def moments(x, axis, ddof):
     plan = _plan(x.shape, axis, x)
     if plan.n == 0 or plan.n_stats == 0:
         return np.full(shape, np.nan, sd), np.full(shape, np.nan, sd)
-    mean, m2 = _raw_moments(x, plan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = m2 / max(plan.n - ddof, 0)
-    return mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape)
+    _, mean_rel, m2, pivots = _relative_moments(x, plan)
+    mean = np.empty(plan.n_stats, sd)
+    var = np.empty(plan.n_stats, sd)
+    K.mean_and_variance(pivots, mean_rel, m2, float(max(plan.n - ddof, 0)), mean, var)
+    return mean.reshape(shape), var.reshape(shape)
 
 
 @_sized

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from ._jit import TILE, invstd_vector, two_sum  # noqa: F401
 from .elementwise import affine, touch_pages  # noqa: F401
-from .merge import merge_moments, merge_states, merge_sums  # noqa: F401
+from .merge import mean_and_variance, merge_moments, merge_states, merge_sums  # noqa: F401
 from .inner_reduced import (backward_fused, dual_sums_inner_reduced,  # noqa: F401
                            forward_fused, moments_inner_reduced)
 from .inner_kept import dual_sums_inner_kept, moments_inner_kept  # noqa: F401
