@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _router
 from . import _validate as V
+from ._calls import moments_calls, moments_key
 from ._contract import LazyForward
 from ._layout import normalize_axis, stat_shape
 
@@ -68,6 +69,10 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     NaNs are left out and ``n`` is counted per statistic (``np.nanmean``,
     ``np.nanvar``); a statistic with ``n − ddof ≤ 0`` is NaN with a warning.
     """
+    key = moments_key(x, axis, ddof, keepdims, skipna)
+    call = moments_calls.get(key)
+    if call is not None:
+        return call(x)
     backend, arrays, xa = _setup("moments", x)
     V.float_input(xa, "x", allow_int=True)
     ddof = V.ddof_value(ddof)
@@ -87,11 +92,30 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
         if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
             msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"
             warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
-        mean, var = backend.moments(xa, ax, ddof)
+        call = _moments_call(backend, ax, ddof, keepdims)
+        mean, var = call(xa)
+        if key is not None and xa is x and n - ddof > 0 and backend.name == "cpu":
+            moments_calls.put(key, call)
+        return backend.wrap(mean, x), backend.wrap(var, x)
     if keepdims:
-        kshape = tuple(1 if d in ax else s for d, s in enumerate(xa.shape))
-        mean, var = mean.reshape(kshape), var.reshape(kshape)
+        mean, var = _kept(mean, ax, xa.shape), _kept(var, ax, xa.shape)
     return backend.wrap(mean, x), backend.wrap(var, x)
+
+
+def _kept(stat, ax, shape):
+    """A statistic reshaped as ``keepdims=True`` gives it (reduced dims of size 1)."""
+    return stat.reshape(tuple(1 if d in ax else s for d, s in enumerate(shape)))
+
+
+def _moments_call(backend, ax, ddof, keepdims):
+    """``(mean, var)`` of arrays of one signature on ``backend``, arguments
+    checked; remembered for plain float NumPy arrays (see :mod:`._calls`)."""
+    def call(x):
+        mean, var = backend.moments(x, ax, ddof)
+        if keepdims:
+            return _kept(mean, ax, x.shape), _kept(var, ax, x.shape)
+        return mean, var
+    return call
 
 
 def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mean=None,

@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from . import _layout
+from ._calls import moments_calls
 
 MIN_BYTES = 8 << 20          # outputs from this size on come from the pool
 GRAIN = 1 << 20              # block sizes are rounded up to this
@@ -122,8 +123,10 @@ def empty_like(x, fresh):
 
 
 def release_memory():
-    """Free the idle output blocks nbnorm keeps for reuse (see :mod:`nbnorm._pool`);
-    returns the number of bytes released."""
+    """Free the idle output blocks nbnorm keeps for reuse (see :mod:`nbnorm._pool`)
+    and forget the remembered call signatures (:mod:`nbnorm._calls`); returns
+    the number of bytes released."""
+    moments_calls.clear()
     return _pool.release()
 
 
