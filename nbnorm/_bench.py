@@ -60,19 +60,26 @@ def _parallel_copy(dst, src):
         dst[lo:hi] = src[lo:hi]
 
 
-def copy_bandwidth(nbytes, repeat=9):
-    """Bytes/s of a multi-threaded copy of ``nbytes`` between two arrays
-    already in memory (read + write counted); the best of ``repeat`` runs,
-    since it stands for what the machine can do."""
+def copier(nbytes):
+    """``(copy, moved)``: a function making one multi-threaded copy of
+    ``nbytes`` between two arrays already in memory, and the bytes it moves
+    (read + write)."""
     src = np.ones(max(nbytes // 8, 1))
     dst = np.empty_like(src)
     _parallel_copy(dst, src)
+    return (lambda: _parallel_copy(dst, src)), 2 * src.nbytes
+
+
+def copy_bandwidth(nbytes, repeat=9):
+    """Bytes/s of :func:`copier`'s copy of ``nbytes``; the best of ``repeat``
+    runs, since it stands for what the machine can do."""
+    copy, moved = copier(nbytes)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        _parallel_copy(dst, src)
+        copy()
         times.append(time.perf_counter() - t0)
-    return 2 * src.nbytes / min(times)
+    return moved / min(times)
 
 
 def layouts(shape):
