@@ -122,13 +122,16 @@ def test_stream_line_writes_the_scalar_formula_with_one_nontemporal_store():
 
 def test_prefetch_is_compiled_and_changes_nothing():
     @njit
-    def summed(x, rsz, rstr):
-        _ranges.prefetch_range(x, 0, rsz, rstr, 0, x.size)
+    def summed(x, rsz, rstr, to_l2):
+        _ranges.prefetch_range(x, 0, rsz, rstr, 0, x.size, to_l2)
         return x.sum()
 
     x = np.arange(1000.0)
-    assert summed(x, np.array([10, 100]), np.array([100, 1])) == x.sum()
-    assert "llvm.prefetch" in summed.inspect_llvm(summed.signatures[0])
+    for to_l2 in (False, True):
+        assert summed(x, np.array([10, 100]), np.array([100, 1]), to_l2) == x.sum()
+    ir = summed.inspect_llvm(summed.signatures[0])
+    # both hints: read (0), into all levels (3) or into L2 (2), data cache (1)
+    assert "i32 0, i32 3, i32 1)" in ir and "i32 0, i32 2, i32 1)" in ir
 
 
 def test_only_large_outputs_stream():

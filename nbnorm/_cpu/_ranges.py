@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._access import acc_cast, acc_zero, load
-from ._jit import BLOCK, _exact, _jit, _strict, chan_merge, shifted_moments
-from ._memory import LINE, prefetch, store_fence
+from ._jit import BLOCK, _exact, _inline, _jit, _strict, chan_merge, shifted_moments
+from ._memory import LINE, prefetch, prefetch_l2, store_fence
 from ._runs import affine_at, dual_at, finite_or_zero, run_at, sums_at
 
 
@@ -26,9 +26,10 @@ def block_span(rsz):
 
 
 @_jit
-def prefetch_range(x, xb, rsz, rstr, a, b):
-    """:func:`._memory.prefetch` every line of reduction indices ``[a, b)``
-    (unit-stride runs only: strided ones touch a line per element)."""
+def prefetch_range(x, xb, rsz, rstr, a, b, to_l2):
+    """:func:`._memory.prefetch` (``to_l2``: :func:`._memory.prefetch_l2`) every
+    line of reduction indices ``[a, b)`` (unit-stride runs only: strided ones
+    touch a line per element)."""
     if rstr[-1] != 1:
         return
     step = max(LINE // x.itemsize, 1)
@@ -36,9 +37,17 @@ def prefetch_range(x, xb, rsz, rstr, a, b):
     while pos < b:
         off, m = run_at(pos, b, rsz, rstr)
         for q in range(0, m, step):
-            prefetch(x, xb + off + q)
-        prefetch(x, xb + off + m - 1)
+            line_hint(x, xb + off + q, to_l2)
+        line_hint(x, xb + off + m - 1, to_l2)
         pos += m
+
+
+@_inline
+def line_hint(x, i, to_l2):
+    if to_l2:
+        prefetch_l2(x, i)
+    else:
+        prefetch(x, i)
 
 
 @_jit
@@ -150,7 +159,7 @@ def welford_range(x, xb, rsz, rstr, a, b, pivot, skipna):
     blk = a
     while blk < b:
         e, after = block_and_next(blk, b, rsz, span)
-        prefetch_range(x, xb, rsz, rstr, e, after)
+        prefetch_range(x, xb, rsz, rstr, e, after, False)
         n, mean, m2 = welford_block(x, xb, rsz, rstr, blk, e, pivot, skipna, n, mean, m2)
         blk = e
     return n, mean, m2
@@ -165,8 +174,8 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
     blk = a
     while blk < b:
         e, after = block_and_next(blk, b, rsz, span)
-        prefetch_range(dy, db, rsz, rstr_dy, e, after)
-        prefetch_range(x, xb, rsz, rstr_x, e, after)
+        prefetch_range(dy, db, rsz, rstr_dy, e, after, False)
+        prefetch_range(x, xb, rsz, rstr_x, e, after, False)
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
@@ -199,7 +208,7 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
         affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
                   m, cu, ca, cv, cb, cc, stream)
         if ahead >= 0:
-            prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m)
+            prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m, True)
         pos += m
     if stream:
         store_fence()
