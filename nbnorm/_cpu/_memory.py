@@ -102,7 +102,8 @@ def stream_line(typingctx, out, oo, u, ou, v, ov, cu, ca, cv, cb, cc):
     """``out[oo + i] = (u[ou + i] − cu)·ca + t`` for the ``LINE // itemsize``
     elements of one line, ``t = (v[ov + i] − cv)·cb + cc`` (``cc`` when ``v``
     is None, see ``_access.plus_term``); one aligned non-temporal store
-    (``out[oo]`` must start a line).
+    (``out[oo]`` must start a line: see :func:`item_aligned`).  The loads
+    assume no alignment.
     Each operation is done in the type Numba gives the scalar expression
     (float64 if either side is float64, else float32), ``contract`` only."""
     if not (streamable(out, u, v) and all(c in _FLOATS for c in (cu, ca, cv, cb, cc))):
@@ -139,8 +140,8 @@ def stream_line(typingctx, out, oo, u, ou, v, ov, cu, ca, cv, cb, cc):
             return builder.bitcast(builder.gep(data, [off]), vector_type(arr_t.dtype).as_pointer())
 
         def load(arr_t, arr, off):
-            size = context.get_abi_sizeof(context.get_data_type(arr_t.dtype))
-            return builder.load(pointer(arr_t, arr, off), align=size), arr_t.dtype
+            # align 1: an input may start anywhere (a view at an odd byte offset)
+            return builder.load(pointer(arr_t, arr, off), align=1), arr_t.dtype
 
         cu_, ca_, cv_, cb_, cc_ = (splat(c, t) for c, t in zip(coef, sig.args[6:]))
         y = binary(builder.fmul, binary(builder.fsub, load(u_t, u_arr, u_off), cu_), ca_)
@@ -217,4 +218,19 @@ def _line_head(a, off):
 
     def impl(a, off):
         return ((-(a.ctypes.data + off * size)) % LINE) // size
+    return impl
+
+
+def item_aligned(a, off):
+    """Whether ``a[off]`` lies at a multiple of the item size: only then can
+    a whole line of ``a``'s elements start on a line boundary (a view of a
+    buffer at an odd byte offset is written with normal stores)."""
+
+
+@overload(item_aligned, inline="always")
+def _item_aligned(a, off):
+    size = a.dtype.bitwidth // 8
+
+    def impl(a, off):
+        return (a.ctypes.data + off * size) % size == 0
     return impl

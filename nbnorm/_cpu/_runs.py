@@ -11,7 +11,7 @@ from numba.extending import overload
 
 from ._access import acc_cast, acc_zero, load, maybe_window, plus_term, store, window
 from ._jit import _EXACT, BLOCK, _exact, _inline, _inline_exact, _jit, _strict
-from ._memory import LINE, line_head, stream_line, streamable
+from ._memory import LINE, item_aligned, line_head, stream_line, streamable
 from ._skipna import skip_nan, term_count
 
 
@@ -153,6 +153,9 @@ def _stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
     def lines(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
         lanes = LINE // out.itemsize
         head = min(line_head(out, oo), m)
+        if not item_aligned(out, oo):
+            # no line of a misaligned ``out`` starts on a line boundary
+            head = m
         run_affine(window(out, oo, head), 0, 1, window(u, ou, head), 0, 1,
                    maybe_window(v, ov, head), 0, 1, head, cu, ca, cv, cb, cc)
         j = head
