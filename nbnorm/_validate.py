@@ -49,10 +49,53 @@ def stat_array(a, name, shape, axis):
 
 
 def writable(a, name):
-    """``a`` must be writeable (``out=`` and the running statistics)."""
+    """``a`` must be writeable (``out=`` and the running statistics) and its
+    elements must not overlap one another: threads would race on an element
+    that two indices share, and ``out=x`` would transform it twice."""
     flags = getattr(a, "flags", None)
     if flags is not None and not getattr(flags, "writeable", True):
         raise ValueError(f"{name}: the array is read-only; it is written in place")
+    view = _address_view(a)
+    if view is not None and self_overlapping(view):
+        raise ValueError(f"{name}: its elements overlap in memory (a zero or overlapping "
+                         f"stride, e.g. a broadcast or as_strided view, strides "
+                         f"{tuple(view.strides)}); it is written in place, so every element "
+                         f"needs memory of its own: pass a copy (np.array({name}))")
+
+
+#: the largest array whose element addresses :func:`self_overlapping` lists
+#: when the stride test cannot decide; a larger undecided one counts as overlapping
+EXACT_ELEMENTS = 1 << 22
+
+
+def self_overlapping(a):
+    """Whether two elements of ``a`` share a byte of memory.
+
+    Sorted by stride magnitude, an array whose every stride spans all
+    elements of the smaller dimensions (``|s_k| ≥ itemsize + Σ_{j<k}
+    |s_j|·(n_j − 1)``) cannot overlap itself; a dimension of two or more
+    elements with stride 0 always does.  Other layouts (rare: interleaved
+    strides) are decided by listing the element addresses, up to
+    ``EXACT_ELEMENTS``."""
+    dims = sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1)
+    if not dims or a.size == 0:
+        return False
+    span = a.itemsize
+    for stride, n in dims:
+        if stride == 0:
+            return True
+        if stride < span:
+            break
+        span += stride * (n - 1)
+    else:
+        return False
+    if a.size > EXACT_ELEMENTS:
+        return True
+    starts = np.zeros(1, np.int64)
+    for stride, n in dims:
+        starts = (starts[:, None] + stride * np.arange(n, dtype=np.int64)).reshape(-1)
+    starts.sort()
+    return bool((np.diff(starts) < a.itemsize).any())
 
 
 def out_array(out, x, name="out"):
