@@ -26,10 +26,23 @@ along kept and reduced axes and no rechunking:
 ``split_every`` is Dask's own setting: ``dask.config.set(split_every=8)``
 (an int, the fan-in of one merge task, or a dict ``{axis: fan-in}``);
 default 4, as Dask's reductions.
+
+Unknown chunk sizes (``np.nan``, e.g. after boolean indexing ``x[mask]``)
+along reduced axes are supported: wherever the number ``n`` of elements per
+statistic is needed (``var = m2/n``, ``ddof``, the backward's ``Σdy/n``, the
+running variance's ``n/(n − 1)``) it is the states' ``count``, computed in
+the graph, not ``x.shape``.  Along kept axes the statistics get unknown
+chunks too (Dask statistics of the same chunking work; NumPy ones of a known
+shape cannot be matched).  Where the graph cannot be built (chunks that
+cannot be aligned without their sizes) a ``ValueError`` naming
+``compute_chunk_sizes()`` is raised at call time.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
+import math
 import operator
 import warnings
 from math import prod
@@ -61,7 +74,7 @@ def asarray(obj, argname):
     through the CPU backend's conversion; a host ``x``/``dy`` becomes a
     one-chunk Dask array."""
     if _router.is_dask_array(obj):
-        return obj
+        return _one_nan(obj)
     a = _cpu().asarray(obj, argname)
     if argname in ("x", "dy"):
         return da.from_array(a, chunks=a.shape)
@@ -87,7 +100,73 @@ def wrap(result, like):
 
 
 def astype(a, dtype):
-    return a.astype(dtype)
+    return _one_nan(a.astype(dtype))
+
+
+# ------------------------------------------------------------------ unknown chunk sizes
+_COMPUTE_SIZES = "call x.compute_chunk_sizes() first"
+
+
+def _unknown(sizes):
+    return any(math.isnan(s) for s in sizes)
+
+
+def _one_nan(a):
+    """``a`` with every unknown size in ``a.shape`` the one object ``np.nan``.
+
+    Dask sums the chunks into ``shape``, so each array has its own NaN
+    objects, and two shapes with unknown sizes never compare equal: the API's
+    shape checks (``dy`` against ``x``, a Dask ``mean`` of unknown length
+    against ``x``'s statistic shape) would refuse arrays of one and the same
+    chunking.  With one NaN object, unknown compares equal to unknown (tuple
+    comparison tests identity first), and the sizes are checked block by
+    block when computing.  A new ``Array`` on the same graph (the caller's is
+    not touched); nothing is done where ``shape`` is not a cached property."""
+    shape = a.shape
+    if not _unknown(shape) or all(s is np.nan for s in shape if math.isnan(s)):
+        return a
+    if not isinstance(inspect.getattr_static(type(a), "shape", None), functools.cached_property):
+        return a        # pragma: no cover  (another Dask: shapes stay as they are)
+    b = da.Array(a.dask, a.name, a.chunks, meta=a._meta)
+    b.__dict__["shape"] = tuple(np.nan if math.isnan(d) else d for d in shape)
+    return b
+
+
+def _same_chunks(a, b):
+    """Chunk tuples equal, an unknown size matching an unknown size."""
+    return len(a) == len(b) and all(
+        u == v or (math.isnan(u) and math.isnan(v)) for u, v in zip(a, b))
+
+
+def _known_n(x, axis):
+    """Elements per statistic from ``x.shape``, or None where a reduced axis
+    has unknown chunk sizes (then it is the states' ``count``)."""
+    n = prod(x.shape[d] for d in axis)
+    return None if math.isnan(n) else n
+
+
+def _too_few(count):
+    """The training check of the API (``n ≥ 2``) on counts known only now."""
+    c = np.asarray(count)
+    if c.size and c.min() < 2:
+        raise ValueError(
+            f"x: expected more than 1 value per statistic when training, got {int(c.min())} "
+            f"(x has unknown chunk sizes along the reduced axes, so this is only checked when "
+            f"computing; {_COMPUTE_SIZES} to have it checked at call time)")
+
+
+def _check_stat_blocks(xb, axis, name, *blocks):
+    """Statistic blocks (keepdims) must match ``xb`` along the kept axes:
+    with unknown chunk sizes that is only known now, and NumPy would
+    broadcast a block of length 1 silently."""
+    for b in blocks:
+        if b is None:
+            continue
+        if any(b.shape[d] != xb.shape[d] for d in range(xb.ndim) if d not in axis):
+            raise ValueError(
+                f"{name}: a chunk of the statistics has shape {tuple(b.shape)} but x's chunk "
+                f"has {tuple(xb.shape)} along the kept axes; statistics with unknown chunk "
+                f"sizes must come from an array chunked as x ({_COMPUTE_SIZES})")
 
 
 stat_dtype = _welford.stat_dtype    # one definition for every backend
@@ -182,6 +261,10 @@ def _merge_all(states):
 
 def _merge_pair(*fields):
     """Merge the state ``fields[:4]`` with ``fields[4:]`` by their backend."""
+    if np.shape(fields[1]) != np.shape(fields[5]):
+        raise ValueError(f"Moments.merge: chunks of shapes {np.shape(fields[1])} and "
+                         f"{np.shape(fields[5])} (states of unknown chunk sizes must be "
+                         f"chunked alike; {_COMPUTE_SIZES})")
     return tuple(_router.backend_of(fields[1]).merge_states(fields[:4], fields[4:]))
 
 
@@ -208,6 +291,7 @@ def _keepdims(a, sshape):
 
 
 def _block_inference(xb, mean, var, weight, bias, axis, eps):
+    _check_stat_blocks(xb, axis, "mean/var/weight/bias", mean, var, weight, bias)
     if xb.size == 0:
         return xb.copy()
     sshape = stat_shape(xb.shape, axis)
@@ -216,27 +300,51 @@ def _block_inference(xb, mean, var, weight, bias, axis, eps):
                         axis, eps, None)
 
 
-def _chunk_sums(dyb, xb, mub, axis):
+def _chunk_sums(dyb, xb, mub, axis, counted=False):
     """``(Σdy, Σdy·(x − mean))`` of one chunk in float64 (NumPy sums; the
-    mean rounded to the statistics' dtype first, as the CPU backward)."""
+    mean rounded to the statistics' dtype first, as the CPU backward); with
+    ``counted``, also the chunk's number of elements per statistic (int64),
+    for ``n`` where the chunk sizes were unknown."""
+    _check_dy(dyb, xb)
+    _check_stat_blocks(xb, axis, "mean", mub)
     mu = mub.astype(stat_dtype(xb.dtype)).astype(F64)
     dy = dyb.astype(F64)
-    return dy.sum(axis=axis), (dy * (xb.astype(F64) - mu)).sum(axis=axis)
+    sums = (dy.sum(axis=axis), (dy * (xb.astype(F64) - mu)).sum(axis=axis))
+    if counted:
+        n = prod(xb.shape[d] for d in axis)
+        sums += (np.full(sums[0].shape, n, I64),)
+    return sums
+
+
+def _check_dy(dyb, xb):
+    if dyb.shape != xb.shape:
+        raise ValueError(f"dy: a chunk of shape {tuple(dyb.shape)} where x's has "
+                         f"{tuple(xb.shape)}; with unknown chunk sizes dy must be chunked as "
+                         f"x (call x.compute_chunk_sizes() and dy.compute_chunk_sizes() first)")
 
 
 def _add_all(parts):
-    s1, s2 = parts[0]
-    for a, b in parts[1:]:
-        s1, s2 = s1 + a, s2 + b
-    return s1, s2
+    acc = parts[0]
+    for p in parts[1:]:
+        acc = tuple(u + v for u, v in zip(acc, p))
+    return acc
 
 
-def _block_dx(dyb, xb, mub, invb, wb, s1b, s2b, n, training):
+def _block_dx(dyb, xb, mub, invb, wb, s1b, s2b, nb, n, training, axis):
     """``dx = dy·a + (x − mean)·b + c`` with ``_welford.backward_coefficients``
-    (statistic blocks broadcast in keepdims shape)."""
+    (statistic blocks broadcast in keepdims shape); ``n`` the elements per
+    statistic, or None: then the block ``nb`` of counts."""
+    if xb is not None:
+        _check_dy(dyb, xb)
+    _check_stat_blocks(dyb, axis, "mean/invstd/weight", invb, wb, mub, s1b, s2b, nb)
     inv = invb.astype(F64)
     w = 1.0 if wb is None else wb.astype(F64)
-    a, b, c = _welford.backward_coefficients(n, inv, w, s1b, s2b, training)
+    if n is None and training:
+        n = nb.astype(F64)
+    # a count of 0 (an empty chunk along the kept axes' statistic) makes its
+    # coefficients NaN, but there is no element of dx that uses them
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b, c = _welford.backward_coefficients(n, inv, w, s1b, s2b, training)
     dx = dyb.astype(F64) * a
     if training:
         mu = mub.astype(stat_dtype(xb.dtype)).astype(F64)
@@ -245,26 +353,37 @@ def _block_dx(dyb, xb, mub, invb, wb, s1b, s2b, n, training):
 
 
 # ------------------------------------------------------------------ helpers
-def _keep(s, x, axis):
+def _keep(s, x, axis, name="statistics"):
     """Statistic-shaped ``s`` (NumPy or Dask; None passes) as a Dask array in
-    keepdims shape, chunked as ``x`` along the kept axes."""
+    keepdims shape, chunked as ``x`` along the kept axes.  Chunks of unknown
+    size cannot be rechunked: a Dask ``s`` must then already be chunked as
+    ``x`` (as the statistics computed from ``x`` are)."""
     if s is None:
         return None
     idx = tuple(None if d in axis else slice(None) for d in range(x.ndim))
     chunks = tuple((1,) if d in axis else x.chunks[d] for d in range(x.ndim))
     if _router.is_dask_array(s):
-        return s[idx].rechunk(chunks)
+        s = s[idx]
+        if all(_same_chunks(a, b) for a, b in zip(s.chunks, chunks)):
+            return s
+    kept = [d for d in range(x.ndim) if d not in axis]
+    have = tuple(s.chunks[d] for d in kept) if _router.is_dask_array(s) else None
+    if any(_unknown(x.chunks[d]) for d in kept) or (have and any(map(_unknown, have))):
+        got = "a NumPy array" if have is None else f"chunked {have}"
+        raise ValueError(
+            f"{name}: {got} along the statistic's axes, but x is chunked "
+            f"{tuple(x.chunks[d] for d in kept)} there, with unknown chunk sizes, so they "
+            f"cannot be aligned; {_COMPUTE_SIZES}, or pass statistics computed from x")
+    if _router.is_dask_array(s):
+        return s.rechunk(chunks)
     return da.from_array(np.asarray(s)[idx], chunks=chunks)
-
-
-def _n(x, axis):
-    return prod(x.shape[d] for d in axis)
 
 
 def _normalize(x, mean, var, weight, bias, axis, eps):
     """``y`` blockwise: each chunk through its backend's ``inference`` with
     the statistics' blocks of the same kept indices."""
-    stats = [_keep(s, x, axis) for s in (mean, var, weight, bias)]
+    stats = [_keep(s, x, axis, name) for s, name in
+             ((mean, "mean"), (var, "var"), (weight, "weight"), (bias, "bias"))]
     inds = tuple(range(x.ndim))
     pairs = []
     for s in stats:
@@ -281,8 +400,8 @@ def moment_state(x, axis, skipna, split_every=None):
     token = tokenize(x, axis, skipna, _split(axis, x.ndim, split_every))
     states = _blocks(_chunk_state, x, x, prefix="nbnorm-state", token=token, axis=axis,
                      skipna=bool(skipna))
-    return tuple(_tree(states, x, axis, _merge_all, STATE_FIELDS, "nbnorm-moments", token,
-                       split_every))
+    return tuple(_one_nan(a) for a in _tree(states, x, axis, _merge_all, STATE_FIELDS,
+                                            "nbnorm-moments", token, split_every))
 
 
 def merge_states(a, b):
@@ -296,7 +415,8 @@ def merge_states(a, b):
     token = tokenize(*arrays)
     merged = da.blockwise(_merge_pair, inds, *pairs, name=f"nbnorm-merge-{token}",
                           meta=_meta(arrays[1], nd, F64))
-    return tuple(merged.map_blocks(operator.getitem, j, dtype=dt, meta=_meta(arrays[1], nd, dt))
+    return tuple(_one_nan(merged.map_blocks(operator.getitem, j, dtype=dt,
+                                            meta=_meta(arrays[1], nd, dt)))
                  for j, dt in enumerate(STATE_FIELDS))
 
 
@@ -309,19 +429,44 @@ def state_variance(count, m2, ddof):
 
 
 def moments(x, axis, ddof):
-    """Lazy ``(mean, var)`` in :func:`stat_dtype` (``var = m2/(n − ddof)``)."""
+    """Lazy ``(mean, var)`` in :func:`stat_dtype` (``var = m2/(n − ddof)``;
+    with unknown chunk sizes along ``axis``, ``n`` is the state's count and
+    ``n − ddof ≤ 0`` gives NaN with a ``RuntimeWarning`` when computing, as
+    :meth:`nbnorm.Moments.var`)."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2, _ = moment_state(x, axis, False)
-    var = m2.map_blocks(_divide, _n(x, axis) - ddof, sd, dtype=sd, meta=_meta(m2, m2.ndim, sd))
+    count, mean, m2, _ = moment_state(x, axis, False)
+    n = _known_n(x, axis)
+    if n is None:
+        var = state_variance(count, m2, ddof)[0].astype(sd)
+    else:
+        var = m2.map_blocks(_divide, n - ddof, sd, dtype=sd, meta=_meta(m2, m2.ndim, sd))
     return mean.astype(sd), var
+
+
+def _checked_mean(mean, count):
+    _too_few(count)
+    return mean
+
+
+def _training_var(m2, count):
+    _too_few(count)
+    return m2 / count
 
 
 def forward(x, weight, bias, axis, eps, out):
     """Lazy training forward ``(y, mean, biased var, invstd)``: the statistics
-    are a tree reduction, ``y`` a blockwise pass that uses them."""
+    are a tree reduction, ``y`` a blockwise pass that uses them.  With unknown
+    chunk sizes along ``axis``, ``var = m2/count`` and fewer than 2 values
+    per statistic raise ``ValueError`` when computing (the API checks ``n``
+    at call time where ``x.shape`` knows it)."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2, _ = moment_state(x, axis, False)
-    var = m2.map_blocks(_divide, _n(x, axis), F64, dtype=F64, meta=_meta(m2, m2.ndim, F64))
+    count, mean, m2, _ = moment_state(x, axis, False)
+    n = _known_n(x, axis)
+    if n is None:
+        mean = da.map_blocks(_checked_mean, mean, count, dtype=F64, meta=_meta(m2, m2.ndim, F64))
+        var = da.map_blocks(_training_var, m2, count, dtype=F64, meta=_meta(m2, m2.ndim, F64))
+    else:
+        var = m2.map_blocks(_divide, n, F64, dtype=F64, meta=_meta(m2, m2.ndim, F64))
     invstd = var.map_blocks(_invstd, eps, sd, dtype=sd, meta=_meta(var, var.ndim, sd))
     y = _normalize(x, mean, var, weight, bias, axis, eps)
     return y, mean.astype(sd), var.astype(sd), invstd
@@ -329,19 +474,36 @@ def forward(x, weight, bias, axis, eps, out):
 
 def forward_with_running(x, weight, bias, axis, eps, out):
     """Training forward whose statistics are needed now (running statistics
-    are updated in place): one ``dask.compute`` of the state's mean and m2
-    (small: statistic-sized), then ``y`` lazily from those values, so ``x``
+    are updated in place): one ``dask.compute`` of the state's count, mean and
+    m2 (small: statistic-sized), then ``y`` lazily from those values, so ``x``
     is reduced once.  Returns ``(y, mean, var, invstd)`` with NumPy
-    statistics (wrapped into Dask arrays by the API)."""
+    statistics (wrapped into Dask arrays by the API); ``var`` carries the
+    counts (:class:`_Counted`) for the running variance's ``n/(n − 1)``
+    where ``x.shape`` does not know ``n``."""
     sd = stat_dtype(x.dtype)
-    _, mean, m2, _ = moment_state(x, axis, False)
-    mean, m2 = dask.compute(mean, m2)
-    mean, m2 = np.asarray(mean, F64), np.asarray(m2, F64)
-    var = m2 / _n(x, axis)
+    count, mean, m2, _ = moment_state(x, axis, False)
+    count, mean, m2 = dask.compute(count, mean, m2)
+    count, mean, m2 = np.asarray(count), np.asarray(mean, F64), np.asarray(m2, F64)
+    _too_few(count)       # checked by the API already where x.shape knows n
+    var = m2 / count
     with np.errstate(divide="ignore"):
         invstd = _welford.invstd_of(var, eps)
     y = _normalize(x, mean, var, weight, bias, axis, eps)
-    return y, mean.astype(sd), var.astype(sd), invstd.astype(sd)
+    var = var.astype(sd).view(_Counted)
+    var.count = count
+    return y, mean.astype(sd), var, invstd.astype(sd)
+
+
+class _Counted(np.ndarray):
+    """A computed batch variance with the per-statistic counts it was reduced
+    from: :func:`update_running` takes the running variance's factor
+    ``n/(n − 1)`` from them where the API's (from ``x.shape``) is NaN because
+    chunk sizes were unknown."""
+
+    count = None
+
+    def __array_finalize__(self, obj):
+        self.count = getattr(obj, "count", None)
 
 
 def inference(x, mean, var, weight, bias, axis, eps, out):
@@ -354,22 +516,34 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     ``(Σdy, Σdy·(x − mean))`` per statistic (float64 chunk sums), then a
     blockwise ``dx`` with ``_welford.backward_coefficients``."""
     sd = stat_dtype(x.dtype)
-    n = _n(x, axis)
+    n = _known_n(x, axis)
     inds = tuple(range(x.ndim))
+    for d in inds:
+        if not _same_chunks(dy.chunks[d], x.chunks[d]) and (
+                _unknown(dy.chunks[d]) or _unknown(x.chunks[d])):
+            raise ValueError(
+                f"dy: chunked {dy.chunks[d]} along axis {d} but x is chunked {x.chunks[d]}, "
+                f"with unknown chunk sizes, so they cannot be aligned; call "
+                f"x.compute_chunk_sizes() and dy.compute_chunk_sizes() first, or build dy "
+                f"with the same boolean mask as x")
     _, (dy, x) = da.core.unify_chunks(dy, inds, x, inds)   # one block grid for both
-    mu = _keep(mean, x, axis)
-    token = tokenize(dy, x, mu, axis)
-    sums = _blocks(_chunk_sums, x, dy, x, mu, prefix="nbnorm-bsums", token=token, axis=axis)
-    s_dy, s_dyxmu = _tree(sums, x, axis, _add_all, (F64, F64), "nbnorm-backward", token)
-    inv = _keep(invstd, x, axis)
-    w = _keep(weight, x, axis)
+    mu = _keep(mean, x, axis, "mean")
+    counted = n is None and bool(training)
+    token = tokenize(dy, x, mu, axis, counted)
+    sums = _blocks(_chunk_sums, x, dy, x, mu, prefix="nbnorm-bsums", token=token, axis=axis,
+                   counted=counted)
+    fields = (F64, F64, I64) if counted else (F64, F64)
+    s_dy, s_dyxmu, *count = _tree(sums, x, axis, _add_all, fields, "nbnorm-backward", token)
+    inv = _keep(invstd, x, axis, "invstd")
+    w = _keep(weight, x, axis, "weight")
     args = [dy, x if training else None, mu if training else None, inv, w,
             _keep(s_dy, x, axis) if training else None,
-            _keep(s_dyxmu, x, axis) if training else None]
+            _keep(s_dyxmu, x, axis) if training else None,
+            _keep(count[0], x, axis) if counted else None]
     pairs = []
     for a in args:
         pairs += [a, None if a is None else inds]
-    dx = da.blockwise(_block_dx, inds, *pairs, n=n, training=bool(training),
+    dx = da.blockwise(_block_dx, inds, *pairs, n=n, training=bool(training), axis=axis,
                       name=f"nbnorm-dx-{tokenize(token, training, w, inv)}", dtype=x.dtype,
                       meta=x._meta)
     inv_stat = invstd if _router.is_dask_array(invstd) else np.asarray(invstd, F64)
@@ -378,7 +552,12 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
 
 
 def update_running(running, batch, momentum, scale):
-    """The CPU rule on the (computed) batch statistic."""
+    """The CPU rule on the (computed) batch statistic.  A variance from
+    :func:`forward_with_running` carries its counts: where the API's
+    ``n/(n − 1)`` is NaN (``n`` unknown from ``x.shape``) they give it."""
     if _router.is_dask_array(batch):
         batch = batch.compute()
+    count = getattr(batch, "count", None)
+    if count is not None and not np.all(np.isfinite(scale)):
+        scale = count / (count - 1.0)      # count ≥ 2: checked by forward_with_running
     return _cpu().update_running(running, np.asarray(batch), momentum, scale)
