@@ -9,17 +9,43 @@ using a block dies, the block returns to this pool and the next output of
 the same size reuses it, pages already in place.
 
 The pool is bounded (``limit`` bytes of idle blocks, default the smaller of
-1 GiB and 1/8 of physical memory; environment variable
-``NBNORM_POOL_BYTES``, 0 disables it) and :func:`nbnorm.release_memory`
-empties it.  Arrays handed out are plain ``np.ndarray``s; their ``base`` is
-the block's holder, whose death (the array's and all its views') returns
-the block.  A forked child starts with an empty pool.
+1 GiB and 1/8 of physical memory) and :func:`nbnorm.release_memory`
+empties it.  Environment variable ``NBNORM_POOL_BYTES`` sets the bound: a
+number ≥ 0 (``1000000``, ``1e9``, ``1.5``…, rounded down to whole bytes)
+with an optional unit, case-insensitive: ``B``; ``K``, ``M``, ``G``, ``T``
+and ``KiB``, ``MiB``, ``GiB``, ``TiB`` are powers of 1024; ``KB``, ``MB``,
+``GB``, ``TB`` powers of 1000 (``512M`` = ``512MiB`` = 512·2²⁰, ``512MB`` =
+512·10⁶); 0 disables the pool.  Anything else (negative, NaN, inf,
+``1e999``, an unknown unit) makes ``import nbnorm`` raise a ValueError
+naming the variable.
+
+Arrays handed out are plain ``np.ndarray``s; their ``base`` chain ends in
+the block's :class:`_Holder`, whose death (the array's and all its views')
+returns the block.
+
+No path through the pool can hang:
+
+- giving a block back never waits: when the pool is held (by another
+  thread, or by this thread's own pool call that a finalizer or a signal
+  handler interrupted) the block goes onto ``Pool.returned``, a deque
+  (appends and pops are atomic), and the next pool call sorts it in
+  (with the pool disabled it is dropped);
+- the lock is reentrant and ``Pool.busy`` marks a call under way, so a
+  finalizer or signal handler that calls into the pool while this thread
+  is in it does not touch the pool's state: ``take`` makes a fresh block,
+  ``release`` drops only the returned blocks;
+- a forked child gets a new, empty pool (same limit) and never touches
+  the parent's lock, which another thread of the parent may have held.
 """
 from __future__ import annotations
 
-import ctypes
+import math
+import numbers
 import os
+import re
 import threading
+from collections import deque
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -30,15 +56,28 @@ MIN_BYTES = 8 << 20          # outputs from this size on come from the pool
 GRAIN = 1 << 20              # block sizes are rounded up to this
 SKEW = 2048 + 64             # an output starts this far into its block (see empty_like)
 
+_SIZE = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)\s*", re.I)
+_UNITS = {"": 1, "b": 1, **{p + suffix: base ** i for i, p in enumerate("kmgt", 1)
+                            for suffix, base in (("", 1024), ("ib", 1024), ("b", 1000))}}
+
+
+def parse_bytes(text, name="NBNORM_POOL_BYTES"):
+    """``text`` (see the module docstring) as a number of bytes ≥ 0, or a
+    ValueError naming ``name``."""
+    m = _SIZE.fullmatch(text)
+    unit = _UNITS.get(m[2].lower()) if m else None
+    value = float(m[1]) * unit if unit else math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a number of bytes >= 0 with an optional unit "
+                         f"(e.g. 1000000, 1e9, 64k, 512M or 512MiB = 512*2**20, "
+                         f"512MB = 512*10**6, 1.5GiB), got {text!r}")
+    return int(value)
+
 
 def _default_limit():
     env = os.environ.get("NBNORM_POOL_BYTES")
     if env is not None:
-        try:
-            return max(0, int(env))
-        except ValueError:
-            raise ValueError(f"NBNORM_POOL_BYTES: expected a number of bytes, got {env!r}") \
-                from None
+        return parse_bytes(env)
     try:
         phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -46,64 +85,121 @@ def _default_limit():
     return min(1 << 30, phys // 8)
 
 
-def _give_back(holder):
-    block = holder.block
-    if _pool is not None:
-        _pool.give_back(block)
+class _Holder:
+    """The owner NumPy sees for a pooled output's memory: one class for every
+    block size, *not* an ndarray (NumPy would collapse an ndarray base to
+    the block, which never dies); it exports the whole block as uint8
+    through ``__array_interface__`` and gives the block back when it dies,
+    i.e. when no array built on it (nor any view) is left."""
 
+    __slots__ = ("block",)
 
-_HOLDERS = {}
+    def __init__(self, block):
+        self.block = block
 
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.block.nbytes,), "typestr": "|u1",
+                "data": self.block.__array_interface__["data"]}
 
-def _holder(block):
-    """A buffer exporter over ``block`` that is *not* an ndarray — NumPy would
-    collapse an ndarray base to the block itself — and gives the block back
-    when it dies, i.e. when no array built on it (nor any view) is left."""
-    n = block.nbytes
-    kind = _HOLDERS.get(n)
-    if kind is None:
-        kind = _HOLDERS[n] = type("PooledBlock", (ctypes.c_char * n,), {"__del__": _give_back})
-    h = kind.from_buffer(block)
-    h.block = block
-    return h
+    def __del__(self):
+        if _pool is not None:
+            _pool.give_back(self.block)
 
 
 class Pool:
+    """Idle blocks by size, at most ``limit`` bytes of them (rules: see the
+    module docstring)."""
+
     def __init__(self, limit):
         self.limit = int(limit)
         self.idle = {}               # block size → [blocks]
         self.idle_bytes = 0
-        self.lock = threading.Lock()
+        self.returned = deque()      # blocks given back while the pool was held
+        self.lock = threading.RLock()
+        self.busy = False            # a call holds the pool (set and read under lock)
+
+    @contextmanager
+    def _held(self, wait=True):
+        """Yields whether this call may change the pool: False when a call of
+        this thread is already under way (re-entry from a finalizer or a
+        signal handler) or, if not ``wait``, another thread holds the lock."""
+        if not self.lock.acquire(wait):
+            yield False
+            return
+        try:
+            if self.busy:
+                yield False
+                return
+            self.busy = True
+            try:
+                yield True
+            finally:
+                self.busy = False
+        finally:
+            self.lock.release()
+
+    def _keep(self, block):
+        if self.idle_bytes + block.nbytes <= self.limit:     # else dropped: freed
+            self.idle.setdefault(block.nbytes, []).append(block)
+            self.idle_bytes += block.nbytes
+
+    def _sort_in_returned(self):
+        while True:
+            try:
+                block = self.returned.popleft()
+            except IndexError:
+                return
+            self._keep(block)
 
     def take(self, nbytes, fresh):
         """A block of at least ``nbytes`` (rounded to ``GRAIN``): an idle one,
-        or ``fresh(size)`` → a new uint8 array."""
+        or ``fresh(size)`` → a new uint8 array (also when re-entered)."""
         size = -(-nbytes // GRAIN) * GRAIN
-        with self.lock:
-            blocks = self.idle.get(size)
-            if blocks:
-                self.idle_bytes -= size
-                return blocks.pop()
+        with self._held() as held:
+            if held:
+                self._sort_in_returned()
+                blocks = self.idle.get(size)
+                if blocks:
+                    self.idle_bytes -= size
+                    return blocks.pop()
         return fresh(size)
 
     def give_back(self, block):
-        with self.lock:
-            if self.idle_bytes + block.nbytes <= self.limit:
-                self.idle.setdefault(block.nbytes, []).append(block)
-                self.idle_bytes += block.nbytes
+        """Keep ``block`` for reuse if it fits the limit; never waits."""
+        with self._held(wait=False) as held:
+            if held:
+                self._sort_in_returned()
+                self._keep(block)
+            elif self.limit:
+                self.returned.append(block)
 
     def release(self):
-        """Drop every idle block; returns the bytes released."""
-        with self.lock:
-            n = self.idle_bytes
-            self.idle = {}
-            self.idle_bytes = 0
-        return n
+        """Drop every idle block; returns the bytes released (when re-entered,
+        only the returned blocks not yet sorted in are dropped)."""
+        n = 0
+        with self._held() as held:
+            if held:
+                n, self.idle, self.idle_bytes = self.idle_bytes, {}, 0
+            while True:
+                try:
+                    n += self.returned.popleft().nbytes
+                except IndexError:
+                    return n
 
 
 _pool = Pool(_default_limit())
+
+
+def _after_fork_in_child():
+    """A new, empty pool: the old one's lock may have been held by a thread
+    that does not exist here."""
+    global _pool
+    _pool = Pool(_pool.limit)
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_pool.release)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def empty_like(x, fresh):
@@ -118,7 +214,7 @@ def empty_like(x, fresh):
     if nbytes < MIN_BYTES or _pool.limit == 0:
         return None
     block = _pool.take(nbytes + SKEW, fresh)
-    return np.ndarray(x.shape, x.dtype, buffer=_holder(block), offset=SKEW,
+    return np.ndarray(x.shape, x.dtype, buffer=np.asarray(_Holder(block)), offset=SKEW,
                       strides=_layout.dense_strides(x.shape, x.strides, x.dtype.itemsize))
 
 
@@ -131,10 +227,18 @@ def release_memory():
 
 
 def set_pool_limit(nbytes):
-    """Bound the idle blocks kept for reuse to ``nbytes`` (0 disables the pool);
+    """Bound the idle blocks kept for reuse to ``nbytes``, a whole number ≥ 0
+    (0 disables the pool; ValueError otherwise, TypeError for a non-number);
     returns the previous bound."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Real):
+        raise TypeError(f"nbytes: expected a number of bytes, got {type(nbytes).__name__}")
+    if not isinstance(nbytes, numbers.Integral) and not (math.isfinite(nbytes)
+                                                         and nbytes == int(nbytes)):
+        raise ValueError(f"nbytes: expected a whole number of bytes, got {nbytes!r}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes: expected a number of bytes >= 0, got {nbytes!r}")
     prev = _pool.limit
-    _pool.limit = max(0, int(nbytes))
+    _pool.limit = int(nbytes)
     if _pool.idle_bytes > _pool.limit:
         _pool.release()
     return prev
