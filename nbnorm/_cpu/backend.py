@@ -12,7 +12,7 @@ from functools import lru_cache, wraps
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import _layout, _pool, _welford
+from .. import _extremes, _layout, _pool, _welford
 from . import _memory, _threads
 from . import kernels as K
 
@@ -69,8 +69,10 @@ def wrap(result, like):
 
 
 def astype(a, dtype):
-    """``a`` converted to ``dtype`` (integer input to ``moments``)."""
-    return np.asarray(a, dtype=dtype)
+    """``a`` converted to ``dtype`` (integer input to ``moments``, float64
+    statistics to float32: beyond its range they become inf, silently)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(a, dtype=dtype)
 
 
 # ------------------------------------------------------------------ helpers
@@ -173,11 +175,52 @@ def _relative_moments(x, plan, skipna=False):
     else:
         K.moments_inner_reduced(xf, args, chunk, n_chunks, pc, pm, pv, pivots)
     if n_chunks == 1:
-        return pc, pm[0], pv[0], pivots
-    mean = np.empty(plan.n_stats)
-    m2 = np.empty(plan.n_stats)
-    K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
+        mean, m2 = pm[0], pv[0]
+    else:
+        mean = np.empty(plan.n_stats)
+        m2 = np.empty(plan.n_stats)
+        K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
+    _extremes.repair(lambda s: _values_of(x, plan, s), mean, m2, pivots, skipna)
     return pc, mean, m2, pivots
+
+
+def _values_of(a, plan, s, op=0):
+    """The elements of operand ``op`` (``a``) that belong to the statistic at
+    flat position ``s``, as a strided view of ``a`` (rare paths only:
+    :mod:`nbnorm._extremes`)."""
+    flat = _flat(a)
+    if a.dtype == np.float16:
+        flat = flat.view(np.float16)
+    pos = np.zeros((), np.int64)
+    for size, stride in zip(plan.kept_sizes, plan.stat_strides):
+        pos = pos[..., None] + stride * np.arange(size)
+    index = np.unravel_index(int(np.flatnonzero(pos.reshape(-1) == s)[0]), pos.shape)
+    base = int(plan.bases[op]) + int(np.dot(index, plan.kept_strides[op]))
+    item = a.dtype.itemsize
+    return as_strided(flat[base:], tuple(int(n) for n in plan.red_sizes),
+                      tuple(int(r) * item for r in plan.red_strides[op]))
+
+
+def _refit(x, y, plan, bad, w, b, eps, mean, var, invstd):
+    """The statistics at positions ``bad`` (left NaN by the fused forward: not
+    finite) recomputed by :func:`nbnorm._extremes.scaled_moments`, and their
+    ``y = (x − mean)·α + bias`` written from them."""
+    for s in bad:
+        xv = _values_of(x, plan, s, 0)
+        _, mean[s], m2 = _extremes.scaled_moments(xv)
+        var[s] = m2 / plan.n
+        invstd[s] = K.invstd_vector(var[s:s + 1], eps)[0]
+        alpha = _welford.forward_scale(invstd[s], w[s])
+        with np.errstate(invalid="ignore", over="ignore"):
+            _values_of(y, plan, s, 1)[...] = (xv.astype(np.float64) - _centre(mean[s], alpha)) \
+                * alpha + b[s]
+
+
+def _centre(mean, alpha):
+    """The value subtracted from ``x`` before scaling by ``alpha``: the mean,
+    or 0 where ``alpha`` is 0 (an infinite variance), so that ``x − mean``,
+    which can overflow only then, never makes ``inf·0 = NaN``: y is bias."""
+    return np.where(alpha == 0, 0.0, mean)
 
 
 def _raw_state(x, plan, skipna):
@@ -339,16 +382,23 @@ def forward(x, weight, bias, axis, eps, out):
         K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
                         mean, var, invstd, _memory.streamed(y),
                         _memory.two_fit_in_l2(plan.n * x.dtype.itemsize))
+        bad = np.flatnonzero(np.isnan(var))
+        if bad.size:
+            _refit(x, y, plan, bad, w, b, float(eps), mean, var, invstd)
     else:
         _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n
         with np.errstate(divide="ignore"):
             invstd = K.invstd_vector(var, float(eps))
         alpha = _welford.forward_scale(invstd, w)
-        _affine(y, x, None, axis, mean, alpha, mean, alpha, b - lo * alpha)
+        centre = _centre(mean, alpha)
+        with np.errstate(invalid="ignore"):    # eps 0, constant: lo·inf, y NaN (0/0)
+            shift = b - lo * alpha
+        _affine(y, x, None, axis, centre, alpha, centre, alpha, shift)
     sd = stat_dtype(x.dtype)
-    return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
-            invstd.astype(sd).reshape(shape))
+    with np.errstate(over="ignore"):        # a variance beyond float32 is inf, as NumPy's
+        return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
+                invstd.astype(sd).reshape(shape))
 
 
 @_sized

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _layout, _welford
+from .. import _extremes, _layout, _welford
 from . import norm_rows as NR
 from . import norms as N
 from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
-                      _plan as _x_plan, _raw_moments, _raw_state, _sized, empty_like, merge_states,
-                      stat_dtype)
+                      _centre, _plan as _x_plan, _raw_moments, _raw_state, _sized, _values_of,
+                      empty_like, merge_states, stat_dtype)
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
@@ -81,7 +81,7 @@ def _forward_per_channel(x, y, geo, w, b, eps):
     inv = _welford.invstd_of(var, float(eps))
     n = geo.shape[0]
     alpha = _per_nc(inv, geo) * np.tile(w, n)
-    centre = _per_nc(mean, geo)
+    centre = _centre(_per_nc(mean, geo), alpha)
     _affine(y, x, None, _spatial(geo), centre, alpha, centre, alpha, np.tile(b, n))
     return mean.reshape(-1), var.reshape(-1), inv.reshape(-1)
 
@@ -136,9 +136,29 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
                 c = mean
             inv = _welford.invstd_of(var, float(eps))
         chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        N.norm_apply(xf, yf, _args(plan), w, b, c, inv, chunk, n_chunks)
+        N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
+    bad = np.flatnonzero(np.isnan(var))
+    if bad.size:
+        _refit(x, y, plan, bad, w, b, eps, rms, c, var, inv)
     shape = geo.stat_shape
-    return y, c.astype(sd).reshape(shape), var.reshape(shape), inv.astype(sd).reshape(shape)
+    with np.errstate(over="ignore"):
+        return y, c.astype(sd).reshape(shape), var.reshape(shape), inv.astype(sd).reshape(shape)
+
+
+def _refit(x, y, plan, bad, w, b, eps, rms, c, var, inv):
+    """Statistics left NaN (not finite: an inf/NaN value or an overflow of the
+    kernels' sums) recomputed by :func:`nbnorm._extremes.scaled_moments`, and
+    their ``y = (x − c)·invstd·weight + bias`` written from them."""
+    for s in bad:
+        xv = _values_of(x, plan, s, 0)
+        _, mean, m2 = _extremes.scaled_moments(xv)
+        with np.errstate(over="ignore", invalid="ignore"):
+            c[s] = 0.0 if rms else mean
+            var[s] = m2 / plan.n + (mean * mean if rms else 0.0)
+            inv[s] = _welford.invstd_of(var[s], float(eps))
+            y_of = (xv.astype(np.float64) - _centre(c[s], inv[s])) * inv[s] \
+                * _values_of(w, plan, s, 2)
+            _values_of(y, plan, s, 1)[...] = y_of + _values_of(b, plan, s, 2)
 
 
 @_sized

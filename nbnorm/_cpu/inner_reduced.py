@@ -75,7 +75,9 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, s
 
     The mean is ``hi + lo`` (``hi`` rounded, ``lo`` its error) and
     ``y = (x − hi)·α + (bias − lo·α)``: at |mean| ≫ std ``x − hi`` is exact,
-    so y is not left with the rounding of the mean (ulp(mean)·invstd)."""
+    so y is not left with the rounding of the mean (ulp(mean)·invstd).
+    A statistic whose sums are not finite is left NaN and its ``y``
+    unwritten (see ``backend._refit``)."""
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     for i_ in prange(mean_out.size):
@@ -84,16 +86,19 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, s
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
         pivot = pivot_at(x, xb, rsz, rstr[0], None)
         _, relative, m2 = welford_range(x, xb, rsz, rstr[0], 0, n, pivot, None)
-        mean, lo = two_sum(pivot, relative)
-        if not np.isfinite(mean):
-            lo = 0.0
-        var = exact_ratio(m2, float(n))
-        invstd = invstd_of(var, eps)
-        alpha = forward_scale(invstd, weight[s])
-        affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
-                     rsz, rstr[1], rstr[0], rstr[0], 0, n,
-                     mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream,
-                     next_base(k, mean_out.size, ksz, kstr[0], bases[0]) if ahead else -1)
+        if np.isfinite(relative) and np.isfinite(m2):
+            mean, lo = two_sum(pivot, relative)
+            var = exact_ratio(m2, float(n))
+            invstd = invstd_of(var, eps)
+            alpha = forward_scale(invstd, weight[s])
+            affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
+                         rsz, rstr[1], rstr[0], rstr[0], 0, n,
+                         mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream,
+                         next_base(k, mean_out.size, ksz, kstr[0], bases[0]) if ahead else -1)
+        else:
+            # an inf/NaN value or an overflow: y is left unwritten, the
+            # statistic NaN, for the backend to redo (nbnorm._extremes)
+            mean = var = invstd = np.nan
         mean_out[s] = mean
         var_out[s] = var
         invstd_out[s] = invstd

@@ -91,8 +91,11 @@ def rows_forward(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_out):
         xw = window(x, bases[0] + offset(k, ksz, kstr[0], nk), m)
         pb = bases[2] + offset(k, ksz, kstr[2], nk)
         c, d, var, inv = row_statistic(xw, m, eps, rms)
-        _row_scaled(window(out, bases[1] + offset(k, ksz, kstr[1], nk), m), xw,
-                    window(w, pb, m), window(b, pb, m), m, c, d, inv)
+        if np.isfinite(var):
+            _row_scaled(window(out, bases[1] + offset(k, ksz, kstr[1], nk), m), xw,
+                        window(w, pb, m), window(b, pb, m), m, c, d, inv)
+        else:   # an inf/NaN value or an overflow: redone by family._refit
+            c = d = var = inv = np.nan
         centre_out[s] = c + d
         var_out[s] = var
         invstd_out[s] = inv

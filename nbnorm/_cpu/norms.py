@@ -182,9 +182,12 @@ def norm_forward_fused(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_ou
         s = offset(k, ksz, kstat, nk)
         xb = bases[0] + offset(k, ksz, kstr[0], nk)
         c, var, inv = statistic(x, xb, rsz, rstr[0], n, eps, rms)
-        scaled_range(out, bases[1] + offset(k, ksz, kstr[1], nk), x, xb,
-                     bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0], rstr[2],
-                     0, n, w, b, c, inv)
+        if np.isfinite(var):
+            scaled_range(out, bases[1] + offset(k, ksz, kstr[1], nk), x, xb,
+                         bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0],
+                         rstr[2], 0, n, w, b, c, inv)
+        else:   # an inf/NaN value or an overflow: redone by family._refit
+            c = var = inv = np.nan
         centre_out[s] = c
         var_out[s] = var
         invstd_out[s] = inv
