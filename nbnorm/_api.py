@@ -51,6 +51,13 @@ def _native_out(out):
     return None, out
 
 
+def _result(backend, y, x, out):
+    """What a function returns for its output ``y``: the caller's ``out``
+    object itself when one was given (a ``np.memmap`` stays the memmap),
+    else ``y`` as the caller's kind of array."""
+    return backend.wrap(y, x) if out is None else out
+
+
 def _deliver(y, late_out):
     if late_out is None:
         return y
@@ -104,7 +111,8 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
 
 def _kept(stat, ax, shape):
     """A statistic reshaped as ``keepdims=True`` gives it (reduced dims of size 1)."""
-    return stat.reshape(tuple(1 if d in ax else s for d, s in enumerate(shape)))
+    # indexing, not reshape: a Dask statistic may have unknown (NaN) sizes
+    return stat[tuple(None if d in ax else slice(None) for d in range(len(shape)))]
 
 
 def _moments_call(backend, ax, ddof, keepdims):
@@ -156,13 +164,13 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
         raise ValueError(
             f"x: expected more than 1 value per statistic when training, got {n} "
             f"(x.shape {tuple(xa.shape)} reduced over axis {ax})")
-    out, late_out = _native_out(a["out"])
+    o, late_out = _native_out(a["out"])
     forward = backend.forward
     if a["running_mean"] is not None:
         # a lazy backend (Dask) computes the statistics now, once, for the update
         if isinstance(backend, LazyForward):
             forward = backend.forward_with_running
-    y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, out)
+    y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, o)
     y = _deliver(y, late_out)
     if a["running_mean"] is not None:
         skipped = backend.update_running(a["running_mean"], mean, momentum, 1.0)
@@ -171,7 +179,7 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
             warnings.warn(
                 "batch_norm_forward: non-finite batch statistics; running_mean/running_var "
                 "left unchanged where they occur", RuntimeWarning, stacklevel=2)
-    return backend.wrap(y, x), backend.wrap(mean, x), backend.wrap(invstd, x)
+    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(invstd, x)
 
 
 def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5, out=None):
@@ -193,9 +201,9 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     V.out_array(a["out"], xa)
     _check_aliasing(a, [("out", "x")])
     eps = V.eps_value(eps)
-    out, late_out = _native_out(a["out"])
-    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, out)
-    return backend.wrap(_deliver(y, late_out), x)
+    o, late_out = _native_out(a["out"])
+    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, o)
+    return _result(backend, _deliver(y, late_out), x, out)
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True, out=None):
@@ -231,8 +239,8 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     _check_aliasing(a, [("out", "dy"), ("out", "x")])
     if prod(xa.shape) == 0:
         raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}")
-    out, late_out = _native_out(a["out"])
+    o, late_out = _native_out(a["out"])
     dx, dweight, dbias = backend.backward(dya, xa, a["mean"], a["invstd"], a["weight"], ax,
-                                          bool(training), out)
+                                          bool(training), o)
     dx = _deliver(dx, late_out)
-    return backend.wrap(dx, x), backend.wrap(dweight, x), backend.wrap(dbias, x)
+    return _result(backend, dx, x, out), backend.wrap(dweight, x), backend.wrap(dbias, x)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _geometry as G
 from . import _validate as V
-from ._api import _check_aliasing, _deliver, _native_out, _setup
+from ._api import _check_aliasing, _deliver, _native_out, _result, _setup
 from ._contract import NormFamily
 
 __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
@@ -121,7 +121,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
     """
     backend, _, _, _, y, mean, _, inv = _forward("layer_norm", x, _over_axes(axis), weight, bias,
                                               eps, out, False, _NORMALIZED)
-    return backend.wrap(y, x), backend.wrap(mean, x), backend.wrap(inv, x)
+    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
 
 
 def layer_norm_backward(dy, x, mean, invstd, weight=None, *, axis=-1, out=None):
@@ -136,7 +136,7 @@ def layer_norm_backward(dy, x, mean, invstd, weight=None, *, axis=-1, out=None):
     backend, dx, dw, db = _backward("layer_norm_backward", dy, x,
                                     {"mean": mean, "invstd": invstd}, _over_axes(axis), weight,
                                     False, out, _NORMALIZED)
-    return backend.wrap(dx, x), backend.wrap(dw, x), backend.wrap(db, x)
+    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
 
 
 # ------------------------------------------------------------------ group
@@ -151,7 +151,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, channel_axis=1, eps=1e-
     """
     backend, _, _, _, y, mean, _, inv = _forward("group_norm", x, _groups(channel_axis, num_groups),
                                               weight, bias, eps, out, False, _PER_CHANNEL)
-    return backend.wrap(y, x), backend.wrap(mean, x), backend.wrap(inv, x)
+    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
 
 
 def group_norm_backward(dy, x, mean, invstd, num_groups, weight=None, *, channel_axis=1,
@@ -167,7 +167,7 @@ def group_norm_backward(dy, x, mean, invstd, num_groups, weight=None, *, channel
                                     {"mean": mean, "invstd": invstd},
                                     _groups(channel_axis, num_groups), weight, False, out,
                                     _PER_CHANNEL)
-    return backend.wrap(dx, x), backend.wrap(dw, x), backend.wrap(db, x)
+    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
 
 
 # --------------------------------------------------------------- instance
@@ -196,7 +196,7 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
             warnings.warn("instance_norm: non-finite instance statistics; running_mean/"
                           "running_var left unchanged where they occur", RuntimeWarning,
                           stacklevel=2)
-    return backend.wrap(y, x), backend.wrap(mean, x), backend.wrap(inv, x)
+    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
 
 
 def _check_running(a, xa, geo):
@@ -219,7 +219,7 @@ def instance_norm_backward(dy, x, mean, invstd, weight=None, *, channel_axis=1, 
     backend, dx, dw, db = _backward("instance_norm_backward", dy, x,
                                     {"mean": mean, "invstd": invstd}, _instances(channel_axis),
                                     weight, False, out, _PER_CHANNEL)
-    return backend.wrap(dx, x), backend.wrap(dw, x), backend.wrap(db, x)
+    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
 
 
 # -------------------------------------------------------------------- RMS
@@ -229,7 +229,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     PyTorch).  Returns ``(y, rstd)``."""
     backend, _, _, _, y, _, _, rstd = _forward("rms_norm", x, _over_axes(axis), weight, None, eps,
                                             out, True, _NORMALIZED)
-    return backend.wrap(y, x), backend.wrap(rstd, x)
+    return _result(backend, y, x, out), backend.wrap(rstd, x)
 
 
 def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
@@ -241,4 +241,4 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     Returns ``(dx, dweight)``."""
     backend, dx, dw, _ = _backward("rms_norm_backward", dy, x, {"rstd": rstd}, _over_axes(axis),
                                    weight, True, out, _NORMALIZED)
-    return backend.wrap(dx, x), backend.wrap(dw, x)
+    return _result(backend, dx, x, out), backend.wrap(dw, x)

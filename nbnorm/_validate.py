@@ -37,6 +37,11 @@ def shape_is(a, name, shape, what):
     """``a.shape`` must equal ``shape``; ``what`` explains where it comes from."""
     got = tuple(a.shape)
     if got != tuple(shape):
+        if any(s != s for s in shape):          # NaN: a Dask x of unknown chunk sizes
+            raise ValueError(f"{name}: x has unknown chunk sizes along an axis that {name} "
+                             f"must match ({what}: {tuple(shape)}); call "
+                             f"x.compute_chunk_sizes() first, or pass a Dask {name} chunked "
+                             f"like x")
         raise ValueError(f"{name}: expected shape {tuple(shape)} ({what}), got {got}")
 
 

@@ -1,0 +1,78 @@
+"""Corner cases of the API contract, settled (README "Errors"): the ``out``
+object given is the object returned (a ``np.memmap`` stays one); ``ddof``
+beyond the count follows NumPy (``np.var``: ``M2/0``, inf or NaN;
+``np.nanvar`` for ``skipna`` and for states, which count their values: NaN);
+``eps=0`` on a constant channel is 0/0: ``invstd`` inf and ``y`` NaN, as
+in NumPy and PyTorch."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import nbnorm
+
+X = np.arange(24, dtype=np.float32).reshape(4, 6) % 5
+
+
+def _memmap(tmp_path):
+    return np.memmap(tmp_path / "out.dat", dtype=np.float32, mode="w+", shape=X.shape)
+
+
+CALLS = {
+    "batch_norm_forward": lambda out: nbnorm.batch_norm_forward(X, axis=0, out=out)[0],
+    "batch_norm_inference": lambda out: nbnorm.batch_norm_inference(
+        X, np.zeros(6), np.ones(6), axis=0, out=out),
+    "batch_norm_backward": lambda out: nbnorm.batch_norm_backward(
+        X, X, np.zeros(6), np.ones(6), axis=0, out=out)[0],
+    "layer_norm": lambda out: nbnorm.layer_norm(X, out=out)[0],
+    "layer_norm_backward": lambda out: nbnorm.layer_norm_backward(
+        X, X, *nbnorm.layer_norm(X)[1:], out=out)[0],
+    "rms_norm": lambda out: nbnorm.rms_norm(X, out=out)[0],
+    "group_norm": lambda out: nbnorm.group_norm(X.reshape(2, 4, 3), 2, out=out.reshape(2, 4, 3))[0],
+    "instance_norm": lambda out: nbnorm.instance_norm(X.reshape(2, 4, 3),
+                                                      out=out.reshape(2, 4, 3))[0],
+}
+
+
+@pytest.mark.parametrize("op", list(CALLS))
+def test_the_out_object_is_returned(op, tmp_path):
+    out = _memmap(tmp_path)
+    if op in ("group_norm", "instance_norm"):
+        out3 = out.reshape(2, 4, 3)
+        call = {"group_norm": lambda: nbnorm.group_norm(X.reshape(2, 4, 3), 2, out=out3)[0],
+                "instance_norm": lambda: nbnorm.instance_norm(X.reshape(2, 4, 3), out=out3)[0]}
+        assert call[op]() is out3
+    else:
+        got = CALLS[op](out)
+        assert got is out and isinstance(got, np.memmap)
+    assert np.isfinite(np.asarray(out)).all() and np.asarray(out).any()
+
+
+@pytest.mark.parametrize("ddof", [3, 4, 7])
+@pytest.mark.parametrize("data", [[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
+def test_ddof_at_or_beyond_the_count_follows_numpy(ddof, data):
+    x = np.array(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want, want_nan = np.var(x, ddof=ddof), np.nanvar(x, ddof=ddof)
+        got = nbnorm.moments(x, ddof=ddof)[1]
+        got_nan = nbnorm.moments(x, ddof=ddof, skipna=True)[1]
+        got_state = nbnorm.Moments.of(x).var(ddof=ddof)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_nan, want_nan)
+    np.testing.assert_array_equal(got_state, want_nan)
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 70), 0), ((3, 2), 0)])   # fused / not
+def test_eps_zero_on_a_constant_channel_is_nan_as_in_numpy(shape, axis):
+    x = np.full(shape, 2.5)
+    x[:, 1] = [1.0, 2.0, 3.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y, mean, invstd = nbnorm.batch_norm_forward(x, axis=axis, eps=0.0)
+        ref = (x - x.mean(axis=0)) / x.std(axis=0)
+    assert np.isinf(invstd[0]) and np.isnan(y[:, 0]).all()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_allclose(y[:, 1], ref[:, 1], rtol=1e-12)
