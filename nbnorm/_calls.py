@@ -16,6 +16,7 @@ and :func:`nbnorm.release_memory` empties it.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -29,7 +30,15 @@ class CallMemo:
     def __init__(self, size=SIZE):
         self._size = size
         self._calls = {}
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler or finalizer may call release_memory()
+        # while this thread is inside put(); a forked child gets a fresh lock
+        # (another thread of the parent may have held this one)
+        self._lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self):
+        self._lock = threading.RLock()
 
     def get(self, key):
         """The call remembered for ``key`` (None: none, or ``key`` None)."""

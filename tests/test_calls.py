@@ -173,3 +173,33 @@ def test_threads_share_the_memo():
         th.join(timeout=120)
     assert not errors, errors[0]
     assert len(_calls.moments_calls) <= _calls.SIZE
+
+
+_FORK_WHILE_HELD = """
+import os, threading, numpy as np, nbnorm
+from nbnorm._calls import moments_calls
+held, go = threading.Event(), threading.Event()
+def hold():
+    with moments_calls._lock:
+        held.set(); go.wait()
+t = threading.Thread(target=hold); t.start(); held.wait()
+pid = os.fork()
+if pid == 0:
+    x = np.ones((3, 4))
+    nbnorm.moments(x, 0); nbnorm.moments(x, 0); nbnorm.release_memory()
+    os._exit(0)
+go.set(); t.join()
+with moments_calls._lock:          # re-entry on this thread (as from a signal handler)
+    nbnorm.release_memory()
+print("child", os.waitpid(pid, 0)[1])
+"""
+
+
+def test_remembered_calls_survive_fork_and_reentry():
+    """A child forked while another thread holds the memo's lock, and a
+    ``release_memory()`` re-entering it on the same thread, never hang."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _FORK_WHILE_HELD], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and "child 0" in run.stdout, run.stdout + run.stderr[-2000:]
