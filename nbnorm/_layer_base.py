@@ -29,20 +29,83 @@ def _on_device(a):
         return False
 
 
-def _host(value, key):
+def _host(value, key, who="load_state_dict"):
     """``value`` (NumPy, anything ``np.asarray`` reads, a torch tensor on any
-    device, a Numba device array) as a NumPy array."""
-    if hasattr(value, "detach"):                       # torch
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "copy_to_host"):               # Numba device array
-        value = value.copy_to_host()
-    elif hasattr(value, "get") and type(value).__module__.split(".")[0] == "cupy":
-        value = value.get()
+    device, a Numba device array) as a NumPy array; ``TypeError`` naming
+    ``who`` and ``key`` when it cannot be read.  torch's bfloat16 (which NumPy
+    has no dtype for) is read as float32, exactly."""
     try:
+        if hasattr(value, "detach"):                       # torch
+            value = value.detach()
+            if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+                value = value.float()
+            value = value.cpu().numpy()
+        elif hasattr(value, "copy_to_host"):               # Numba device array
+            value = value.copy_to_host()
+        elif hasattr(value, "get") and type(value).__module__.split(".")[0] == "cupy":
+            value = value.get()
         return np.asarray(value)
     except Exception as e:
-        raise TypeError(f"load_state_dict: {key!r}: cannot read {type(value).__name__} as an "
+        raise TypeError(f"{who}: {key!r}: cannot read {type(value).__name__} as an "
                         f"array: {e}") from None
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _count(value, key):
+    """``num_batches_tracked`` as a Python int: a 0-d integer (or exactly
+    integral float) in ``0..2**63 - 1``; ``TypeError`` for bools, complex,
+    strings and other non-numbers, ``ValueError`` for the rest."""
+    v = _host(value, key)
+    if v.shape != ():
+        raise ValueError(f"load_state_dict: {key!r}: expected shape () (a single count), "
+                         f"got {v.shape}")
+    kind = v.dtype.kind
+    item = v.item()
+    if kind == "O" and isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        kind = "i"                         # a Python int too large for int64
+    if kind in "iu":
+        n = int(item)
+    elif kind == "f":
+        f = float(item)
+        if not np.isfinite(f) or f != np.floor(f):
+            raise ValueError(f"load_state_dict: {key!r}: expected a non-negative integer, "
+                             f"got {item!r} (not a finite whole number)")
+        n = int(f)
+    else:
+        raise TypeError(f"load_state_dict: {key!r}: expected a non-negative integer, got "
+                        f"{item!r} of dtype {v.dtype}")
+    if not 0 <= n <= _INT64_MAX:
+        raise ValueError(f"load_state_dict: {key!r}: expected a non-negative integer that fits "
+                         f"int64 (0..{_INT64_MAX}), got {n}")
+    return n
+
+
+def _buffer(value, key, want, dtype):
+    """A parameter or running statistic as a host array of ``dtype`` (a new
+    copy), after checking it: readable, real numbers (float or int; not
+    bool, complex, strings, objects — ``TypeError``), of shape ``want``,
+    finite in ``dtype`` and, for ``running_var``, ``>= 0`` (``ValueError``)."""
+    v = _host(value, key)
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"load_state_dict: {key!r}: expected numbers (a real float or "
+                        f"integer array), got dtype {v.dtype}")
+    if v.shape != want:
+        raise ValueError(f"load_state_dict: {key!r}: expected shape {want}, got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        bad = v[~np.isfinite(v)].flat[0]
+        raise ValueError(f"load_state_dict: {key!r}: expected finite values, got {bad}")
+    with np.errstate(over="ignore"):
+        cast = v.astype(dtype)
+    if not np.all(np.isfinite(cast)):
+        bad = v[~np.isfinite(cast)].flat[0]
+        raise ValueError(f"load_state_dict: {key!r}: {bad} is out of the range of the layer's "
+                         f"{dtype} (largest {np.finfo(dtype).max})")
+    if key == "running_var" and np.any(v < 0):        # before rounding: -1e-30 too
+        bad = v[v < 0].flat[0]
+        raise ValueError(f"load_state_dict: {key!r}: a variance must be >= 0, got {bad}")
+    return cast
 
 
 def positive_int(v, name):
@@ -144,16 +207,38 @@ class NormLayer:
         for k in self._state_keys():
             v = getattr(self, k)
             out[k] = (np.array(v, np.int64) if k == "num_batches_tracked"
-                      else np.array(_host(v, k), copy=True))
+                      else np.array(_host(v, k, "state_dict"), copy=True))
         return out
 
     def load_state_dict(self, state, strict=True):
         """Load arrays saved by :meth:`state_dict` (or PyTorch's module of the
-        same kind): shapes and keys are checked first (``KeyError``/``ValueError``
-        naming the key) and nothing changes unless all of them pass."""
+        same kind): NumPy arrays, anything ``np.asarray`` reads, torch tensors
+        on any device.  Everything is checked before anything is assigned, so
+        a call that raises leaves the layer exactly as it was:
+
+        - keys: with ``strict``, exactly :meth:`state_dict`'s (``KeyError``
+          listing the missing and unexpected ones); without, unexpected keys
+          are ignored and missing ones keep their values;
+        - ``weight``, ``bias``, ``running_mean``, ``running_var``: real
+          numbers (float or integer arrays; bool, complex, strings, objects:
+          ``TypeError``) of the layer's shape, finite once converted to the
+          layer's dtype (NaN, inf, or a value past that dtype's largest:
+          ``ValueError``; PyTorch would load them, but no such layer computes
+          anything finite); ``running_var`` also ``>= 0``, before rounding
+          (``-1e-30`` is refused; ``ValueError``);
+        - ``num_batches_tracked``: a single (0-d) non-negative integer that
+          fits int64 — an integer, or a float that is exactly a whole number
+          (2.0 loads, 2.7 raises ``ValueError``; bool, complex, strings:
+          ``TypeError``).
+
+        Errors name the key.  The arrays are copied, never shared with ``state``.
+        """
+        if not (hasattr(state, "keys") and hasattr(state, "__getitem__")):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays (a dict), "
+                            f"got {type(state).__name__}")
         keys = self._state_keys()
         missing = [k for k in keys if k not in state]
-        unexpected = [k for k in state if k not in keys]
+        unexpected = [k for k in state.keys() if k not in keys]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys "
                            f"{unexpected} (expected exactly {keys})")
@@ -161,18 +246,14 @@ class NormLayer:
         for k in keys:
             if k not in state:
                 continue
-            v = _host(state[k], k)
-            want = () if k == "num_batches_tracked" else tuple(getattr(self, k).shape)
-            if v.shape != want:
-                raise ValueError(f"load_state_dict: {k!r}: expected shape {want}, got {v.shape}")
-            if not (np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_):
-                raise TypeError(f"load_state_dict: {k!r}: expected numbers, got dtype {v.dtype}")
-            new[k] = v
-        for k, v in new.items():
             if k == "num_batches_tracked":
-                self.num_batches_tracked = int(v)
+                new[k] = _count(state[k], k)
             else:
-                setattr(self, k, self._place(v.astype(self.dtype)))
+                new[k] = _buffer(state[k], k, tuple(getattr(self, k).shape), self.dtype)
+        # placed (copied to the device) before any is assigned: a failed copy changes nothing
+        placed = {k: (v if k == "num_batches_tracked" else self._place(v)) for k, v in new.items()}
+        for k, v in placed.items():
+            setattr(self, k, v)
         return self
 
     # ------------------------------------------------------------ devices
@@ -188,7 +269,7 @@ class NormLayer:
         d = str(device).split(":")[0]
         if d not in ("cpu", "cuda"):
             raise ValueError(f"to: expected 'cpu' or 'cuda', got {device!r}")
-        arrays = {k: _host(getattr(self, k), k) for k in self._arrays
+        arrays = {k: _host(getattr(self, k), k, "to") for k in self._arrays
                   if getattr(self, k) is not None}
         self.device = d
         for k, v in arrays.items():
