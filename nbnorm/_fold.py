@@ -10,8 +10,11 @@ from ._layer_base import _host
 from ._layout import AxisError
 
 
+_LOG10_2 = float(np.log10(2.0))
+
+
 def _vector(a, name, c):
-    v = np.asarray(_host(a, name))
+    v = np.asarray(_host(a, name, "fold_batch_norm"))
     if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
         raise TypeError(f"fold_batch_norm: {name}: expected a real array, got dtype {v.dtype}")
     if v.shape != (c,):
@@ -32,10 +35,21 @@ def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=No
     ``(C_out, C_in, kh, kw)`` and linear ``(C_out, C_in)`` weights, 1 for
     transposed convolutions ``(C_in, C_out, kh, kw)``.  ``bias=None`` is 0,
     ``gamma``/``beta`` None are 1/0.  Computed in float64 and returned in
-    ``weight``'s dtype (NumPy arrays); a result that overflows that dtype
-    raises ``OverflowError`` naming it instead of returning inf.
+    ``weight``'s dtype (NumPy arrays).
+
+    Overflow: from finite inputs the result is either finite or
+    ``OverflowError`` naming the folded array, the output channel and its
+    size — never inf or NaN.  The scale ``s`` and the intermediate
+    ``b − running_mean`` are carried as mantissa·2**exponent, so they
+    overflow or underflow nowhere on their own (``1e300·(1e-200/√1e-300)``
+    folds to ``1e250``, not inf; ``1e200·(1e-300/√1e300)`` to ``1e-250``,
+    not 0); an ``OverflowError`` means the folded value itself is past
+    float64's largest (about 1.8e308), or past ``weight.dtype``'s (float16:
+    65504; float32: 3.4e38).  For results in float64's normal range this
+    is bitwise the plain formula's rounding.  Non-finite inputs propagate
+    as in the formula.
     """
-    w = np.asarray(_host(weight, "weight"))
+    w = np.asarray(_host(weight, "weight", "fold_batch_norm"))
     if not np.issubdtype(w.dtype, np.floating):
         raise TypeError(f"fold_batch_norm: weight: expected a float array, got dtype {w.dtype}")
     if w.ndim < 1:
@@ -51,26 +65,78 @@ def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=No
     eps = V.eps_value(eps)
     rm = _vector(running_mean, "running_mean", c)
     rv = _vector(running_var, "running_var", c)
-    if not np.all(rv + eps > 0):
+    with np.errstate(over="ignore"):
+        positive = np.all(rv + eps > 0)
+    if not positive:
         raise ValueError("fold_batch_norm: running_var: running_var + eps must be > 0 everywhere")
     g = np.ones(c) if gamma is None else _vector(gamma, "gamma", c)
     be = np.zeros(c) if beta is None else _vector(beta, "beta", c)
     b = np.zeros(c) if bias is None else _vector(bias, "bias", c)
-    s = g / np.sqrt(rv + eps)
     shape = [1] * w.ndim
     shape[ax] = c
-    w2 = w.astype(np.float64) * s.reshape(shape)
-    b2 = (b - rm) * s + be
+    w64 = w.astype(np.float64)
+    with np.errstate(all="ignore"):
+        # √(running_var + eps), also where the sum overflows float64 (halved square root)
+        q = rv + eps
+        d = np.sqrt(q)
+        wide = np.isinf(q) & np.isfinite(rv)
+        d[wide] = 2.0 * np.sqrt(rv[wide] * 0.25 + eps * 0.25)
+        # s = gamma/d as sm·2**se: the mantissas' quotient, the exponents' difference
+        mg, eg = np.frexp(g)
+        md, ed = np.frexp(d)
+        sm, se = mg / md, eg - ed
+        # W' = W·s = (mw·sm)·2**(ew + se)
+        mw, ew = np.frexp(w64)
+        wm, we = mw * sm.reshape(shape), ew + se.reshape(shape)
+        w2 = np.ldexp(wm, we)
+        # b' = (b − running_mean)·s + beta; b − running_mean halved where it overflows
+        t = b - rm
+        mt, et = np.frexp(t)
+        wide = np.isinf(t) & np.isfinite(b) & np.isfinite(rm)
+        mt[wide], et[wide] = np.frexp(b[wide] * 0.5 - rm[wide] * 0.5)
+        et[wide] += 1
+        um, ue = mt * sm, et + se
+        b2 = np.ldexp(um, ue) + be
+        # where (b − running_mean)·s alone overflows, beta may bring the sum back: ×¼, sum, ×4
+        finite_s = np.isfinite(g) & np.isfinite(rv)
+        finite_b = finite_s & np.isfinite(b) & np.isfinite(rm) & np.isfinite(be)
+        redo = ~np.isfinite(b2) & finite_b
+        b2[redo] = np.ldexp(np.ldexp(um[redo], ue[redo] - 2) + np.ldexp(be[redo], -2), 2)
+    _overflow("weight", w2, np.isfinite(w64) & finite_s.reshape(shape), ax, wm, we, w64, g, rv,
+              eps)
+    _overflow("bias", b2, finite_b, 0, um, ue, None, g, rv, eps)
     out = []
     for name, v in (("weight", w2), ("bias", b2)):
-        if np.all(np.isfinite(v)):
-            with np.errstate(over="ignore"):
-                cast = v.astype(w.dtype)
-            if not np.all(np.isfinite(cast)):
-                raise OverflowError(f"fold_batch_norm: the folded {name} overflows {w.dtype} "
-                                    f"(largest {np.finfo(w.dtype).max}, folded "
-                                    f"{np.max(np.abs(v)):.6g}); fold into a wider dtype")
-        else:
-            cast = v.astype(w.dtype)    # non-finite inputs stay non-finite
+        with np.errstate(over="ignore"):
+            cast = v.astype(w.dtype)
+        bad = ~np.isfinite(cast) & np.isfinite(v)
+        if np.any(bad):
+            raise OverflowError(f"fold_batch_norm: the folded {name} overflows {w.dtype} "
+                                f"(largest {np.finfo(w.dtype).max}, folded "
+                                f"{np.max(np.abs(v[bad])):.6g}); fold into a wider dtype")
         out.append(cast)
     return out[0], out[1]
+
+
+def _approx(m, e):
+    """``m·2**e`` written out even where it is past float64's range."""
+    if m == 0:
+        return "0"
+    lg = np.log10(abs(m)) + e * _LOG10_2
+    k = int(np.floor(lg))
+    return f"{'-' if m < 0 else ''}{10 ** (lg - k):.4g}e{k:+d}"
+
+
+def _overflow(name, v, finite_in, ax, m, e, w, g, rv, eps):
+    """``OverflowError`` where ``v`` is not finite although its inputs are."""
+    bad = ~np.isfinite(v) & finite_in
+    if not np.any(bad):
+        return
+    at = np.argwhere(bad)[0]
+    i = int(at[ax]) if v.ndim else 0
+    at = tuple(int(j) for j in at)
+    what = (f"weight{list(at)} = {w[at]:.6g}" if w is not None else "bias")
+    raise OverflowError(f"fold_batch_norm: the folded {name} overflows float64 at output "
+                        f"channel {i}: {what} folds to about {_approx(m[at], e[at])} "
+                        f"(gamma = {g[i]:.6g}, running_var = {rv[i]:.6g}, eps = {eps:g}; "
+                        f"float64's largest is {np.finfo(np.float64).max:.6g})")
