@@ -4,15 +4,34 @@ Runs every public operation on the CPU for several memory layouts, checks
 each against the float64 NumPy reference, and prints a table of time,
 effective GB/s, fraction of copy bandwidth, speed-up over NumPy (and
 PyTorch CPU when installed) and the maximum scaled error.  Exits with status
-1 if any check fails.
+1 if any check fails, 2 for a usage error (an option out of range, or a
+``--shape`` whose run needs more memory than is available).
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import re
 import sys
 import time
+
+#: Memory a run holds at its peak (``needed_bytes``), measured (VmHWM) on
+#: 1–17 M elements, PyTorch peers included: 73, 90 and 120 bytes per element
+#: of x for float16, float32 and float64 at 17 M elements — about 8 arrays
+#: of x's dtype (x, dy, their channels-last copies, outputs, the NumPy
+#: peers' temporaries) and 7 float64 arrays (the references and their error
+#: arithmetic); counted here with about 15 % to spare: 9 of the dtype ...
+DTYPE_ARRAYS = 9
+#: ... and 64 bytes (8 float64 arrays) per element
+REFERENCE_BYTES = 64
+ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+#: the process: Python, NumPy, Numba and PyTorch imported (0.2–0.6 GB
+#: resident), the kernels compiled on a cold cache (0.25 GB more at the
+#: peak: 1.19 GB in all for 2 M float64 elements, against 0.93 GB warm), and
+#: the freed arrays below the allocator's mmap threshold that it keeps
+BASE_BYTES = 10**9
 
 
 def _int(text):
@@ -74,6 +93,79 @@ def shape_arg(text):
     return shape
 
 
+def needed_bytes(shape, dtype):
+    """Bytes of memory a run on ``shape`` holds at its peak, the process
+    included (an estimate slightly above the measured peaks; see
+    ``REFERENCE_BYTES``)."""
+    return BASE_BYTES + math.prod(shape) * (DTYPE_ARRAYS * ITEMSIZE[dtype] + REFERENCE_BYTES)
+
+
+def _cgroup_free():
+    """Memory left under this process's cgroup limit (v2, then v1), or None."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as f:
+                text = f.read().strip()
+            if text == "max":
+                return None
+            with open(usage) as f:
+                return max(int(text) - int(f.read().strip()), 0)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def available_memory():
+    """Bytes of memory available to this process without swapping, or None
+    when unknown: Linux's ``MemAvailable`` (else ``os.sysconf``'s available,
+    else physical pages), capped by a cgroup limit."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for name in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        if avail is not None:
+            break
+        try:
+            avail = os.sysconf(name) * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    if avail is not None and avail <= 0:
+        avail = None
+    cg = _cgroup_free()
+    if cg is not None:
+        avail = cg if avail is None else min(avail, cg)
+    return avail
+
+
+def _size(n):
+    return f"{n:,} bytes ({n / 1e9:.3g} GB)"
+
+
+def memory_error(shape, dtype, available):
+    """Why a run on ``shape`` cannot fit (a message for ``--shape``), or None."""
+    elements = math.prod(shape)
+    nbytes = elements * ITEMSIZE[dtype]
+    dims = ",".join(map(str, shape))
+    if nbytes > sys.maxsize:
+        have = "" if available is None else f"; {_size(available)} of memory is available"
+        return (f"{dims} is {elements:,} elements: {_size(nbytes)} of {dtype} for x alone, more "
+                f"than one array can address ({_size(sys.maxsize)}){have}")
+    need = needed_bytes(shape, dtype)
+    if available is not None and need > available:
+        return (f"{dims} needs about {_size(need)} of memory ({elements:,} elements: x, dy and "
+                f"their copies in {dtype}, the references in float64), but only "
+                f"{_size(available)} is available; choose a smaller shape")
+    return None
+
+
 def write_readme(path, text):
     """Replace the code block between the ``main-table`` markers of ``path``."""
     from nbnorm._bench import write_between
@@ -100,6 +192,10 @@ def main(argv=None):
     p.add_argument("--readme", metavar="PATH",
                    help="also write the table into PATH between its main-table markers")
     args = p.parse_args(argv)
+    shape = (8, 32, 28, 28) if args.quick else args.shape
+    why = memory_error(shape, args.dtype, available_memory())
+    if why:
+        p.error(f"argument --shape: {why}")
 
     t0 = time.perf_counter()
     import numba
@@ -110,7 +206,6 @@ def main(argv=None):
     from nbnorm._bench_family import run_family_cases
     t_import = time.perf_counter() - t0
 
-    shape = (8, 32, 28, 28) if args.quick else args.shape
     repeat = 3 if args.quick else args.repeat
     if args.threads is not None:
         numba.set_num_threads(args.threads)
