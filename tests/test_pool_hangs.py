@@ -103,7 +103,7 @@ def test_fork_repeatedly_while_threads_use_the_pool():
         for t in threads:
             t.start()
         codes = []
-        for _ in range(20):
+        for _ in range(40):
             pid = os.fork()
             if pid == 0:
                 pooled()
@@ -114,7 +114,7 @@ def test_fork_repeatedly_while_threads_use_the_pool():
             t.join()
         print(*codes)
     """)
-    assert out == ["0"] * 20
+    assert out == ["0"] * 40
 
 
 # ---------------------------------------------------------------- re-entry
@@ -278,7 +278,8 @@ def test_set_pool_limit_takes_whole_numbers():
 def test_holder_classes_stay_bounded_over_many_block_sizes():
     def n_types():
         gc.collect()
-        return sum(isinstance(o, type) for o in gc.get_objects())
+        # type(o), not isinstance: a dead weak proxy raises on isinstance
+        return sum(issubclass(type(o), type) for o in gc.get_objects())
 
     fresh = lambda n: np.empty(n, np.uint8)        # pages never touched: cheap
     prev = nbnorm.set_pool_limit(1)                # enabled, but keeps no block

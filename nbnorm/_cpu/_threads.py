@@ -4,7 +4,9 @@ Numba runs every ``parallel=True`` kernel of a process through one
 *threading layer*, chosen at the first parallel launch
 (``NUMBA_THREADING_LAYER``, else the first of tbb, omp, workqueue that loads):
 
-- ``tbb``: safe with several Python threads and across ``fork``;
+- ``tbb``: safe with several Python threads and across ``fork`` from a
+  process in which one thread used it; a child forked while other threads
+  are attached to it can hang in its first parallel region;
 - ``omp`` with GNU OpenMP: safe with several Python threads, but a process
   forked after its threads started dies at its first parallel region
   ("fork() called from a process already using GNU OpenMP");
@@ -16,7 +18,8 @@ build, and :class:`Kernel` picks one per launch:
 
 1. serial inside :func:`serial_if` (problems too small to pay for waking
    threads) and in a child forked from a process whose GNU OpenMP threads
-   had started (recorded by an ``os.register_at_fork`` hook);
+   had started, or whose TBB pool other threads than the forking one had
+   used (recorded by an ``os.register_at_fork`` hook);
 2. parallel when the layer in use is known to be thread-safe (tbb, omp);
 3. otherwise (workqueue, or no layer started yet) parallel only if no other
    thread is launching: a non-blocking lock, and serial when it is taken.
@@ -57,9 +60,19 @@ def _gnu_openmp_started():
             and getattr(omp, "openmp_vendor", "GNU") == "GNU")
 
 
+_launchers = set()       # threads that have launched a parallel build
+
+
 def _after_fork_in_child():
+    """A child forked from a process whose GNU OpenMP threads started, or
+    whose TBB pool was used by a thread other than the forking one, runs
+    the serial builds: TBB shuts its workers down at fork only when no
+    other thread is attached to it ("Unable to join threads to shut down
+    before fork()"), and the child's first parallel region then waits for
+    workers that do not exist."""
     global _pool_lost
-    if _gnu_openmp_started():
+    others = _launchers - {threading.get_ident()}
+    if _gnu_openmp_started() or (_numba_parallel._threading_layer == "tbb" and others):
         _pool_lost = True
 
 
@@ -110,6 +123,7 @@ class Kernel:
     def __call__(self, *args):
         if not parallel_allowed():
             return self.serial(*args)
+        _launchers.add(threading.get_ident())
         if _current_layer() in _THREAD_SAFE_LAYERS:
             return self.parallel(*args)
         if not _launch_lock.acquire(blocking=False):
