@@ -45,10 +45,16 @@ def _check_aliasing(converted, exact_ok):
 
 def _native_out(out):
     """``(out for the backend, out to copy into afterwards)``: a byte-swapped
-    ``out`` is computed into a fresh array and copied at the end."""
-    if out is None or np.dtype(out.dtype).isnative:
+    ``out``, or a NumPy ``out`` whose strides are not whole elements (a field
+    of a packed record array), is computed into a fresh array and copied at
+    the end."""
+    if out is None or (np.dtype(out.dtype).isnative and not _odd_strides(out)):
         return out, None
     return None, out
+
+
+def _odd_strides(a):
+    return isinstance(a, np.ndarray) and any(s % a.itemsize for s in a.strides)
 
 
 def _result(backend, y, x, out):

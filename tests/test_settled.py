@@ -76,3 +76,43 @@ def test_eps_zero_on_a_constant_channel_is_nan_as_in_numpy(shape, axis):
     assert np.isinf(invstd[0]) and np.isnan(y[:, 0]).all()
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
     np.testing.assert_allclose(y[:, 1], ref[:, 1], rtol=1e-12)
+
+
+def _field(shape, fill, seed=0):
+    """A float32 field of a packed record array: strides of 5 bytes, no whole
+    number of elements (NumPy makes these from record arrays)."""
+    rec = np.zeros(int(np.prod(shape)), dtype=[("a", "<f4"), ("tag", "i1")])
+    rec["a"] = fill if fill is not None else np.random.default_rng(seed).random(rec.size)
+    rec["tag"] = 7
+    strides = tuple(5 * int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+    return np.lib.stride_tricks.as_strided(rec["a"], shape, strides), rec
+
+
+@pytest.mark.parametrize("op", ["forward", "inference", "backward", "layer_norm", "moments"])
+def test_strides_of_no_whole_element_are_read_and_written(op):
+    """Inputs whose strides are not multiples of the item size are converted
+    once, outputs computed into a fresh array and copied; the neighbouring
+    fields are left alone."""
+    x, _ = _field((8, 5), None)
+    out, rec = _field((8, 5), 0.0)
+    plain = np.ascontiguousarray(x)
+    calls = {
+        "forward": lambda a, o: nbnorm.batch_norm_forward(a, axis=0, out=o)[0],
+        "inference": lambda a, o: nbnorm.batch_norm_inference(a, np.ones(5), np.ones(5), axis=0,
+                                                              out=o),
+        "backward": lambda a, o: nbnorm.batch_norm_backward(a, a, np.zeros(5), np.ones(5),
+                                                            axis=0, out=o)[0],
+        "layer_norm": lambda a, o: nbnorm.layer_norm(a, out=o)[0],
+        "moments": lambda a, o: nbnorm.moments(a, 0)[1],
+    }
+    want = calls[op](plain, None)
+    got = calls[op](x, None if op == "moments" else out)
+    np.testing.assert_array_equal(got, want)
+    if op != "moments":
+        assert got is out and (rec["tag"] == 7).all()
+    if op == "forward":
+        rm, rm_rec = _field((5,), 0.0)
+        rv, _ = _field((5,), 1.0)
+        nbnorm.batch_norm_forward(x, axis=0, running_mean=rm, running_var=rv)
+        np.testing.assert_allclose(rm, 0.1 * plain.mean(axis=0), rtol=1e-6)
+        assert (rm_rec["tag"] == 7).all()

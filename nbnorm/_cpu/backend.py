@@ -36,8 +36,9 @@ def asarray(obj, argname):
 
     Arrays are used in place (subclasses such as ``np.matrix`` as their base
     ndarray); array-likes go through ``np.asarray`` (a tensor that requires
-    grad is read through ``.detach()``, no copy); byte-swapped data is
-    converted once; masked arrays are refused (their mask would be ignored).
+    grad is read through ``.detach()``, no copy); byte-swapped data, and
+    data whose strides are not whole elements, is converted once; masked
+    arrays are refused (their mask would be ignored).
     """
     _refuse_masked(obj, argname)
     if getattr(obj, "requires_grad", False) and callable(getattr(obj, "detach", None)):
@@ -51,6 +52,8 @@ def asarray(obj, argname):
         a = a.view(np.ndarray)
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
+    elif any(s % a.itemsize for s in a.strides):
+        a = np.ascontiguousarray(a)     # strides of no whole element (a packed record field)
     return a
 
 
