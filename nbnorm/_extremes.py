@@ -11,7 +11,9 @@ that are not finite although all their values are: :func:`scaled_moments`,
 two passes in float64 over the values scaled by powers of two (exact), so
 that no sum can overflow.  A mean of finite values always fits; ``M2`` is
 inf only where the true ``Σ(x − mean)²`` exceeds float64's range, and the
-variance is then inf, as NumPy's.
+variance is then inf, as NumPy's.  The scaling rules are
+:mod:`nbnorm._welford`'s; the CUDA backend applies them in its finalizing
+kernel (``_cuda.per_stat.rescaled_moments``).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import math
 
 import numpy as np
 
-_MAX_EXP = 1023       # float64's largest binary exponent
+from ._welford import ldexp_saturating, mean_shift, spread_shift
 
 
 def scaled_moments(values, skipna=False):
@@ -44,27 +46,17 @@ def scaled_moments(values, skipna=False):
     top = float(np.max(np.abs(v)))
     if top == 0.0:
         return n, 0.0, 0.0
-    k = max(math.frexp(top)[1] + math.ceil(math.log2(n)) + 1 - _MAX_EXP, 0)
+    k = mean_shift(top, n)
     xs = np.ldexp(v, -k)
     ms = float(np.sum(xs)) / n
     d = xs - ms
     spread = float(np.max(np.abs(d)))
     if spread == 0.0:
         return n, math.ldexp(ms, k), 0.0
-    # (d·t)² summed n times stays below 2^1022: |d·t| < 2^((1022 − log2 n)/2)
-    j = (_MAX_EXP - 1 - math.ceil(math.log2(n))) // 2 - math.frexp(spread)[1]
-    dt = np.ldexp(d, j)
+    dt = np.ldexp(d, spread_shift(spread, n))
     s1 = float(np.sum(dt))
     m2t = max(float(np.sum(dt * dt)) - s1 * s1 / n, 0.0)
-    return n, math.ldexp(ms, k), _ldexp_saturating(m2t, 2 * (k - j))
-
-
-def _ldexp_saturating(m, e):
-    """``m·2^e``, inf when it overflows (``math.ldexp`` raises instead)."""
-    try:
-        return math.ldexp(m, e)
-    except OverflowError:
-        return math.inf
+    return n, math.ldexp(ms, k), ldexp_saturating(m2t, 2 * (k - spread_shift(spread, n)))
 
 
 def repair(values_of, mean_rel, m2, pivots, skipna=False):

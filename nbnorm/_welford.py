@@ -116,3 +116,31 @@ def backward_coefficients(n, invstd, weight, sum_dy, sum_dy_xmu, training):
     if not training:
         return a, 0.0, 0.0
     return a, -a * invstd * invstd * sum_dy_xmu / n, -a * sum_dy / n
+
+
+# ----------------------------------------------- statistics near float64's top
+# A statistic whose sums about the pivot overflow is recomputed from values
+# scaled by powers of two (exact): ``x·2^-k`` with ``k = mean_shift(max|x|, n)``
+# sums without overflow, and ``d·2^j`` (``d = x·2^-k − mean·2^-k``,
+# ``j = spread_shift(max|d|, n)``) squares and sums without overflow;
+# ``mean = ldexp(mean_k, k)``, ``M2 = ldexp(M2_j, 2(k − j))`` (see
+# ``nbnorm._extremes`` and the CUDA ``per_stat.rescaled_moments``).
+
+def mean_shift(top, n):
+    """``k ≥ 0`` such that ``n`` values of magnitude ≤ ``top·2^-k`` sum below 2^1023."""
+    # frexp(n − 1)[1] is ⌈log2 n⌉ for n ≥ 1
+    return max(math.frexp(top)[1] + math.frexp(float(n - 1))[1] + 1 - 1023, 0)
+
+
+def spread_shift(spread, n):
+    """``j`` such that ``n`` squares of magnitude ≤ ``(spread·2^j)²`` sum below 2^1022."""
+    return (1022 - math.frexp(float(n - 1))[1]) // 2 - math.frexp(spread)[1]
+
+
+def ldexp_saturating(m, e):
+    """``m·2^e``, ±inf where that exceeds float64 (``math.ldexp`` would raise)."""
+    if m == 0.0:
+        return m
+    if math.frexp(m)[1] + e > 1024:
+        return math.inf if m > 0 else -math.inf
+    return math.ldexp(m, e)

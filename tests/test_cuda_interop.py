@@ -150,7 +150,10 @@ def test_finalize_merges_many_chunks_across_lanes(n_chunks):
     mean = np.where(count > 0, rng.normal(3.0, 2.0, count.shape), 0.0)
     m2 = np.where(count > 1, rng.random(count.shape) * count, 0.0)
     pivots = rng.normal(1e3, 1.0, n_stats)
-    plan = SimpleNamespace(n_chunks=n_chunks, n_stats=n_stats)
+    one = np.zeros((1, 1), np.int64)     # a plan of n_stats statistics of one element of x
+    plan = SimpleNamespace(n_chunks=n_chunks, n_stats=n_stats, n=1,
+                           args=(np.array([n_stats]), one + 1, one, np.ones(1, np.int64), one,
+                                 np.zeros(1, np.int64)))
     partials = [cuda.to_device(a.ravel()) for a in (count, mean, m2)] + [cuda.to_device(pivots)]
     got_mean, got_var, *_ = launch.finalize(cuda.to_device(np.zeros(1)), plan, partials, 1.0, 0,
                                             acc=np.float64)

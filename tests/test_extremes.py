@@ -158,3 +158,41 @@ def test_scaled_moments_is_exact_where_float64_is():
     assert np.isclose(m2, ((v / 1e160 - mean) ** 2).sum(), rtol=1e-12)
     assert scaled_moments([np.nan, 1.0, 3.0], skipna=True) == (2, 2.0, 2.0)
     assert math.isinf(scaled_moments([np.inf, 1.0])[1])
+
+
+ROWS = [([1e308, 0, 0], np.float64), ([2e38, -2e38], np.float32),
+        ([1.9e19, -1.9e19] + [0.0] * 30, np.float32), ([1e308, -1e308, 0.0, 5.0], np.float64),
+        ([1.7e308, 1.7e308, -1.7e308], np.float64), ([65504, -65504, 65504], np.float16),
+        ([3.4e38, 3.4e38, 3.4e38], np.float32), ([1e154, -1e154, 3.0], np.float64)]
+OPS = ["moments", "skipna", "state", "forward", "layer_norm", "rms_norm"]
+
+
+@pytest.mark.parametrize("case", range(len(ROWS)))
+def test_every_backend_near_the_maximum(case, backend):
+    """The same rows on each backend (CUDA: the finalizing kernel recomputes
+    an overflowed statistic from ``x``)."""
+    row = np.array(ROWS[case][0], ROWS[case][1])
+    mean, var = _exact(row)
+    sd = np.float64 if row.dtype == np.float64 else np.float32
+    x2 = np.tile(row, (2, 1))
+    for op in backend.sample(OPS, 3, salt=case):
+        if op in ("moments", "skipna"):
+            m, v = backend.back(nbnorm.moments(backend.put(x2), 1, skipna=op == "skipna"))
+            _check_mean(float(m[-1]), mean, row, sd)
+            _check_var(float(v[-1]), var, row, sd)
+        elif op == "state":
+            s = nbnorm.Moments.of(backend.put(x2), 1)
+            _check_mean(float(backend.get(s.mean)[-1]), mean, row, sd)
+            assert not np.isnan(backend.get(s.var())).any()
+        elif op == "forward":
+            x = np.ascontiguousarray(x2.T)
+            y, m, inv = backend.back(nbnorm.batch_norm_forward(backend.put(x), axis=0, eps=0.0))
+            _check_mean(float(m[-1]), mean, row, sd)
+            _check_y(y[:, -1], row, mean, var, inv)
+        elif op == "layer_norm":
+            y, m, inv = backend.back(nbnorm.layer_norm(backend.put(x2), eps=0.0))
+            _check_mean(float(m[-1]), mean, row, sd)
+            _check_y(y[-1], row, mean, var, inv)
+        else:
+            y, inv = backend.back(nbnorm.rms_norm(backend.put(x2), eps=0.0))
+            assert not np.isnan(inv).any() and not np.isnan(y).any()

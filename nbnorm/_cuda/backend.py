@@ -105,7 +105,8 @@ def moment_state(x, axis, skipna):
         # training=True for the (pivot, relative mean) centre; the invstd it
         # also computes is unused (eps=1 keeps it finite for the simulator)
         mean, m2, _, centre, _, _ = finalize(x, dp, partials, 1.0, stream, training=True,
-                                              eps=1.0, acc=np.float64)
+                                              eps=1.0, acc=np.float64, skipna=skipna,
+                                              keep_centre=True)
         if skipna:
             S.launch(S.count_partials, m, partials[0], dp.n_chunks, count, centre[1])
         S.launch(S.split_mean, m, centre[0], centre[1], mean, lo)

@@ -42,7 +42,7 @@ TYPES = {
     **_names("ss kst rst strides", "int64[:, ::1]"),
     **_names("p pd px pw pm po pu pv n n_stats chunk n_chunks width n_tiles base lanes",
              "int64"),
-    **_names("skipna has_cu has_v has_w has_b scaled training rms", "boolean"),
+    **_names("skipna has_cu has_v has_w has_b scaled training rms keep_centre", "boolean"),
     **_names("eps inv_dof momentum scale ddof", "float64"),
     **_names("cu cv", "float64[:, ::1]"),
     **_names("w b bias mu inv pivots var centre vector pivot relative mean m2 lo mean_a m2_a "
@@ -76,9 +76,8 @@ def kernel_signatures():
     accs = ("float32", "float64")
     # statistics in the accumulator type, and float64 ones (Moments states) from float32 partials
     out.append(("finalize_welford", finalize_welford,
-                [signature(finalize_welford, A=a, S=s)
-                 for a, s in (("float32", "float32"), ("float64", "float64"),
-                              ("float32", "float64"))]))
+                [signature(finalize_welford, T=t, A=ACCUMULATOR[t], S=s) for t in STORAGE
+                 for s in sorted({ACCUMULATOR[t], "float64"})]))
     for kernel in (finalize_sums, sum_partials, states.count_partials):
         out.append((kernel.py_func.__name__, kernel, [signature(kernel, A=a) for a in accs]))
     out.append(("inference_coefficients", inference_coefficients,

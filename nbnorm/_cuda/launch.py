@@ -184,10 +184,11 @@ def welford(x, dp, p, stream, skipna=False):
 
 
 def finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, b=None,
-              acc=None, rms=False):
+              acc=None, rms=False, skipna=False, keep_centre=False):
     """Merge the partials: ``(mean, var = M2·inv_dof, invstd, centre, α, β)`` in
     ``acc`` (the accumulator type unless given; float64 for states); ``rms``:
-    ``var`` is ``mean(x²)`` and the centre 0 (see ``per_stat.finalize_welford``)."""
+    ``var`` is ``mean(x²)`` and the centre 0 (see ``per_stat.finalize_welford``,
+    which recomputes an overflowed statistic from ``x``, plan row 0)."""
     acc = acc or acc_dtype(x)
     m = dp.n_stats
     mean, var = (cuda.device_array(m, acc, stream=stream) for _ in range(2))
@@ -203,7 +204,8 @@ def finalize(x, dp, partials, inv_dof, stream, training=False, eps=0.0, w=None, 
     lanes = min(K.WARP, next_pow2(dp.n_chunks))
     K.finalize_welford[blocks(m * lanes), TPB, stream](
         *partials, dp.n_chunks, m, lanes, float(inv_dof), bool(training), bool(rms), float(eps),
-        wv, hw, bv, hb, mean, var, invstd, centre, alpha, beta)
+        wv, hw, bv, hb, _flat(x), *dp.args, 0, bool(skipna), dp.n, bool(keep_centre), mean, var,
+        invstd, centre, alpha, beta)
     return mean, var, invstd, centre.reshape(2, -1) if training else centre, alpha, beta
 
 
