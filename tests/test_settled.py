@@ -116,3 +116,19 @@ def test_strides_of_no_whole_element_are_read_and_written(op):
         nbnorm.batch_norm_forward(x, axis=0, running_mean=rm, running_var=rv)
         np.testing.assert_allclose(rm, 0.1 * plain.mean(axis=0), rtol=1e-6)
         assert (rm_rec["tag"] == 7).all()
+
+
+@pytest.mark.parametrize("op", ["batch_small", "batch_fused", "layer", "group", "instance"])
+def test_eps_zero_on_a_constant_slice_is_nan_without_warnings(op):
+    """Every CPU path gives the same answer for 0/0, silently (the fused
+    kernels never warned; NumPy-level paths now agree)."""
+    x = np.full((2, 70, 3), 1.5)
+    calls = {"batch_small": lambda: nbnorm.batch_norm_forward(x[:, :2], axis=(0, 2), eps=0.0),
+             "batch_fused": lambda: nbnorm.batch_norm_forward(x, axis=(0, 2), eps=0.0),
+             "layer": lambda: nbnorm.layer_norm(x, eps=0.0),
+             "group": lambda: nbnorm.group_norm(x, 7, eps=0.0),
+             "instance": lambda: nbnorm.instance_norm(x, eps=0.0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, _, invstd = calls[op]()
+    assert np.isnan(y).all() and np.isinf(invstd).all()

@@ -78,7 +78,8 @@ def _per_nc(a, geo):
 def _forward_per_channel(x, y, geo, w, b, eps):
     mean, m2 = _group_states(x, geo)
     var = m2 / geo.n
-    inv = _welford.invstd_of(var, float(eps))
+    with np.errstate(divide="ignore"):      # eps 0, a constant group: inf, as the kernels
+        inv = _welford.invstd_of(var, float(eps))
     n = geo.shape[0]
     alpha = _per_nc(inv, geo) * np.tile(w, n)
     centre = _centre(_per_nc(mean, geo), alpha)
