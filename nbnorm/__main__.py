@@ -5,7 +5,8 @@ each against the float64 NumPy reference, and prints a table of time,
 effective GB/s, fraction of copy bandwidth, speed-up over NumPy (and
 PyTorch CPU when installed) and the maximum scaled error.  Exits with status
 1 if any check fails, 2 for a usage error (an option out of range, or a
-``--shape`` whose run needs more memory than is available).
+``--shape`` whose run needs more memory than is available).  ``--compile``
+only builds Numba's cache of every CPU kernel (:mod:`nbnorm._compile`).
 """
 from __future__ import annotations
 
@@ -182,7 +183,8 @@ def main(argv=None):
     p.add_argument("--shape", type=shape_arg, default="64,128,56,56",
                    help="4-D NCHW shape: positive integers N,C,H,W with H*W >= 2 "
                         "(default 64,128,56,56: 103 MB of float32)")
-    p.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
+    p.add_argument("--dtype", default=None, choices=["float16", "float32", "float64"],
+                   help="default float32 (with --compile: all three)")
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="numba threads, 1..NUMBA_NUM_THREADS (default: all)")
     p.add_argument("--repeat", type=repeat_arg, default=7,
@@ -191,7 +193,17 @@ def main(argv=None):
     p.add_argument("--no-peers", action="store_true", help="skip NumPy/PyTorch timings")
     p.add_argument("--readme", metavar="PATH",
                    help="also write the table into PATH between its main-table markers")
+    p.add_argument("--compile", action="store_true",
+                   help="only build Numba's cache of every CPU kernel (for --dtype, default "
+                        "all), so that later processes start without compiling")
     args = p.parse_args(argv)
+    if args.compile:
+        from nbnorm._compile import compile_all
+        t0 = time.perf_counter()
+        built = compile_all((args.dtype,) if args.dtype else ("float16", "float32", "float64"))
+        print(f"{built} builds compiled in {time.perf_counter() - t0:.1f} s; the cache is ready")
+        return 0
+    args.dtype = args.dtype or "float32"
     shape = (8, 32, 28, 28) if args.quick else args.shape
     why = memory_error(shape, args.dtype, available_memory())
     if why:
