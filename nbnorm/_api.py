@@ -15,7 +15,7 @@ import numpy as np
 from . import _router
 from . import _validate as V
 from ._calls import moments_calls, moments_key
-from ._contract import LazyForward
+from ._contract import LazyForward, implements
 from ._layout import normalize_axis, stat_shape
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward"]
@@ -174,7 +174,7 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     forward = backend.forward
     if a["running_mean"] is not None:
         # a lazy backend (Dask) computes the statistics now, once, for the update
-        if isinstance(backend, LazyForward):
+        if implements(backend, LazyForward):
             forward = backend.forward_with_running
     y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, o)
     y = _deliver(y, late_out)

@@ -19,7 +19,7 @@ import numpy as np
 from . import _geometry as G
 from . import _validate as V
 from ._api import _check_aliasing, _deliver, _native_out, _result, _setup
-from ._contract import NormFamily
+from ._contract import NormFamily, implements
 
 __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "rms_norm", "rms_norm_backward"]
@@ -27,7 +27,7 @@ __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backwa
 
 def _op(backend, fname, name):
     """``backend.<name>`` of the optional :class:`~nbnorm._contract.NormFamily` part."""
-    if not isinstance(backend, NormFamily):
+    if not implements(backend, NormFamily):
         raise NotImplementedError(f"{fname}: not implemented yet for {backend.name} arrays; "
                                   f"pass NumPy arrays")
     return getattr(backend, name)

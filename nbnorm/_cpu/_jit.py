@@ -65,3 +65,13 @@ def invstd_vector(var, eps):
     for i in range(var.size):
         out[i] = invstd_of(var[i], eps)
     return out
+
+
+@_strict
+def all_finite(a, b):
+    """Whether every entry of the float arrays ``a`` and ``b`` is finite (one
+    compiled pass: the common-case gate of ``nbnorm._extremes.repair``)."""
+    for i in range(a.size):
+        if not (np.isfinite(a.flat[i]) and np.isfinite(b.flat[i])):
+            return False
+    return True

@@ -183,7 +183,8 @@ def _relative_moments(x, plan, skipna=False):
         mean = np.empty(plan.n_stats)
         m2 = np.empty(plan.n_stats)
         K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
-    _extremes.repair(lambda s: _values_of(x, plan, s), mean, m2, pivots, skipna)
+    if not K.all_finite(mean, m2):
+        _extremes.repair(lambda s: _values_of(x, plan, s), mean, m2, pivots, skipna)
     return pc, mean, m2, pivots
 
 
@@ -385,9 +386,9 @@ def forward(x, weight, bias, axis, eps, out):
         K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
                         mean, var, invstd, _memory.streamed(y),
                         _memory.two_fit_in_l2(plan.n * x.dtype.itemsize))
-        bad = np.flatnonzero(np.isnan(var))
-        if bad.size:
-            _refit(x, y, plan, bad, w, b, float(eps), mean, var, invstd)
+        if not K.all_finite(var, var):
+            _refit(x, y, plan, np.flatnonzero(np.isnan(var)), w, b, float(eps), mean, var,
+                   invstd)
     else:
         _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _extremes, _layout, _welford
+from . import kernels as K
 from . import norm_rows as NR
 from . import norms as N
 from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
@@ -138,9 +139,8 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
             inv = _welford.invstd_of(var, float(eps))
         chunk, n_chunks = _chunking(plan.n_stats, plan.n)
         N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
-    bad = np.flatnonzero(np.isnan(var))
-    if bad.size:
-        _refit(x, y, plan, bad, w, b, eps, rms, c, var, inv)
+    if not K.all_finite(var, var):
+        _refit(x, y, plan, np.flatnonzero(np.isnan(var)), w, b, eps, rms, c, var, inv)
     shape = geo.stat_shape
     with np.errstate(over="ignore"):
         return y, c.astype(sd).reshape(shape), var.reshape(shape), inv.astype(sd).reshape(shape)
