@@ -59,19 +59,23 @@ def scaled_moments(values, skipna=False):
     return n, math.ldexp(ms, k), ldexp_saturating(m2t, 2 * (k - spread_shift(spread, n)))
 
 
-def repair(values_of, mean_rel, m2, pivots, skipna=False):
+def repair(rows_of, mean_rel, m2, pivots, skipna=False):
     """Recompute, in place, the statistics whose ``mean − pivot``
     (``mean_rel``) or ``M2`` are not finite although their values are.
 
-    ``values_of(s)`` returns the values of statistic ``s`` (flat position in
-    the statistic arrays).  A repaired statistic gets ``pivots[s] = mean``,
-    ``mean_rel[s] = 0`` and its ``M2``.  Returns the positions repaired (an
-    empty array in the common case, after one check per statistic)."""
+    ``rows_of(stats)`` returns the values of the statistics at flat
+    positions ``stats`` as rows of a 2-D array.  A repaired statistic gets
+    ``pivots[s] = mean``, ``mean_rel[s] = 0`` and its ``M2``; one with an
+    inf/NaN value (NaN left out with ``skipna``) keeps the kernels' result.
+    Returns the positions repaired."""
     with np.errstate(invalid="ignore"):
         suspect = np.flatnonzero(~np.isfinite(mean_rel + m2))
+    rows = rows_of(suspect)
+    usable = np.isfinite(rows) | (np.isnan(rows) if skipna else False)
     fixed = []
-    for s in suspect:
-        count, mean, m2s = scaled_moments(values_of(s), skipna)
+    for j in np.flatnonzero(usable.all(axis=1)):
+        s = suspect[j]
+        count, mean, m2s = scaled_moments(rows[j], skipna)
         if count and math.isfinite(mean) and not math.isnan(m2s):
             pivots[s], mean_rel[s], m2[s] = mean, 0.0, m2s
             fixed.append(s)

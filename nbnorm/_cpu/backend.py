@@ -184,40 +184,61 @@ def _relative_moments(x, plan, skipna=False):
         m2 = np.empty(plan.n_stats)
         K.merge_moments(pc, pm, pv, plan.n, chunk, mean, m2)
     if not K.all_finite(mean, m2):
-        _extremes.repair(lambda s: _values_of(x, plan, s), mean, m2, pivots, skipna)
+        def rows_of(stats):
+            return _stats_of(x, plan, stats)[0].reshape(stats.size, plan.n)
+        _extremes.repair(rows_of, mean, m2, pivots, skipna)
     return pc, mean, m2, pivots
 
 
-def _values_of(a, plan, s, op=0):
-    """The elements of operand ``op`` (``a``) that belong to the statistic at
-    flat position ``s``, as a strided view of ``a`` (rare paths only:
-    :mod:`nbnorm._extremes`)."""
-    flat = _flat(a)
-    if a.dtype == np.float16:
-        flat = flat.view(np.float16)
+def _stats_of(a, plan, stats, op=0):
+    """The elements of operand ``op`` (``a``) of the statistics at flat
+    positions ``stats``: a writable ``(len(stats), *red_sizes)`` strided
+    gather (rare paths only: :mod:`nbnorm._extremes`), and the index that
+    addresses them in :func:`_operand_view`."""
     pos = np.zeros((), np.int64)
     for size, stride in zip(plan.kept_sizes, plan.stat_strides):
         pos = pos[..., None] + stride * np.arange(size)
-    index = np.unravel_index(int(np.flatnonzero(pos.reshape(-1) == s)[0]), pos.shape)
-    base = int(plan.bases[op]) + int(np.dot(index, plan.kept_strides[op]))
+    k_of = np.empty(plan.n_stats, np.int64)
+    k_of[pos.reshape(-1)] = np.arange(plan.n_stats)
+    index = np.unravel_index(k_of[stats], pos.shape)
+    return _operand_view(a, plan, op)[index], index
+
+
+def _operand_view(a, plan, op):
+    """Operand ``op`` (``a``) as one strided view of shape
+    ``(*kept_sizes, *red_sizes)`` in plan order."""
+    flat = _flat(a)
+    if a.dtype == np.float16:
+        flat = flat.view(np.float16)
     item = a.dtype.itemsize
-    return as_strided(flat[base:], tuple(int(n) for n in plan.red_sizes),
-                      tuple(int(r) * item for r in plan.red_strides[op]))
+    strides = np.concatenate([plan.kept_strides[op], plan.red_strides[op]]) * item
+    return as_strided(flat[int(plan.bases[op]):],
+                      tuple(int(n) for n in np.concatenate([plan.kept_sizes, plan.red_sizes])),
+                      tuple(int(t) for t in strides))
 
 
-def _refit(x, y, plan, bad, w, b, eps, mean, var, invstd):
-    """The statistics at positions ``bad`` (left NaN by the fused forward: not
-    finite) recomputed by :func:`nbnorm._extremes.scaled_moments`, and their
-    ``y = (x − mean)·α + bias`` written from them."""
-    for s in bad:
-        xv = _values_of(x, plan, s, 0)
-        _, mean[s], m2 = _extremes.scaled_moments(xv)
-        var[s] = m2 / plan.n
-        invstd[s] = K.invstd_vector(var[s:s + 1], eps)[0]
-        alpha = _welford.forward_scale(invstd[s], w[s])
-        with np.errstate(invalid="ignore", over="ignore"):
-            _values_of(y, plan, s, 1)[...] = (xv.astype(np.float64) - _centre(mean[s], alpha)) \
-                * alpha + b[s]
+def _refit(x, y, plan, eps, rms, c, var, inv, weight_of, bias_of):
+    """The statistics a fused forward left NaN, and their ``y``: NaN where a
+    value is inf/NaN (the mean as NumPy's), else — the sums overflowed —
+    recomputed by :func:`nbnorm._extremes.scaled_moments` and ``y = (x −
+    c)·invstd·weight + bias`` written from them (``weight_of(s)``/
+    ``bias_of(s)``: statistic ``s``'s parameters, scalars or per element)."""
+    bad = np.flatnonzero(np.isnan(var))
+    xs, index = _stats_of(x, plan, bad)
+    xs = xs.reshape(bad.size, plan.n).astype(np.float64)
+    y_view = _operand_view(y, plan, 1)
+    with np.errstate(all="ignore"):
+        c[bad] = 0.0 if rms else xs.mean(axis=1)
+        inv[bad] = np.nan
+        y_view[index] = np.nan
+        for j in np.flatnonzero(np.isfinite(xs).all(axis=1)):
+            s = bad[j]
+            _, mean, m2 = _extremes.scaled_moments(xs[j])
+            c[s] = 0.0 if rms else mean
+            var[s] = m2 / plan.n + (mean * mean if rms else 0.0)
+            inv[s] = _welford.invstd_of(var[s], eps)
+            y_s = (xs[j] - _centre(c[s], inv[s])) * inv[s] * weight_of(s) + bias_of(s)
+            y_view[tuple(i[j] for i in index)] = y_s.reshape(y_view.shape[len(index):])
 
 
 def _centre(mean, alpha):
@@ -387,8 +408,8 @@ def forward(x, weight, bias, axis, eps, out):
                         mean, var, invstd, _memory.streamed(y),
                         _memory.two_fit_in_l2(plan.n * x.dtype.itemsize))
         if not K.all_finite(var, var):
-            _refit(x, y, plan, np.flatnonzero(np.isnan(var)), w, b, float(eps), mean, var,
-                   invstd)
+            _refit(x, y, plan, float(eps), False, mean, var, invstd, w.__getitem__,
+                   b.__getitem__)
     else:
         _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
         var = m2 / plan.n

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _extremes, _layout, _welford
+from .. import _layout, _welford
 from . import kernels as K
 from . import norm_rows as NR
 from . import norms as N
 from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
-                      _centre, _plan as _x_plan, _raw_moments, _raw_state, _sized, _values_of,
+                      _centre, _plan as _x_plan, _raw_moments, _raw_state, _refit, _sized, _stats_of,
                       empty_like, merge_states, stat_dtype)
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
@@ -140,26 +140,12 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
         chunk, n_chunks = _chunking(plan.n_stats, plan.n)
         N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
     if not K.all_finite(var, var):
-        _refit(x, y, plan, np.flatnonzero(np.isnan(var)), w, b, eps, rms, c, var, inv)
+        _refit(x, y, plan, float(eps), rms, c, var, inv,
+               lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
+               lambda s: _stats_of(b, plan, [s], 2)[0].reshape(-1))
     shape = geo.stat_shape
     with np.errstate(over="ignore"):
         return y, c.astype(sd).reshape(shape), var.reshape(shape), inv.astype(sd).reshape(shape)
-
-
-def _refit(x, y, plan, bad, w, b, eps, rms, c, var, inv):
-    """Statistics left NaN (not finite: an inf/NaN value or an overflow of the
-    kernels' sums) recomputed by :func:`nbnorm._extremes.scaled_moments`, and
-    their ``y = (x − c)·invstd·weight + bias`` written from them."""
-    for s in bad:
-        xv = _values_of(x, plan, s, 0)
-        _, mean, m2 = _extremes.scaled_moments(xv)
-        with np.errstate(over="ignore", invalid="ignore"):
-            c[s] = 0.0 if rms else mean
-            var[s] = m2 / plan.n + (mean * mean if rms else 0.0)
-            inv[s] = _welford.invstd_of(var[s], float(eps))
-            y_of = (xv.astype(np.float64) - _centre(c[s], inv[s])) * inv[s] \
-                * _values_of(w, plan, s, 2)
-            _values_of(y, plan, s, 1)[...] = y_of + _values_of(b, plan, s, 2)
 
 
 @_sized
