@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _router
 from . import _validate as V
-from ._calls import moments_calls, moments_key
+from ._calls import aliasing_check, calls, moments_key, prepared_op, signature
 from ._contract import LazyForward, implements
 from ._layout import normalize_axis, stat_shape
 
@@ -83,7 +83,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     ``np.nanvar``); a statistic with ``n − ddof ≤ 0`` is NaN with a warning.
     """
     key = moments_key(x, axis, ddof, keepdims, skipna)
-    call = moments_calls.get(key)
+    call = calls.get(key)
     if call is not None:
         return call(x)
     backend, arrays, xa = _setup("moments", x)
@@ -105,10 +105,10 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
         if n - ddof <= 0 and prod(stat_shape(xa.shape, ax)) > 0:
             msg = "Mean of empty slice" if n == 0 else "Degrees of freedom <= 0 for slice"
             warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
-        call = _moments_call(backend, ax, ddof, keepdims)
+        call = _moments_call(backend, xa, ax, ddof, keepdims)
         mean, var = call(xa)
         if key is not None and xa is x and n - ddof > 0 and backend.name == "cpu":
-            moments_calls.put(key, call)
+            calls.put(key, call)
         return backend.wrap(mean, x), backend.wrap(var, x)
     if keepdims:
         mean, var = _kept(mean, ax, xa.shape), _kept(var, ax, xa.shape)
@@ -121,15 +121,44 @@ def _kept(stat, ax, shape):
     return stat[tuple(None if d in ax else slice(None) for d in range(len(shape)))]
 
 
-def _moments_call(backend, ax, ddof, keepdims):
+def _moments_call(backend, x, ax, ddof, keepdims):
     """``(mean, var)`` of arrays of one signature on ``backend``, arguments
     checked; remembered for plain float NumPy arrays (see :mod:`._calls`)."""
+    launch = prepared_op(backend, "moments", x, ax, ddof,
+                         fallback=lambda x: backend.moments(x, ax, ddof))
+
     def call(x):
-        mean, var = backend.moments(x, ax, ddof)
+        mean, var = launch(x)
         if keepdims:
             return _kept(mean, ax, x.shape), _kept(var, ax, x.shape)
         return mean, var
     return call
+
+
+_FORWARD = ("x", "weight", "bias", "running_mean", "running_var", "out")
+_INFERENCE = ("x", "mean", "var", "weight", "bias", "out")
+_BACKWARD = ("dy", "x", "mean", "invstd", "weight", "out")
+
+
+def _remember(key, call, backend, given, converted, late):
+    """Keep the prepared ``call`` of signature ``key`` when the call converted
+    no argument (then a later call of that signature needs no conversion
+    either); returns ``(call, converted)``."""
+    if (key is not None and backend.name == "cpu" and late is None
+            and all(c is g for c, g in zip(converted, given))):
+        calls.put(key, call)
+    return call, converted
+
+
+def _aliasing(names, exact_ok):
+    """The per-call check of :func:`_check_aliasing` (see :func:`._calls.aliasing_check`)."""
+    return aliasing_check(names, _OUTPUTS, exact_ok,
+                          lambda arrays: _check_aliasing(dict(zip(names, arrays)), exact_ok))
+
+
+def _late(o, late):
+    """``(out for the backend, out to copy into)`` of one call (see :func:`_native_out`)."""
+    return (None, o) if late is not None and o is not None else (o, None)
 
 
 def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mean=None,
@@ -147,6 +176,16 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     finite (NaN/inf in the batch) leave their running entries unchanged and
     raise a ``RuntimeWarning``.  ``out`` receives ``y`` (it may be ``x``).
     """
+    given = (x, weight, bias, running_mean, running_var, out)
+    key = signature("batch_norm_forward", given, (axis, eps, momentum))
+    call = calls.get(key)
+    if call is None:
+        call, given = _prepare_forward(key, given, axis, eps, momentum)
+    return call(x, out, given)
+
+
+def _prepare_forward(key, given, axis, eps, momentum):
+    x, weight, bias, running_mean, running_var, out = given
     backend, a, xa = _setup("batch_norm_forward", x, weight=weight, bias=bias,
                             running_mean=running_mean, running_var=running_var, out=out)
     V.float_input(xa, "x")
@@ -170,22 +209,33 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
         raise ValueError(
             f"x: expected more than 1 value per statistic when training, got {n} "
             f"(x.shape {tuple(xa.shape)} reduced over axis {ax})")
-    o, late_out = _native_out(a["out"])
-    forward = backend.forward
-    if a["running_mean"] is not None:
+    o, late = _native_out(a["out"])
+    if a["running_mean"] is not None and implements(backend, LazyForward):
         # a lazy backend (Dask) computes the statistics now, once, for the update
-        if implements(backend, LazyForward):
-            forward = backend.forward_with_running
-    y, mean, var, invstd = forward(xa, a["weight"], a["bias"], ax, eps, o)
-    y = _deliver(y, late_out)
-    if a["running_mean"] is not None:
-        skipped = backend.update_running(a["running_mean"], mean, momentum, 1.0)
-        skipped += backend.update_running(a["running_var"], var, momentum, n / (n - 1))
-        if skipped:
-            warnings.warn(
-                "batch_norm_forward: non-finite batch statistics; running_mean/running_var "
-                "left unchanged where they occur", RuntimeWarning, stacklevel=2)
-    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(invstd, x)
+        def launch(x, w, b, o):
+            return backend.forward_with_running(x, w, b, ax, eps, o)
+    else:
+        launch = prepared_op(backend, "forward", xa, a["weight"], a["bias"], ax, eps, o,
+                             fallback=lambda x, w, b, o: backend.forward(x, w, b, ax, eps, o))
+    check = _aliasing(_FORWARD, [("out", "x")])
+    unbiased = n / (n - 1)
+
+    def call(x_given, out_given, arrays):
+        check(arrays)
+        xa, w, b, rm, rv, o = arrays
+        o, late_out = _late(o, late)
+        y, mean, var, invstd = launch(xa, w, b, o)
+        y = _deliver(y, late_out)
+        if rm is not None:
+            skipped = backend.update_running(rm, mean, momentum, 1.0)
+            skipped += backend.update_running(rv, var, momentum, unbiased)
+            if skipped:
+                warnings.warn(
+                    "batch_norm_forward: non-finite batch statistics; running_mean/running_var "
+                    "left unchanged where they occur", RuntimeWarning, stacklevel=3)
+        return (_result(backend, y, x_given, out_given), backend.wrap(mean, x_given),
+                backend.wrap(invstd, x_given))
+    return _remember(key, call, backend, given, tuple(a[k] for k in _FORWARD), late)
 
 
 def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5, out=None):
@@ -194,6 +244,16 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     ``y = (x − mean)·α + bias`` with ``α = weight/√(var + eps)``: one
     subtraction and one multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
     """
+    given = (x, mean, var, weight, bias, out)
+    key = signature("batch_norm_inference", given, (axis, eps))
+    call = calls.get(key)
+    if call is None:
+        call, given = _prepare_inference(key, given, axis, eps)
+    return call(x, out, given)
+
+
+def _prepare_inference(key, given, axis, eps):
+    x, mean, var, weight, bias, out = given
     backend, a, xa = _setup("batch_norm_inference", x, mean=mean, var=var,
                             weight=weight, bias=bias, out=out)
     V.float_input(xa, "x")
@@ -207,9 +267,19 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     V.out_array(a["out"], xa)
     _check_aliasing(a, [("out", "x")])
     eps = V.eps_value(eps)
-    o, late_out = _native_out(a["out"])
-    y = backend.inference(xa, a["mean"], a["var"], a["weight"], a["bias"], ax, eps, o)
-    return _result(backend, _deliver(y, late_out), x, out)
+    o, late = _native_out(a["out"])
+    launch = prepared_op(backend, "inference", xa, a["mean"], a["var"], a["weight"], a["bias"],
+                         ax, eps, o, fallback=lambda x, m, v, w, b, o: backend.inference(
+                             x, m, v, w, b, ax, eps, o))
+    check = _aliasing(_INFERENCE, [("out", "x")])
+
+    def call(x_given, out_given, arrays):
+        check(arrays)
+        xa, m, v, w, b, o = arrays
+        o, late_out = _late(o, late)
+        y = launch(xa, m, v, w, b, o)
+        return _result(backend, _deliver(y, late_out), x_given, out_given)
+    return _remember(key, call, backend, given, tuple(a[k] for k in _INFERENCE), late)
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True, out=None):
@@ -225,6 +295,16 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     ``out`` when given; it may be ``dy``), ``dweight``/``dbias`` are
     statistic-shaped float32 (float64 for float64 ``x``).
     """
+    given = (dy, x, mean, invstd, weight, out)
+    key = signature("batch_norm_backward", given, (axis, training))
+    call = calls.get(key)
+    if call is None:
+        call, given = _prepare_backward(key, given, axis, training)
+    return call(x, out, given)
+
+
+def _prepare_backward(key, given, axis, training):
+    dy, x, mean, invstd, weight, out = given
     if dy is None:
         raise TypeError("batch_norm_backward: dy is required, got None")
     backend, a, xa = _setup("batch_norm_backward", x, dy=dy, mean=mean, invstd=invstd,
@@ -245,8 +325,19 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     _check_aliasing(a, [("out", "dy"), ("out", "x")])
     if prod(xa.shape) == 0:
         raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}")
-    o, late_out = _native_out(a["out"])
-    dx, dweight, dbias = backend.backward(dya, xa, a["mean"], a["invstd"], a["weight"], ax,
-                                          bool(training), o)
-    dx = _deliver(dx, late_out)
-    return _result(backend, dx, x, out), backend.wrap(dweight, x), backend.wrap(dbias, x)
+    o, late = _native_out(a["out"])
+    training = bool(training)
+    launch = prepared_op(backend, "backward", dya, xa, a["mean"], a["invstd"], a["weight"], ax,
+                         training, o, fallback=lambda dy, x, m, i, w, o: backend.backward(
+                             dy, x, m, i, w, ax, training, o))
+    check = _aliasing(_BACKWARD, [("out", "dy"), ("out", "x")])
+
+    def call(x_given, out_given, arrays):
+        check(arrays)
+        dya, xa, m, inv, w, o = arrays
+        o, late_out = _late(o, late)
+        dx, dweight, dbias = launch(dya, xa, m, inv, w, o)
+        dx = _deliver(dx, late_out)
+        return (_result(backend, dx, x_given, out_given), backend.wrap(dweight, x_given),
+                backend.wrap(dbias, x_given))
+    return _remember(key, call, backend, given, tuple(a[k] for k in _BACKWARD), late)

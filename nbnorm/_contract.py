@@ -82,6 +82,23 @@ class NormFamily(Protocol):
 
 
 @runtime_checkable
+class Prepared(Protocol):
+    """Prepare once, execute many: ``prepare_<op>(…)`` takes the arguments of
+    ``<op>`` (arrays as examples of their signature) and returns
+    ``run(<op>'s arrays)`` doing only the per-call work (see
+    :mod:`nbnorm._calls`); ``run`` holds no array and may run on several
+    threads at once.  A backend without it runs ``<op>`` on every call."""
+
+    def prepare_moments(self, x, axis, ddof): ...
+
+    def prepare_forward(self, x, weight, bias, axis, eps, out): ...
+
+    def prepare_inference(self, x, mean, var, weight, bias, axis, eps, out): ...
+
+    def prepare_backward(self, dy, x, mean, invstd, weight, axis, training, out): ...
+
+
+@runtime_checkable
 class LazyForward(Protocol):
     """A lazy backend computes the statistics once, at call time, when the
     running statistics must be updated (see :mod:`nbnorm._dask.backend`)."""

@@ -50,7 +50,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _layout
-from ._calls import moments_calls
+from ._calls import calls
 
 MIN_BYTES = 8 << 20          # outputs from this size on come from the pool
 GRAIN = 1 << 20              # block sizes are rounded up to this
@@ -222,7 +222,7 @@ def release_memory():
     """Free the idle output blocks nbnorm keeps for reuse (see :mod:`nbnorm._pool`)
     and forget the remembered call signatures (:mod:`nbnorm._calls`); returns
     the number of bytes released."""
-    moments_calls.clear()
+    calls.clear()
     return _pool.release()
 
 

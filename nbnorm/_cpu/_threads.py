@@ -86,6 +86,19 @@ def parallel_allowed():
     return not (_pool_lost or getattr(_local, "serial", False))
 
 
+def enter_serial(condition):
+    """Start a :func:`serial_if` block without a context manager (the
+    prepared calls' fast path); returns what :func:`leave_serial` restores."""
+    before = getattr(_local, "serial", False)
+    if condition:
+        _local.serial = True
+    return before
+
+
+def leave_serial(before):
+    _local.serial = before
+
+
 @contextmanager
 def serial_if(condition):
     """Run the kernels launched by this thread inside the block serially

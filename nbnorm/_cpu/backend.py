@@ -161,14 +161,15 @@ def _raw_moments(x, plan):
     return mean, m2
 
 
-def _relative_moments(x, plan, skipna=False):
+def _relative_moments(x, plan, skipna=False, args=None, split=None):
     """The kernels' per-statistic ``(part_count, mean − pivot, M2, pivot)``,
     float64 flat C-order statistic arrays, chunks merged; ``part_count``
     (the chunks' counts of non-NaN values) only with ``skipna``, else None
-    (which compiles the kernels without NaN tests)."""
+    (which compiles the kernels without NaN tests).  ``args``/``split``:
+    those of ``plan`` when the caller has them already."""
     xf = _flat(x)
-    args = _kernel_args(plan, [0])
-    tile, chunk, n_chunks = _split(plan)
+    args = _kernel_args(plan, [0]) if args is None else args
+    tile, chunk, n_chunks = _split(plan) if split is None else split
     pc = np.empty((n_chunks, plan.n_stats)) if skipna else None
     pm = np.empty((n_chunks, plan.n_stats))
     pv = np.empty((n_chunks, plan.n_stats))
@@ -264,12 +265,12 @@ def _raw_state(x, plan, skipna):
     return count, mean, lo, m2
 
 
-def _dual_sums(dy, x, plan, mu):
+def _dual_sums(dy, x, plan, mu, args=None, split=None):
     """``(Σ dy, Σ dy·(x − mu))`` per statistic of a plan over ``(dy, x)``
     (float64, flat C-order statistic arrays; ``mu`` per statistic)."""
-    args = _kernel_args(plan, [0, 1])
+    args = _kernel_args(plan, [0, 1]) if args is None else args
     dyf, xf = _flat(dy), _flat(x)
-    tile, chunk, n_chunks = _split(plan)
+    tile, chunk, n_chunks = _split(plan) if split is None else split
     p1 = np.empty((n_chunks, plan.n_stats))
     p2 = np.empty((n_chunks, plan.n_stats))
     if plan.inner_kept:
@@ -285,12 +286,20 @@ def _dual_sums(dy, x, plan, mu):
 def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` per statistic; with ``v``
     None only the first term (``cv``, ``cb`` are then ignored)."""
-    plan = _plan(u.shape, axis, u, out, u if v is None else v)
-    q = _order_args(plan, (1, 0, 2))
-    total = int(plan.order_sizes.prod())
-    chunk, n_chunks = _chunking(1, total)
+    _affine_prepared(out, u, v, _plan(u.shape, axis, u, out, u if v is None else v),
+                     cu, ca, cv, cb, cc)
+
+
+def _affine_prepared(out, u, v, plan, cu, ca, cv, cb, cc):
+    """:func:`_affine` with its plan over ``(u, out, v or u)`` made already."""
+    q, chunk, n_chunks = _affine_args(plan)
     K.affine(_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
              cu, ca, cv, cb, cc, _memory.streamed(out))
+
+
+@lru_cache(maxsize=256)
+def _affine_args(plan):
+    return (_order_args(plan, (1, 0, 2)),) + _chunking(1, int(plan.order_sizes.prod()))
 
 
 def _stat_vector(a, n_stats, fill):
@@ -332,20 +341,9 @@ def _sized(fn):
 
 
 # ---------------------------------------------------------------- operations
-@_sized
 def moments(x, axis, ddof):
-    """``(mean, var)`` with ``var = M2/(n − ddof)``, statistic-shaped, in
-    :func:`stat_dtype`; NaN for empty reductions (``M2/0`` as NumPy)."""
-    shape = _layout.stat_shape(x.shape, axis)
-    sd = stat_dtype(x.dtype)
-    plan = _plan(x.shape, axis, x)
-    if plan.n == 0 or plan.n_stats == 0:
-        return np.full(shape, np.nan, sd), np.full(shape, np.nan, sd)
-    _, mean_rel, m2, pivots = _relative_moments(x, plan)
-    mean = np.empty(plan.n_stats, sd)
-    var = np.empty(plan.n_stats, sd)
-    K.mean_and_variance(pivots, mean_rel, m2, float(max(plan.n - ddof, 0)), mean, var)
-    return mean.reshape(shape), var.reshape(shape)
+    """``(mean, var)``: see :func:`.ops.prepare_moments`."""
+    return _ops.prepare_moments(x, axis, ddof)(x)
 
 
 @_sized
@@ -386,96 +384,24 @@ def sqrt(a):
     return np.sqrt(a)
 
 
-@_sized
 def forward(x, weight, bias, axis, eps, out):
-    """Training forward: ``(y, mean, biased var, invstd)``; stats float64.
-    ``y = (x − hi)·α + (bias − lo·α)`` with the mean ``hi + lo`` (rounded and
-    its error), ``α = weight·invstd``: y keeps no rounding of the mean.
-
-    The statistics are planned over ``x`` alone (fused with the
-    normalization only when ``y`` has ``x``'s strides, which plans the same
-    runs), so they do not depend on the layout of ``out``."""
-    y = empty_like(x) if out is None else out
-    shape = _layout.stat_shape(x.shape, axis)
-    plan = _plan(x.shape, axis, x, y)
-    w = _stat_vector(weight, plan.n_stats, 1.0)
-    b = _stat_vector(bias, plan.n_stats, 0.0)
-    if _fusable(plan, x.dtype.itemsize, 1) and y.strides == x.strides:
-        mean = np.empty(plan.n_stats)
-        var = np.empty(plan.n_stats)
-        invstd = np.empty(plan.n_stats)
-        K.forward_fused(_flat(x), _flat(y), _kernel_args(plan, [0, 1]), w, b, float(eps),
-                        mean, var, invstd, _memory.streamed(y),
-                        _memory.two_fit_in_l2(plan.n * x.dtype.itemsize))
-        if not K.all_finite(var, var):
-            _refit(x, y, plan, float(eps), False, mean, var, invstd, w.__getitem__,
-                   b.__getitem__)
-    else:
-        _, mean, lo, m2 = _raw_state(x, _plan(x.shape, axis, x), False)
-        var = m2 / plan.n
-        with np.errstate(divide="ignore"):
-            invstd = K.invstd_vector(var, float(eps))
-        alpha = _welford.forward_scale(invstd, w)
-        centre = _centre(mean, alpha)
-        with np.errstate(invalid="ignore"):    # eps 0, constant: lo·inf, y NaN (0/0)
-            shift = b - lo * alpha
-        _affine(y, x, None, axis, centre, alpha, centre, alpha, shift)
-    sd = stat_dtype(x.dtype)
-    with np.errstate(over="ignore"):        # a variance beyond float32 is inf, as NumPy's
-        return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
-                invstd.astype(sd).reshape(shape))
+    """Training forward: see :func:`.ops.prepare_forward`."""
+    return _ops.prepare_forward(x, weight, bias, axis, eps, out)(x, weight, bias, out)
 
 
-@_sized
 def inference(x, mean, var, weight, bias, axis, eps, out):
-    """``y = (x − mean)/√(var + eps)·weight + bias`` with given statistics."""
-    y = empty_like(x) if out is None else out
-    n_stats = int(np.prod(_layout.stat_shape(x.shape, axis), dtype=np.int64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        invstd = K.invstd_vector(_stat_vector(var, n_stats, 0.0), float(eps))
-    alpha = _welford.forward_scale(invstd, _stat_vector(weight, n_stats, 1.0))
-    mu = _stat_vector(mean, n_stats, 0.0)
-    _affine(y, x, None, axis, mu, alpha, mu, alpha, _stat_vector(bias, n_stats, 0.0))
-    return y
+    """See :func:`.ops.prepare_inference`."""
+    return _ops.prepare_inference(x, mean, var, weight, bias, axis, eps, out)(
+        x, mean, var, weight, bias, out)
 
 
-@_sized
 def backward(dy, x, mean, invstd, weight, axis, training, out):
-    """``(dx, dweight, dbias)``; dweight/dbias float64 of the statistic shape,
-    planned over ``dy`` and ``x`` alone (as the forward's statistics)."""
-    dx = empty_like(x) if out is None else out
-    shape = _layout.stat_shape(x.shape, axis)
-    plan = _plan(x.shape, axis, dy, x, dx)
-    mu = np.ascontiguousarray(mean, dtype=stat_dtype(x.dtype)).reshape(plan.n_stats)
-    inv = _stat_vector(invstd, plan.n_stats, 0.0)
-    w = _stat_vector(weight, plan.n_stats, 1.0)
-    sd = stat_dtype(x.dtype)
-    if _fusable(plan, x.dtype.itemsize, 2) and dx.strides in (dy.strides, x.strides):
-        dweight = np.empty(plan.n_stats)
-        dbias = np.empty(plan.n_stats)
-        xf = _flat(x)
-        K.backward_fused(_flat(dy), xf, xf if training else None, _flat(dx),
-                         _kernel_args(plan, [0, 1, 2]), mu, inv, w, bool(training),
-                         dweight, dbias, _memory.streamed(dx))
-        return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
-    plan = _plan(x.shape, axis, dy, x)
-    dbias, dweight = _dual_sums(dy, x, plan, mu)
-    a, b, c = _welford.backward_coefficients(plan.n, inv, w, dbias, dweight, training)
-    zero = np.zeros_like(a)
-    b, c = zero + b, zero + c
-    _affine(dx, dy, x if training else None, axis, zero, a, mu.astype(np.float64), b, c)
-    dweight *= inv
-    return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
+    """See :func:`.ops.prepare_backward`."""
+    return _ops.prepare_backward(dy, x, mean, invstd, weight, axis, training, out)(
+        dy, x, mean, invstd, weight, out)
 
 
-def update_running(running, batch, momentum, scale):
-    """``running ← (1 − momentum)·running + momentum·scale·batch`` in place,
-    for the statistics where ``batch`` is finite; returns how many were skipped."""
-    batch = batch.astype(np.float64) * scale
-    new = (1.0 - momentum) * running.astype(np.float64) + momentum * batch
-    ok = np.isfinite(batch)
-    running[...] = np.where(ok, new, running)
-    return int(ok.size - np.count_nonzero(ok))
-
-
+from . import ops as _ops  # noqa: E402  (batch norm's operations, prepared)
+from .ops import (prepare_backward, prepare_forward, prepare_inference,  # noqa: E402,F401
+                  prepare_moments, update_running)
 from .family import norm_backward, norm_forward  # noqa: E402,F401  (the family's operations)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import _pjit, _strict, chan_merge, merge_state
+from ._jit import (_pjit, _strict, backward_coefficients, chan_merge, forward_scale, invstd_of,
+                   merge_state, two_sum)
 
 
 # ------------------------------------------------------- chunk merging
@@ -67,3 +68,64 @@ def mean_and_variance(pivots, mean_rel, m2, dof, mean_out, var_out):
     for i in range(pivots.size):
         mean_out[i] = pivots[i] + mean_rel[i]
         var_out[i] = m2[i] / dof
+
+
+# ------------------------------------ per-statistic coefficients, in one call
+# Each replaces several NumPy operations on statistic vectors (about a
+# microsecond each, far more on caches a large kernel has just flushed) and
+# gives their results bit for bit: compiled without fast-math, every
+# expression is evaluated as NumPy evaluates it.
+@_strict
+def forward_coefficients(pivots, mean_rel, m2, n, eps, w, b, mean_out, var_out, inv_out,
+                         centre, alpha, shift):
+    """From the kernels' ``(mean − pivot, M2)``: the statistics (stored in the
+    outputs' dtype) and the affine map ``y = (x − centre)·alpha + shift`` of
+    :func:`nbnorm._cpu.ops.prepare_forward` — the mean ``hi + lo``
+    (:func:`two_sum`), ``alpha = weight·invstd``, ``centre = hi`` (0 where
+    alpha is 0: an infinite variance, y is the bias), ``shift = bias − lo·alpha``."""
+    for i in range(pivots.size):
+        hi, lo = two_sum(pivots[i], mean_rel[i])
+        if not np.isfinite(hi):
+            lo = 0.0
+        var = m2[i] / n
+        inv = invstd_of(var, eps)
+        a = forward_scale(inv, w[i])
+        centre[i] = 0.0 if a == 0 else hi
+        alpha[i] = a
+        shift[i] = b[i] - lo * a
+        mean_out[i] = hi
+        var_out[i] = var
+        inv_out[i] = inv
+
+
+@_strict
+def inference_scale(var, eps, w, alpha):
+    """``alpha = weight/√(var + eps)`` per statistic."""
+    for i in range(var.size):
+        alpha[i] = forward_scale(invstd_of(var[i], eps), w[i])
+
+
+@_strict
+def backward_coefficient_vectors(n, inv, w, s1, s2, training, a, b, c, dweight, dbias):
+    """:func:`nbnorm._welford.backward_coefficients` per statistic from the
+    sums ``s1 = Σdy``, ``s2 = Σdy·(x − mean)``; ``dweight = s2·invstd`` and
+    ``dbias = s1`` stored in their dtype."""
+    for i in range(inv.size):
+        a[i], b[i], c[i] = backward_coefficients(n, inv[i], w[i], s1[i], s2[i], training)
+        dweight[i] = s2[i] * inv[i]
+        dbias[i] = s1[i]
+
+
+@_strict
+def update_running(running, batch, momentum, scale):
+    """``running ← (1 − momentum)·running + momentum·scale·batch`` in place
+    where ``scale·batch`` is finite (1-D arrays); returns how many entries
+    were left unchanged."""
+    skipped = 0
+    for i in range(running.size):
+        bt = np.float64(batch[i]) * scale
+        if np.isfinite(bt):
+            running[i] = (1.0 - momentum) * np.float64(running[i]) + momentum * bt
+        else:
+            skipped += 1
+    return skipped
