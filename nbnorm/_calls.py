@@ -113,10 +113,11 @@ moments_calls = calls     # the one memo (the name moments used first)
 
 def prepared_op(backend, op, *args, fallback):
     """``run`` of ``backend.prepare_<op>(*args)`` where the backend implements
-    :class:`nbnorm._contract.Prepared`, else ``fallback`` (which runs
+    :class:`nbnorm._contract.Prepared` (``PreparedFamily`` for ``norm_*``),
+    else ``fallback`` (which runs
     ``backend.<op>`` on every call)."""
-    from ._contract import Prepared, implements
-    if implements(backend, Prepared):
+    from ._contract import Prepared, PreparedFamily, implements
+    if implements(backend, PreparedFamily if op.startswith("norm_") else Prepared):
         return getattr(backend, "prepare_" + op)(*args)
     return fallback
 

@@ -99,6 +99,15 @@ class Prepared(Protocol):
 
 
 @runtime_checkable
+class PreparedFamily(Protocol):
+    """:class:`Prepared` for :class:`NormFamily`'s operations."""
+
+    def prepare_norm_forward(self, x, geo, weight, bias, eps, rms, out): ...
+
+    def prepare_norm_backward(self, dy, x, centre, invstd, geo, weight, rms, out): ...
+
+
+@runtime_checkable
 class LazyForward(Protocol):
     """A lazy backend computes the statistics once, at call time, when the
     running statistics must be updated (see :mod:`nbnorm._dask.backend`)."""

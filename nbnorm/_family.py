@@ -18,7 +18,9 @@ import numpy as np
 
 from . import _geometry as G
 from . import _validate as V
-from ._api import _check_aliasing, _deliver, _native_out, _result, _setup
+from ._api import (_aliasing, _check_aliasing, _deliver, _late, _native_out, _remember, _result,
+                   _setup)
+from ._calls import calls, prepared_op, signature
 from ._contract import NormFamily, implements
 
 __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
@@ -40,10 +42,15 @@ def _param_arrays(a, names, geo, what):
             V.shape_is(a[name], name, geo.param_shape, what)
 
 
-def _forward(fname, x, geo_of, weight, bias, eps, out, rms, what, check=None, **extra):
-    """Validate, then ``norm_forward``; ``check(a, xa, geo)`` validates the
-    ``extra`` arguments before anything is computed."""
-    backend, a, xa = _setup(fname, x, weight=weight, bias=bias, out=out, **extra)
+def _forward(fname, key, names, given, geo_of, eps, rms, what, finish, check=None):
+    """Validate a forward call of arrays ``given`` (named ``names``, ``x``
+    first, ``out`` last) and prepare it: returns ``(call, converted)``, with
+    ``call(x, out, arrays)`` → ``finish(backend, arrays, geo, y, c, var, inv,
+    x, out)``; ``check(a, xa, geo)`` validates the other arguments before
+    anything is computed."""
+    a_given = dict(zip(names, given))
+    x = a_given.pop("x")
+    backend, a, xa = _setup(fname, x, **a_given)
     V.float_input(xa, "x")
     geo = geo_of(xa.shape)
     _param_arrays(a, ("weight", "bias"), geo, what)
@@ -57,21 +64,36 @@ def _forward(fname, x, geo_of, weight, bias, eps, out, rms, what, check=None, **
     if check is not None:
         check(a, xa, geo)
     o, late = _native_out(a["out"])
-    y, c, var, inv = _op(backend, fname, "norm_forward")(xa, geo, a["weight"], a["bias"], eps,
-                                                         rms, o)
-    return backend, a, xa, geo, _deliver(y, late), c, var, inv
+    op = _op(backend, fname, "norm_forward")
+    launch = prepared_op(backend, "norm_forward", xa, geo, a.get("weight"), a.get("bias"), eps,
+                         rms, o, fallback=lambda x, w, b, o: op(x, geo, w, b, eps, rms, o))
+    check_aliasing = _aliasing(names, [("out", "x")])
+
+    def call(x_given, out_given, arrays):
+        check_aliasing(arrays)
+        named = dict(zip(names, arrays))
+        o, late_out = _late(named["out"], late)
+        y, c, var, inv = launch(named["x"], named.get("weight"), named.get("bias"), o)
+        return finish(backend, named, geo, _deliver(y, late_out), c, var, inv, x_given,
+                      out_given)
+    return _remember(key, call, backend, given, tuple(a[k] for k in names), late)
 
 
-def _backward(fname, dy, x, stats, geo_of, weight, rms, out, what):
-    if dy is None:
+def _backward(fname, key, names, given, geo_of, rms, what, finish):
+    """As :func:`_forward` for a backward: ``names`` are ``dy``, ``x``, the
+    statistics, ``weight``, ``out``; ``finish(backend, dx, dw, db, x, out)``."""
+    a_given = dict(zip(names, given))
+    if a_given["dy"] is None:
         raise TypeError(f"{fname}: dy is required, got None")
-    backend, a, xa = _setup(fname, x, dy=dy, weight=weight, out=out, **stats)
+    x = a_given.pop("x")
+    backend, a, xa = _setup(fname, x, **a_given)
     V.float_input(xa, "x")
     dya = a["dy"]
     V.float_input(dya, "dy")
     V.shape_is(dya, "dy", xa.shape, "that of x")
     V.same_dtype(dya, "dy", xa.dtype, "x")
     geo = geo_of(xa.shape)
+    stats = names[2:-2]
     for name in stats:
         if a[name] is None:
             raise TypeError(f"{fname}: {name} is required, got None")
@@ -83,11 +105,54 @@ def _backward(fname, dy, x, stats, geo_of, weight, rms, out, what):
     if prod(xa.shape) == 0:
         raise ValueError(f"x: zero-size input of shape {tuple(xa.shape)}")
     o, late = _native_out(a["out"])
+    op = _op(backend, fname, "norm_backward")
     centre = None if rms else a["mean"]
-    inv = a["rstd"] if rms else a["invstd"]
-    dx, dw, db = _op(backend, fname, "norm_backward")(dya, xa, centre, inv, geo, a["weight"],
-                                                      rms, o)
-    return backend, _deliver(dx, late), dw, db
+    launch = prepared_op(backend, "norm_backward", dya, xa, centre, a[stats[-1]], geo,
+                         a["weight"], rms, o,
+                         fallback=lambda dy, x, c, i, w, o: op(dy, x, c, i, geo, w, rms, o))
+    check_aliasing = _aliasing(names, [("out", "dy"), ("out", "x")])
+
+    def call(x_given, out_given, arrays):
+        check_aliasing(arrays)
+        dya, xa, *st, w, o = arrays
+        o, late_out = _late(o, late)
+        dx, dw, db = launch(dya, xa, None if rms else st[0], st[-1], w, o)
+        return finish(backend, _deliver(dx, late_out), dw, db, x_given, out_given)
+    return _remember(key, call, backend, given, tuple(a[k] for k in names), late)
+
+
+def _run(fname, names, given, scalars, prepare, *args):
+    """The prepared call of this signature (made by ``prepare(fname, key,
+    names, given, *args)`` on first use, see :mod:`nbnorm._calls`), run on ``given``."""
+    key = signature(fname, given, scalars)
+    call = calls.get(key)
+    x, out = given[names.index("x")], given[-1]
+    if call is None:
+        call, given = prepare(fname, key, names, given, *args)
+    return call(x, out, given)
+
+
+def _y_mean_invstd(backend, named, geo, y, c, var, inv, x, out):
+    return _result(backend, y, x, out), backend.wrap(c, x), backend.wrap(inv, x)
+
+
+def _y_rstd(backend, named, geo, y, c, var, inv, x, out):
+    return _result(backend, y, x, out), backend.wrap(inv, x)
+
+
+def _dx_dweight_dbias(backend, dx, dw, db, x, out):
+    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
+
+
+def _dx_dweight(backend, dx, dw, db, x, out):
+    return _result(backend, dx, x, out), backend.wrap(dw, x)
+
+
+_FORWARD = ("x", "weight", "bias", "out")
+_RUNNING = ("x", "weight", "bias", "running_mean", "running_var", "out")
+_RMS = ("x", "weight", "out")
+_BACKWARD = ("dy", "x", "mean", "invstd", "weight", "out")
+_RMS_BACKWARD = ("dy", "x", "rstd", "weight", "out")
 
 
 def _over_axes(axis):
@@ -119,9 +184,8 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
     ``normalized_shape`` when the axes are trailing).  Returns
     ``(y, mean, invstd)``; ``out`` receives ``y`` (it may be ``x``).
     """
-    backend, _, _, _, y, mean, _, inv = _forward("layer_norm", x, _over_axes(axis), weight, bias,
-                                              eps, out, False, _NORMALIZED)
-    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
+    return _run("layer_norm", _FORWARD, (x, weight, bias, out), (axis, eps), _forward,
+                _over_axes(axis), eps, False, _NORMALIZED, _y_mean_invstd)
 
 
 def layer_norm_backward(dy, x, mean, invstd, weight=None, *, axis=-1, out=None):
@@ -133,10 +197,8 @@ def layer_norm_backward(dy, x, mean, invstd, weight=None, *, axis=-1, out=None):
     (``dweight``/``dbias`` summed over the other axes; returned even when
     ``weight`` is None).  Returns ``(dx, dweight, dbias)``.
     """
-    backend, dx, dw, db = _backward("layer_norm_backward", dy, x,
-                                    {"mean": mean, "invstd": invstd}, _over_axes(axis), weight,
-                                    False, out, _NORMALIZED)
-    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
+    return _run("layer_norm_backward", _BACKWARD, (dy, x, mean, invstd, weight, out), (axis,),
+                _backward, _over_axes(axis), False, _NORMALIZED, _dx_dweight_dbias)
 
 
 # ------------------------------------------------------------------ group
@@ -149,9 +211,9 @@ def group_norm(x, num_groups, weight=None, bias=None, *, channel_axis=1, eps=1e-
     ``C % num_groups ≠ 0`` raises ``ValueError``.  Returns ``(y, mean, invstd)``
     with ``mean``/``invstd`` of shape ``(N, num_groups)``.
     """
-    backend, _, _, _, y, mean, _, inv = _forward("group_norm", x, _groups(channel_axis, num_groups),
-                                              weight, bias, eps, out, False, _PER_CHANNEL)
-    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
+    return _run("group_norm", _FORWARD, (x, weight, bias, out), (num_groups, channel_axis, eps),
+                _forward, _groups(channel_axis, num_groups), eps, False, _PER_CHANNEL,
+                _y_mean_invstd)
 
 
 def group_norm_backward(dy, x, mean, invstd, num_groups, weight=None, *, channel_axis=1,
@@ -163,11 +225,9 @@ def group_norm_backward(dy, x, mean, invstd, num_groups, weight=None, *, channel
         dx = invstd·(g − Σg/n − x̂·Σ(g·x̂)/n),
         dweight[c] = Σ_{n, spatial} dy·x̂,  dbias[c] = Σ_{n, spatial} dy.
     """
-    backend, dx, dw, db = _backward("group_norm_backward", dy, x,
-                                    {"mean": mean, "invstd": invstd},
-                                    _groups(channel_axis, num_groups), weight, False, out,
-                                    _PER_CHANNEL)
-    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
+    return _run("group_norm_backward", _BACKWARD, (dy, x, mean, invstd, weight, out),
+                (num_groups, channel_axis), _backward, _groups(channel_axis, num_groups), False,
+                _PER_CHANNEL, _dx_dweight_dbias)
 
 
 # --------------------------------------------------------------- instance
@@ -183,20 +243,24 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
     not finite leave the channel unchanged with a ``RuntimeWarning``.
     """
     momentum = V.momentum_value(momentum)
-    backend, a, xa, geo, y, mean, var, inv = _forward(
-        "instance_norm", x, _instances(channel_axis), weight, bias, eps, out, False,
-        _PER_CHANNEL, check=_check_running, running_mean=running_mean, running_var=running_var)
-    if a["running_mean"] is not None:
+    return _run("instance_norm", _RUNNING, (x, weight, bias, running_mean, running_var, out),
+                (channel_axis, eps, momentum), _forward, _instances(channel_axis), eps, False,
+                _PER_CHANNEL, lambda *r: _instance_finish(momentum, *r), _check_running)
+
+
+def _instance_finish(momentum, backend, named, geo, y, mean, var, inv, x, out):
+    """Results of :func:`instance_norm`, the running statistics updated."""
+    if named["running_mean"] is not None:
         n = geo.n
         skipped = 0
         for name, stat, scale in (("running_mean", mean, 1.0), ("running_var", var, n / (n - 1))):
             batch, _ = backend.moments(stat, (0,), 0)       # the batch average, on x's device
-            skipped += backend.update_running(a[name], batch, momentum, scale)
+            skipped += backend.update_running(named[name], batch, momentum, scale)
         if skipped:
             warnings.warn("instance_norm: non-finite instance statistics; running_mean/"
                           "running_var left unchanged where they occur", RuntimeWarning,
-                          stacklevel=2)
-    return _result(backend, y, x, out), backend.wrap(mean, x), backend.wrap(inv, x)
+                          stacklevel=5)
+    return _y_mean_invstd(backend, named, geo, y, mean, var, inv, x, out)
 
 
 def _check_running(a, xa, geo):
@@ -216,10 +280,9 @@ def _check_running(a, xa, geo):
 def instance_norm_backward(dy, x, mean, invstd, weight=None, *, channel_axis=1, out=None):
     """Gradients of :func:`instance_norm` (:func:`group_norm_backward` with
     one channel per group)."""
-    backend, dx, dw, db = _backward("instance_norm_backward", dy, x,
-                                    {"mean": mean, "invstd": invstd}, _instances(channel_axis),
-                                    weight, False, out, _PER_CHANNEL)
-    return _result(backend, dx, x, out), backend.wrap(dw, x), backend.wrap(db, x)
+    return _run("instance_norm_backward", _BACKWARD, (dy, x, mean, invstd, weight, out),
+                (channel_axis,), _backward, _instances(channel_axis), False, _PER_CHANNEL,
+                _dx_dweight_dbias)
 
 
 # -------------------------------------------------------------------- RMS
@@ -227,9 +290,8 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     """RMS normalization over ``axis``: ``rstd = 1/√(mean(x²) + eps)``,
     ``y = x·rstd·weight``; ``eps=None`` is ``np.finfo(x.dtype).eps`` (as
     PyTorch).  Returns ``(y, rstd)``."""
-    backend, _, _, _, y, _, _, rstd = _forward("rms_norm", x, _over_axes(axis), weight, None, eps,
-                                            out, True, _NORMALIZED)
-    return _result(backend, y, x, out), backend.wrap(rstd, x)
+    return _run("rms_norm", _RMS, (x, weight, out), (axis, eps), _forward, _over_axes(axis), eps,
+                True, _NORMALIZED, _y_rstd)
 
 
 def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
@@ -239,6 +301,5 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
         dx = r·g − (r³/N)·x·Σ(g·x),  dweight = Σ dy·x·r  (over the other axes).
 
     Returns ``(dx, dweight)``."""
-    backend, dx, dw, _ = _backward("rms_norm_backward", dy, x, {"rstd": rstd}, _over_axes(axis),
-                                   weight, True, out, _NORMALIZED)
-    return _result(backend, dx, x, out), backend.wrap(dw, x)
+    return _run("rms_norm_backward", _RMS_BACKWARD, (dy, x, rstd, weight, out), (axis,),
+                _backward, _over_axes(axis), True, _NORMALIZED, _dx_dweight)

@@ -404,4 +404,5 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
 from . import ops as _ops  # noqa: E402  (batch norm's operations, prepared)
 from .ops import (prepare_backward, prepare_forward, prepare_inference,  # noqa: E402,F401
                   prepare_moments, update_running)
-from .family import norm_backward, norm_forward  # noqa: E402,F401  (the family's operations)
+from .family import (norm_backward, norm_forward, prepare_norm_backward,  # noqa: E402,F401
+                     prepare_norm_forward)  # (the family's operations)

@@ -12,9 +12,11 @@ from .. import _layout, _welford
 from . import kernels as K
 from . import norm_rows as NR
 from . import norms as N
-from .backend import (FUSE_BYTES, MIN_ITEMS, _affine, _cached_plan, _chunking, _dual_sums, _flat,
-                      _centre, _plan as _x_plan, _raw_moments, _raw_state, _refit, _sized, _stats_of,
-                      empty_like, merge_states, stat_dtype)
+from . import _threads
+from .backend import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine, _cached_plan, _chunking,
+                      _dual_sums, _flat, _centre, _plan as _x_plan, _raw_moments, _raw_state,
+                      _refit, _stats_of, empty_like, merge_states, stat_dtype)
+from .ops import _Outputs
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
@@ -105,70 +107,117 @@ def _backward_per_channel(dy, x, dx, geo, c, inv, w):
     return (s2c * inv_nc.reshape(n, C)).sum(axis=0), s1c.sum(axis=0)
 
 
-@_sized
+def _plans(geo, *arrays):
+    """``plans_of(y)`` for :class:`.ops._Outputs`: the plan of ``(*arrays, y)``
+    and the parameter map, from strides taken now (no array is kept)."""
+    strides = tuple(geo.view_strides(_layout.element_strides(a, "array")) for a in arrays)
+    return lambda y: _cached_plan(geo.view_shape, geo.axis, strides + (
+        geo.view_strides(_layout.element_strides(y, "array")), geo.param_strides))
+
+
+def _param_of(geo, fill):
+    const = np.full(geo.n_params, fill)
+    const.flags.writeable = False
+    return lambda a: const if a is None else _param(a, geo, fill)
+
+
 def norm_forward(x, geo, weight, bias, eps, rms, out):
-    """``(y, c, var, invstd)`` with ``c`` the mean (0 for RMS) and ``var``
-    the biased variance (mean(x²) for RMS): ``c``/``invstd`` of
-    ``geo.stat_shape`` in :func:`stat_dtype`, ``var`` float64."""
-    y = empty_like(x) if out is None else out
-    plan = _plan(geo, x, y)
-    w, b = _param(weight, geo, 1.0), _param(bias, geo, 0.0)
+    """See :func:`prepare_norm_forward`."""
+    return prepare_norm_forward(x, geo, weight, bias, eps, rms, out)(x, weight, bias, out)
+
+
+def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
+    """``run(x, weight, bias, out) → (y, c, var, invstd)`` with ``c`` the mean
+    (0 for RMS) and ``var`` the biased variance (mean(x²) for RMS):
+    ``c``/``invstd`` of ``geo.stat_shape`` in :func:`stat_dtype`, ``var`` float64."""
     sd = stat_dtype(x.dtype)
-    xf, yf = _flat(x), _flat(y)
-    if _per_channel(geo, plan, True):
-        c, var, inv = _forward_per_channel(x, y, geo, w, b, eps)
-    elif NR.short_rows(plan):
-        c = np.empty(plan.n_stats)
-        var = np.empty(plan.n_stats)
-        inv = np.empty(plan.n_stats)
-        NR.rows_forward(xf, yf, _args(plan), w, b, float(eps), bool(rms), c, var, inv)
-    elif _fused(plan, x.dtype.itemsize, 1):
-        c = np.empty(plan.n_stats)
-        var = np.empty(plan.n_stats)
-        inv = np.empty(plan.n_stats)
-        N.norm_forward_fused(xf, yf, _args(plan), w, b, float(eps), bool(rms), c, var, inv)
-    else:
-        mean, m2 = _raw_moments(x, _plan(geo, x))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var = m2 / plan.n
-            if rms:
-                c = np.zeros(plan.n_stats)
-                var += mean * mean
+    eps, rms = float(eps), bool(rms)
+    serial = x.size < SERIAL_ELEMENTS
+    w_of, b_of = _param_of(geo, 1.0), _param_of(geo, 0.0)
+    outputs = _Outputs(_plans(geo, x))
+    x_plan = _plans(geo)(x)     # (x, the parameter map): the statistics' plan
+    itemsize, shape = x.dtype.itemsize, geo.stat_shape
+
+    def run(x, weight, bias, out):
+        before = _threads.enter_serial(serial)
+        try:
+            y = empty_like(x) if out is None else out
+            plan = outputs.get(y)
+            w, b = w_of(weight), b_of(bias)
+            xf, yf = _flat(x), _flat(y)
+            if _per_channel(geo, plan, True):
+                c, var, inv = _forward_per_channel(x, y, geo, w, b, eps)
+            elif NR.short_rows(plan):
+                c = np.empty(plan.n_stats)
+                var = np.empty(plan.n_stats)
+                inv = np.empty(plan.n_stats)
+                NR.rows_forward(xf, yf, _args(plan), w, b, eps, rms, c, var, inv)
+            elif _fused(plan, itemsize, 1):
+                c = np.empty(plan.n_stats)
+                var = np.empty(plan.n_stats)
+                inv = np.empty(plan.n_stats)
+                N.norm_forward_fused(xf, yf, _args(plan), w, b, eps, rms, c, var, inv)
             else:
-                c = mean
-            inv = _welford.invstd_of(var, float(eps))
-        chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-        N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
-    if not K.all_finite(var, var):
-        _refit(x, y, plan, float(eps), rms, c, var, inv,
-               lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
-               lambda s: _stats_of(b, plan, [s], 2)[0].reshape(-1))
-    shape = geo.stat_shape
-    with np.errstate(over="ignore"):
-        return y, c.astype(sd).reshape(shape), var.reshape(shape), inv.astype(sd).reshape(shape)
+                mean, m2 = _raw_moments(x, x_plan)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    var = m2 / plan.n
+                    if rms:
+                        c = np.zeros(plan.n_stats)
+                        var += mean * mean
+                    else:
+                        c = mean
+                    inv = _welford.invstd_of(var, eps)
+                chunk, n_chunks = _chunking(plan.n_stats, plan.n)
+                N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
+            if not K.all_finite(var, var):
+                _refit(x, y, plan, eps, rms, c, var, inv,
+                       lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
+                       lambda s: _stats_of(b, plan, [s], 2)[0].reshape(-1))
+            with np.errstate(over="ignore"):
+                return (y, c.astype(sd).reshape(shape), var.reshape(shape),
+                        inv.astype(sd).reshape(shape))
+        finally:
+            _threads.leave_serial(before)
+    return run
 
 
-@_sized
 def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
-    """``(dx, dweight, dbias)``; the gradients of ``geo.param_shape`` in
-    :func:`stat_dtype`."""
-    dx = empty_like(x) if out is None else out
-    plan = _plan(geo, dy, x, dx)
+    """See :func:`prepare_norm_backward`."""
+    return prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out)(
+        dy, x, centre, invstd, weight, out)
+
+
+def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
+    """``run(dy, x, centre, invstd, weight, out) → (dx, dweight, dbias)``; the
+    gradients of ``geo.param_shape`` in :func:`stat_dtype`."""
     sd = stat_dtype(x.dtype)
-    c = (np.zeros(plan.n_stats) if centre is None
-         else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
-    inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
-    w = _param(weight, geo, 1.0)
-    if _per_channel(geo, plan, False):
-        dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w)
-        return (dx, dweight.astype(sd).reshape(geo.param_shape),
-                dbias.astype(sd).reshape(geo.param_shape))
-    n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
-    gw = np.zeros(n_parts * geo.n_params, sd)
-    gb = np.zeros(n_parts * geo.n_params, sd)
-    N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, bool(rms),
-                          NR.short_rows(plan), n_parts, gw, gb)
-    dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
-    dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
-    return (dx, dweight.astype(sd).reshape(geo.param_shape),
-            dbias.astype(sd).reshape(geo.param_shape))
+    rms = bool(rms)
+    serial = 2 * x.size < SERIAL_ELEMENTS
+    w_of = _param_of(geo, 1.0)
+    outputs = _Outputs(_plans(geo, dy, x))
+
+    def run(dy, x, centre, invstd, weight, out):
+        before = _threads.enter_serial(serial)
+        try:
+            dx = empty_like(x) if out is None else out
+            plan = outputs.get(dx)
+            c = (np.zeros(plan.n_stats) if centre is None
+                 else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
+            inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
+            w = w_of(weight)
+            if _per_channel(geo, plan, False):
+                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w)
+                return (dx, dweight.astype(sd).reshape(geo.param_shape),
+                        dbias.astype(sd).reshape(geo.param_shape))
+            n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
+            gw = np.zeros(n_parts * geo.n_params, sd)
+            gb = np.zeros(n_parts * geo.n_params, sd)
+            N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, rms,
+                                  NR.short_rows(plan), n_parts, gw, gb)
+            dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
+            dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
+            return (dx, dweight.astype(sd).reshape(geo.param_shape),
+                    dbias.astype(sd).reshape(geo.param_shape))
+        finally:
+            _threads.leave_serial(before)
+    return run
