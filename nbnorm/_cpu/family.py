@@ -13,9 +13,10 @@ from . import kernels as K
 from . import norm_rows as NR
 from . import norms as N
 from . import _threads
-from .backend import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine, _cached_plan, _chunking,
-                      _dual_sums, _flat, _centre, _plan as _x_plan, _raw_moments, _raw_state,
-                      _refit, _stats_of, empty_like, merge_states, stat_dtype)
+from .backend import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
+                      _centre, _chunking, _dual_sums, _flat, _kernel_args, _raw_moments,
+                      _refit, _relative_moments, _split, _stats_of, empty_like, stat_dtype)
+from .merge import group_backward_coefficients, group_forward_coefficients, per_channel
 from .ops import _Outputs
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
@@ -63,48 +64,40 @@ def _spatial(geo):
     return tuple(d for d in range(len(geo.shape)) if d not in (0, geo.split))
 
 
-def _group_states(x, geo):
-    """Per-(n, g) ``(mean, M2)`` (float64, ``(N, G)``) from per-(n, c) states."""
-    count, mean, lo, m2 = (a.reshape(geo.shape[0], geo.groups, -1)
-                           for a in _raw_state(x, _x_plan(x.shape, _spatial(geo), x), False))
-    acc = tuple(a[:, :, 0] for a in (count, mean, m2, lo))
-    for j in range(1, count.shape[2]):
-        acc = merge_states(acc, tuple(a[:, :, j] for a in (count, mean, m2, lo)))
-    return acc[1], acc[2]
+def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, affine_plan):
+    """Statistics per (n, c) over the spatial axes, merged per group and the
+    affine map per (n, c) in one compiled call, then batch norm's affine pass."""
+    _, mean_rel, m2, pivots = _relative_moments(x, stat_plan, False, *stat_args)
+    n_groups, n_c = geo.shape[0] * geo.groups, stat_plan.n_stats
+    mean, var, inv = (np.empty(n_groups) for _ in range(3))
+    centre, alpha, shift = (np.empty(n_c) for _ in range(3))
+    group_forward_coefficients(pivots, mean_rel, m2, float(stat_plan.n), geo.groups,
+                               geo.shape[geo.split] // geo.groups, eps, w, b, mean, var, inv,
+                               centre, alpha, shift)
+    _affine_prepared(y, x, None, affine_plan, centre, alpha, centre, alpha, shift)
+    return mean, var, inv
 
 
-def _per_nc(a, geo):
-    """A per-(n, g) array repeated over each group's channels: ``(N·C,)``."""
-    return np.repeat(a, geo.shape[geo.split] // geo.groups, axis=1).reshape(-1)
-
-
-def _forward_per_channel(x, y, geo, w, b, eps):
-    mean, m2 = _group_states(x, geo)
-    var = m2 / geo.n
-    with np.errstate(divide="ignore"):      # eps 0, a constant group: inf, as the kernels
-        inv = _welford.invstd_of(var, float(eps))
-    n = geo.shape[0]
-    alpha = _per_nc(inv, geo) * np.tile(w, n)
-    centre = _centre(_per_nc(mean, geo), alpha)
-    _affine(y, x, None, _spatial(geo), centre, alpha, centre, alpha, np.tile(b, n))
-    return mean.reshape(-1), var.reshape(-1), inv.reshape(-1)
-
-
-def _backward_per_channel(dy, x, dx, geo, c, inv, w):
-    sd = stat_dtype(x.dtype)
-    n, C = geo.shape[0], geo.shape[geo.split]
-    cg, ig = c.reshape(n, geo.groups), inv.reshape(n, geo.groups)
-    mu = _per_nc(cg, geo).astype(sd)
-    s1c, s2c = (a.reshape(n, C) for a in _dual_sums(dy, x, _x_plan(x.shape, _spatial(geo), dy, x),
-                                                    mu))
+def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, affine_plan):
+    n_c, C = dual_plan.n_stats, geo.shape[geo.split]
     per = C // geo.groups
-    s1 = (s1c * w).reshape(n, geo.groups, per).sum(axis=2)
-    s2 = (s2c * w).reshape(n, geo.groups, per).sum(axis=2)
-    _, cb, cc = _welford.backward_coefficients(float(geo.n), ig, 1.0, s1, s2, True)
-    inv_nc = _per_nc(ig, geo)
-    _affine(dx, dy, x, _spatial(geo), np.zeros(n * C), inv_nc * np.tile(w, n),
-            mu.astype(np.float64), _per_nc(cb, geo), _per_nc(cc, geo))
-    return (s2c * inv_nc.reshape(n, C)).sum(axis=0), s1c.sum(axis=0)
+    mu = np.empty(n_c, sd)
+    per_channel(c, per, mu)
+    s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args)
+    a, cb, cc = (np.empty(n_c) for _ in range(3))
+    dweight, dbias = np.empty(C), np.empty(C)
+    group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
+                                dweight, dbias)
+    _affine_prepared(dx, dy, x, affine_plan, _zeros(n_c), a, mu.astype(np.float64), cb, cc)
+    return dweight, dbias
+
+
+def _zeros(n):
+    return np.zeros(n)
+
+
+def _es(a):
+    return tuple(_layout.element_strides(a, "array"))
 
 
 def _plans(geo, *arrays):
@@ -134,19 +127,28 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     eps, rms = float(eps), bool(rms)
     serial = x.size < SERIAL_ELEMENTS
     w_of, b_of = _param_of(geo, 1.0), _param_of(geo, 0.0)
-    outputs = _Outputs(_plans(geo, x))
+    view_plans = _plans(geo, x)
     x_plan = _plans(geo)(x)     # (x, the parameter map): the statistics' plan
     itemsize, shape = x.dtype.itemsize, geo.stat_shape
+    if geo.split > 0:           # group/instance: statistics per (n, c) first
+        xshape, spatial, xs = x.shape, _spatial(geo), _es(x)
+        stat_plan = _cached_plan(xshape, spatial, (xs,))
+        stat_args = (_kernel_args(stat_plan, [0]), _split(stat_plan))
+        outputs = _Outputs(lambda y: (view_plans(y),
+                                      _cached_plan(xshape, spatial, (xs, _es(y), xs))))
+    else:
+        outputs = _Outputs(lambda y: (view_plans(y), None))
 
     def run(x, weight, bias, out):
         before = _threads.enter_serial(serial)
         try:
             y = empty_like(x) if out is None else out
-            plan = outputs.get(y)
+            plan, affine_plan = outputs.get(y)
             w, b = w_of(weight), b_of(bias)
             xf, yf = _flat(x), _flat(y)
             if _per_channel(geo, plan, True):
-                c, var, inv = _forward_per_channel(x, y, geo, w, b, eps)
+                c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
+                                                   affine_plan)
             elif NR.short_rows(plan):
                 c = np.empty(plan.n_stats)
                 var = np.empty(plan.n_stats)
@@ -194,19 +196,28 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     rms = bool(rms)
     serial = 2 * x.size < SERIAL_ELEMENTS
     w_of = _param_of(geo, 1.0)
-    outputs = _Outputs(_plans(geo, dy, x))
+    view_plans = _plans(geo, dy, x)
+    if geo.split > 0:
+        xshape, spatial, xs, dys = x.shape, _spatial(geo), _es(x), _es(dy)
+        dual_plan = _cached_plan(xshape, spatial, (dys, xs))
+        dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
+        outputs = _Outputs(lambda dx: (view_plans(dx),
+                                       _cached_plan(xshape, spatial, (dys, _es(dx), xs))))
+    else:
+        outputs = _Outputs(lambda dx: (view_plans(dx), None))
 
     def run(dy, x, centre, invstd, weight, out):
         before = _threads.enter_serial(serial)
         try:
             dx = empty_like(x) if out is None else out
-            plan = outputs.get(dx)
+            plan, affine_plan = outputs.get(dx)
             c = (np.zeros(plan.n_stats) if centre is None
                  else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
             inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
             w = w_of(weight)
             if _per_channel(geo, plan, False):
-                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w)
+                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan,
+                                                       dual_args, affine_plan)
                 return (dx, dweight.astype(sd).reshape(geo.param_shape),
                         dbias.astype(sd).reshape(geo.param_shape))
             n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))

@@ -129,3 +129,74 @@ def update_running(running, batch, momentum, scale):
         else:
             skipped += 1
     return skipped
+
+
+@_strict
+def group_forward_coefficients(pivots, mean_rel, m2, n_c, groups, per, eps, w, b, mean_out,
+                               var_out, inv_out, centre, alpha, shift):
+    """Group norm from per-(n, c) moments (flat ``(N·C,)``, ``n_c`` values
+    each): the channels of each group merged in order by Chan's formula with
+    compensated means (:func:`nbnorm._welford.merge_states`), its biased
+    variance and invstd (``(N·G,)``), and the per-(n, c) affine map ``y =
+    (x − centre)·alpha + shift`` with ``alpha = invstd·weight[c]``,
+    ``centre`` the group's mean (0 where alpha is 0), ``shift = bias[c]``."""
+    C = groups * per
+    for s in range(mean_out.size):
+        k0 = (s // groups) * C + (s % groups) * per
+        cnt = n_c
+        hi, lo = two_sum(pivots[k0], mean_rel[k0])
+        if not np.isfinite(hi):
+            lo = 0.0
+        mm2 = m2[k0]
+        for j in range(1, per):
+            h2, l2 = two_sum(pivots[k0 + j], mean_rel[k0 + j])
+            if not np.isfinite(h2):
+                l2 = 0.0
+            cnt, hi, lo, mm2 = merge_state(cnt, hi, lo, mm2, n_c, h2, l2, m2[k0 + j])
+        var = mm2 / cnt
+        inv = invstd_of(var, eps)
+        mean_out[s] = hi
+        var_out[s] = var
+        inv_out[s] = inv
+        for j in range(per):
+            c = (s % groups) * per + j
+            a = inv * w[c]
+            alpha[k0 + j] = a
+            centre[k0 + j] = 0.0 if a == 0 else hi
+            shift[k0 + j] = b[c]
+
+
+@_strict
+def group_backward_coefficients(s1c, s2c, inv, w, groups, per, n_group, a_out, b_out, c_out,
+                                dweight, dbias):
+    """Group norm's backward from per-(n, c) sums ``s1c = Σdy``, ``s2c =
+    Σdy·(x − mean)`` (flat ``(N·C,)``) and per-(n, g) ``centre``/``inv``:
+    the per-(n, c) map ``dx = dy·a + (x − mu)·b + c`` (the group's sums
+    weighted by ``weight[c]``, :func:`nbnorm._welford.backward_coefficients`)
+    and ``dweight[c] = Σ_n s2c·invstd``, ``dbias[c] = Σ_n s1c`` (float64)."""
+    C = groups * per
+    dweight[:] = 0.0
+    dbias[:] = 0.0
+    for s in range(inv.size):
+        k0 = (s // groups) * C + (s % groups) * per
+        c0 = (s % groups) * per
+        t1 = 0.0
+        t2 = 0.0
+        for j in range(per):
+            t1 += s1c[k0 + j] * w[c0 + j]
+            t2 += s2c[k0 + j] * w[c0 + j]
+        _, cb, cc = backward_coefficients(n_group, inv[s], 1.0, t1, t2, True)
+        for j in range(per):
+            a_out[k0 + j] = inv[s] * w[c0 + j]
+            b_out[k0 + j] = cb
+            c_out[k0 + j] = cc
+            dweight[c0 + j] += s2c[k0 + j] * inv[s]
+            dbias[c0 + j] += s1c[k0 + j]
+
+
+@_strict
+def per_channel(values, per, out):
+    """``out[k] = values[k // per]``: a per-(n, g) value for each of the
+    group's ``per`` channels, in ``out``'s dtype."""
+    for k in range(out.size):
+        out[k] = values[k // per]
