@@ -109,8 +109,7 @@ def _plans(geo, *arrays):
 
 
 def _param_of(geo, fill):
-    const = np.full(geo.n_params, fill)
-    const.flags.writeable = False
+    const = np.full(geo.n_params, fill)      # shared, never written (see .ops._vector)
     return lambda a: const if a is None else _param(a, geo, fill)
 
 

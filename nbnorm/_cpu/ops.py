@@ -21,20 +21,19 @@ from .merge import (backward_coefficient_vectors, forward_coefficients, inferenc
                     update_running as _update_running)
 
 
+# The vectors of absent parameters are shared by the calls of a signature and
+# never written; they are not flagged read-only, which would make Numba
+# compile another specialization of every kernel that reads them.
 def _ones(n):
-    a = np.ones(n)
-    a.flags.writeable = False
-    return a
+    return np.ones(n)
 
 
 def _zeros(n):
-    a = np.zeros(n)
-    a.flags.writeable = False
-    return a
+    return np.zeros(n)
 
 
 def _vector(n, fill):
-    """A parameter's flat float64 vector: a shared read-only one if absent."""
+    """A parameter's flat float64 vector: a shared constant one if absent."""
     const = (_ones if fill == 1.0 else _zeros)(n)
     return lambda a: const if a is None else _stat_vector(a, n, fill)
 
