@@ -140,6 +140,18 @@ _INFERENCE = ("x", "mean", "var", "weight", "bias", "out")
 _BACKWARD = ("dy", "x", "mean", "invstd", "weight", "out")
 
 
+def _prepared_call(fname, given, x_at, scalars, prepare, *args):
+    """Run the prepared call of this call's signature on the arrays ``given``
+    (``x`` at ``x_at``, ``out`` last), made first by ``prepare(key, given,
+    *args)`` → ``(call, converted arrays)`` when there is none (see :mod:`._calls`)."""
+    key = signature(fname, given, scalars)
+    call = calls.get(key)
+    x, out = given[x_at], given[-1]
+    if call is None:
+        call, given = prepare(key, given, *args)
+    return call(x, out, given)
+
+
 def _remember(key, call, backend, given, converted, late):
     """Keep the prepared ``call`` of signature ``key`` when the call converted
     no argument (then a later call of that signature needs no conversion
@@ -176,12 +188,8 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     finite (NaN/inf in the batch) leave their running entries unchanged and
     raise a ``RuntimeWarning``.  ``out`` receives ``y`` (it may be ``x``).
     """
-    given = (x, weight, bias, running_mean, running_var, out)
-    key = signature("batch_norm_forward", given, (axis, eps, momentum))
-    call = calls.get(key)
-    if call is None:
-        call, given = _prepare_forward(key, given, axis, eps, momentum)
-    return call(x, out, given)
+    return _prepared_call("batch_norm_forward", (x, weight, bias, running_mean, running_var, out),
+                          0, (axis, eps, momentum), _prepare_forward, axis, eps, momentum)
 
 
 def _prepare_forward(key, given, axis, eps, momentum):
@@ -244,12 +252,8 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
     ``y = (x − mean)·α + bias`` with ``α = weight/√(var + eps)``: one
     subtraction and one multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
     """
-    given = (x, mean, var, weight, bias, out)
-    key = signature("batch_norm_inference", given, (axis, eps))
-    call = calls.get(key)
-    if call is None:
-        call, given = _prepare_inference(key, given, axis, eps)
-    return call(x, out, given)
+    return _prepared_call("batch_norm_inference", (x, mean, var, weight, bias, out), 0,
+                          (axis, eps), _prepare_inference, axis, eps)
 
 
 def _prepare_inference(key, given, axis, eps):
@@ -295,12 +299,8 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     ``out`` when given; it may be ``dy``), ``dweight``/``dbias`` are
     statistic-shaped float32 (float64 for float64 ``x``).
     """
-    given = (dy, x, mean, invstd, weight, out)
-    key = signature("batch_norm_backward", given, (axis, training))
-    call = calls.get(key)
-    if call is None:
-        call, given = _prepare_backward(key, given, axis, training)
-    return call(x, out, given)
+    return _prepared_call("batch_norm_backward", (dy, x, mean, invstd, weight, out), 1,
+                          (axis, training), _prepare_backward, axis, training)
 
 
 def _prepare_backward(key, given, axis, training):

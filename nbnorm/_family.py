@@ -18,9 +18,9 @@ import numpy as np
 
 from . import _geometry as G
 from . import _validate as V
-from ._api import (_aliasing, _check_aliasing, _deliver, _late, _native_out, _remember, _result,
-                   _setup)
-from ._calls import calls, prepared_op, signature
+from ._api import (_aliasing, _check_aliasing, _deliver, _late, _native_out, _prepared_call,
+                   _remember, _result, _setup)
+from ._calls import prepared_op
 from ._contract import NormFamily, implements
 
 __all__ = ["layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
@@ -42,7 +42,7 @@ def _param_arrays(a, names, geo, what):
             V.shape_is(a[name], name, geo.param_shape, what)
 
 
-def _forward(fname, key, names, given, geo_of, eps, rms, what, finish, check=None):
+def _forward(key, given, fname, names, geo_of, eps, rms, what, finish, check=None):
     """Validate a forward call of arrays ``given`` (named ``names``, ``x``
     first, ``out`` last) and prepare it: returns ``(call, converted)``, with
     ``call(x, out, arrays)`` → ``finish(backend, arrays, geo, y, c, var, inv,
@@ -79,7 +79,7 @@ def _forward(fname, key, names, given, geo_of, eps, rms, what, finish, check=Non
     return _remember(key, call, backend, given, tuple(a[k] for k in names), late)
 
 
-def _backward(fname, key, names, given, geo_of, rms, what, finish):
+def _backward(key, given, fname, names, geo_of, rms, what, finish):
     """As :func:`_forward` for a backward: ``names`` are ``dy``, ``x``, the
     statistics, ``weight``, ``out``; ``finish(backend, dx, dw, db, x, out)``."""
     a_given = dict(zip(names, given))
@@ -122,14 +122,9 @@ def _backward(fname, key, names, given, geo_of, rms, what, finish):
 
 
 def _run(fname, names, given, scalars, prepare, *args):
-    """The prepared call of this signature (made by ``prepare(fname, key,
-    names, given, *args)`` on first use, see :mod:`nbnorm._calls`), run on ``given``."""
-    key = signature(fname, given, scalars)
-    call = calls.get(key)
-    x, out = given[names.index("x")], given[-1]
-    if call is None:
-        call, given = prepare(fname, key, names, given, *args)
-    return call(x, out, given)
+    """The prepared call of this signature (``prepare`` is :func:`_forward` or
+    :func:`_backward`), run on ``given`` (see :func:`._api._prepared_call`)."""
+    return _prepared_call(fname, given, names.index("x"), scalars, prepare, fname, names, *args)
 
 
 def _y_mean_invstd(backend, named, geo, y, c, var, inv, x, out):
