@@ -17,7 +17,7 @@ from .backend import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, 
                       _centre, _chunking, _dual_sums, _flat, _kernel_args, _raw_moments,
                       _refit, _relative_moments, _split, _stats_of, empty_like, stat_dtype)
 from .merge import group_backward_coefficients, group_forward_coefficients, per_channel
-from .ops import _Outputs
+from .ops import _Outputs, _strides, _vector
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
@@ -35,12 +35,6 @@ def _plan(geo, *arrays):
 def _args(plan):
     return (plan.kept_sizes, plan.stat_strides, plan.kept_strides, plan.red_sizes,
             plan.red_strides, plan.bases)
-
-
-def _param(a, geo, fill):
-    if a is None:
-        return np.full(geo.n_params, fill)
-    return np.ascontiguousarray(a, dtype=np.float64).reshape(geo.n_params)
 
 
 def _fused(plan, itemsize, n_inputs):
@@ -88,16 +82,8 @@ def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, a
     dweight, dbias = np.empty(C), np.empty(C)
     group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
                                 dweight, dbias)
-    _affine_prepared(dx, dy, x, affine_plan, _zeros(n_c), a, mu.astype(np.float64), cb, cc)
+    _affine_prepared(dx, dy, x, affine_plan, np.zeros(n_c), a, mu.astype(np.float64), cb, cc)
     return dweight, dbias
-
-
-def _zeros(n):
-    return np.zeros(n)
-
-
-def _es(a):
-    return tuple(_layout.element_strides(a, "array"))
 
 
 def _plans(geo, *arrays):
@@ -106,11 +92,6 @@ def _plans(geo, *arrays):
     strides = tuple(geo.view_strides(_layout.element_strides(a, "array")) for a in arrays)
     return lambda y: _cached_plan(geo.view_shape, geo.axis, strides + (
         geo.view_strides(_layout.element_strides(y, "array")), geo.param_strides))
-
-
-def _param_of(geo, fill):
-    const = np.full(geo.n_params, fill)      # shared, never written (see .ops._vector)
-    return lambda a: const if a is None else _param(a, geo, fill)
 
 
 def norm_forward(x, geo, weight, bias, eps, rms, out):
@@ -125,16 +106,16 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     sd = stat_dtype(x.dtype)
     eps, rms = float(eps), bool(rms)
     serial = x.size < SERIAL_ELEMENTS
-    w_of, b_of = _param_of(geo, 1.0), _param_of(geo, 0.0)
+    w_of, b_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 0.0)
     view_plans = _plans(geo, x)
     x_plan = _plans(geo)(x)     # (x, the parameter map): the statistics' plan
     itemsize, shape = x.dtype.itemsize, geo.stat_shape
     if geo.split > 0:           # group/instance: statistics per (n, c) first
-        xshape, spatial, xs = x.shape, _spatial(geo), _es(x)
+        xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
         stat_plan = _cached_plan(xshape, spatial, (xs,))
         stat_args = (_kernel_args(stat_plan, [0]), _split(stat_plan))
         outputs = _Outputs(lambda y: (view_plans(y),
-                                      _cached_plan(xshape, spatial, (xs, _es(y), xs))))
+                                      _cached_plan(xshape, spatial, (xs, _strides(y), xs))))
     else:
         outputs = _Outputs(lambda y: (view_plans(y), None))
 
@@ -194,14 +175,14 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     sd = stat_dtype(x.dtype)
     rms = bool(rms)
     serial = 2 * x.size < SERIAL_ELEMENTS
-    w_of = _param_of(geo, 1.0)
+    w_of = _vector(geo.n_params, 1.0)
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:
-        xshape, spatial, xs, dys = x.shape, _spatial(geo), _es(x), _es(dy)
+        xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
         dual_plan = _cached_plan(xshape, spatial, (dys, xs))
         dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
         outputs = _Outputs(lambda dx: (view_plans(dx),
-                                       _cached_plan(xshape, spatial, (dys, _es(dx), xs))))
+                                       _cached_plan(xshape, spatial, (dys, _strides(dx), xs))))
     else:
         outputs = _Outputs(lambda dx: (view_plans(dx), None))
 

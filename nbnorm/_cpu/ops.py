@@ -21,20 +21,13 @@ from .merge import (backward_coefficient_vectors, forward_coefficients, inferenc
                     update_running as _update_running)
 
 
-# The vectors of absent parameters are shared by the calls of a signature and
-# never written; they are not flagged read-only, which would make Numba
-# compile another specialization of every kernel that reads them.
-def _ones(n):
-    return np.ones(n)
-
-
-def _zeros(n):
-    return np.zeros(n)
-
-
 def _vector(n, fill):
-    """A parameter's flat float64 vector: a shared constant one if absent."""
-    const = (_ones if fill == 1.0 else _zeros)(n)
+    """``vector(a)``: a parameter as a flat float64 vector of ``n``
+    (:func:`.backend._stat_vector`), one constant vector of ``fill`` shared by
+    the calls of a signature when absent.  Never written, it is not flagged
+    read-only: Numba would compile another specialization of every kernel
+    that reads it."""
+    const = np.full(n, fill)
     return lambda a: const if a is None else _stat_vector(a, n, fill)
 
 
@@ -180,7 +173,7 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
                                                                xs if training else dys))))
     dual_args, dual_split = _kernel_args(dual, [0, 1]), _split(dual)
     strides, itemsize = (dy.strides, x.strides), x.dtype.itemsize
-    zero = _zeros(n_stats)
+    zero = np.zeros(n_stats)
 
     def run(dy, x, mean, invstd, weight, out):
         before = _threads.enter_serial(serial)
