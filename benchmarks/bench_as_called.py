@@ -128,7 +128,7 @@ if __name__ == "__main__":
         description="nbnorm as a user calls it beside PyTorch/NumPy, in separate processes")
     p.add_argument("--runs", type=int, default=5, help="separate processes (default 5)")
     p.add_argument("--repeat", type=int, default=7, help="calls per median (default 7)")
-    p.add_argument("--readme", help="rewrite the as-called table of this README")
+    p.add_argument("--readme", help="rewrite the as-called table of this Markdown file (docs/performance.md)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:

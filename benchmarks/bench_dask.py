@@ -9,7 +9,7 @@ array is :mod:`.common`'s ``nchw`` float32 input (``small``: 392 KiB in 4
 chunks; ``large``: 103 MB in 8 chunks of 12.8 MB), so ``asv run --quick``
 stays short.  Skipped when dask is not installed.
 
-Run as a script for the hand measurement of the README/report
+Run as a script for the hand measurement of the documentation (docs/guide/dask.md)
 (``python -m benchmarks.bench_dask [--repeat 5] [--no-distributed]``): a
 (640, 128, 56, 56) float32 array (1.03 GB; ``--batch N`` for another N) in
 64 MB chunks, axis (0, 2, 3):

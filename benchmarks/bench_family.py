@@ -9,11 +9,11 @@ as a user's call does; the backward is timed alone (torch:
 ``torch.autograd.grad`` of a retained graph).  ``impl`` = ``nbnorm`` or
 ``torch`` (skipped when PyTorch is not installed).
 
-Run as a script for the hand measurement of the README
-(``python -m benchmarks.bench_family [--repeat 7] [--runs 2] [--readme README.md]``):
+Run as a script for the hand measurement of the documentation
+(``python -m benchmarks.bench_family [--repeat 7] [--runs 2] [--readme docs/guide/family.md]``):
 every case, forward and backward, medians of ``repeat`` calls per run, both
-libraries in one process, runs alternating; ``--readme`` rewrites the
-README's table (between its ``family-table`` markers) from the results.
+libraries in one process, runs alternating; ``--readme`` rewrites
+the documentation table (between its ``family-table`` markers) from the results.
 """
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def _span(values, fmt="{:.1f}"):
 
 
 def markdown(results):
-    """The README table of :func:`manual`'s results: ranges over the runs;
+    """The documentation table of :func:`manual`'s results: ranges over the runs;
     ratios torch/nbnorm of the same run."""
     rows = ["| case | nbnorm forward | torch forward | nbnorm backward | torch backward |",
             "|---|---|---|---|---|"]
@@ -205,7 +205,7 @@ if __name__ == "__main__":
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--case", action="append", choices=CASES)
-    p.add_argument("--readme", help="rewrite the family table of this README from the results")
+    p.add_argument("--readme", help="rewrite the family table of this Markdown file (docs/guide/family.md) from the results")
     a = p.parse_args()
     res = manual(a.repeat, a.runs, tuple(a.case) if a.case else CASES)
     table = markdown(res)

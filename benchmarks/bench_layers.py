@@ -9,7 +9,7 @@ microseconds (:func:`overhead_us`): a difference of two noisy ~0.6 ms
 timings cannot resolve a few µs, so the wrapped functions are replaced by
 instant ones and what remains is timed.
 
-Run as a script for the hand measurement of the README
+Run as a script for the hand measurement of the documentation
 (``python -m benchmarks.bench_layers [--rounds 200]``).
 """
 from __future__ import annotations

@@ -60,7 +60,7 @@ if __name__ == "__main__":
     import sys
     p = argparse.ArgumentParser(description="channels-last / NCHW time, in separate processes")
     p.add_argument("--runs", type=int, default=3, help="separate processes (default 3)")
-    p.add_argument("--readme", help="rewrite the channels-last table of this README")
+    p.add_argument("--readme", help="rewrite the channels-last table of this Markdown file (docs/performance.md)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:

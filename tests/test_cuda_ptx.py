@@ -2,7 +2,7 @@
 the backend launches it with (``nbnorm._cuda.kernels.kernel_signatures``),
 and the PTX assembles (``ptxas`` inside nvJitLink, from the ``nvidia-nvjitlink``
 wheel) without register spills, within :data:`REGISTER_CEILING` registers
-per thread; the counts are printed (``-s``) and recorded in README's GPU
+per thread; the counts are printed (``-s``) and recorded in the documentation's GPU page
 section.
 
 Runs in a subprocess without ``NUMBA_ENABLE_CUDASIM`` (the simulator replaces

@@ -1,7 +1,7 @@
 """Exactness at large mean/std against an exact rational reference, on every
 backend.
 
-README's claim: the variance is within 1e-14 relative of the exact value of
+The documented claim (docs/design.md): the variance is within 1e-14 relative of the exact value of
 the stored float64 data at mean/std = 1e8, within 1e-6 for float32 data at
 mean/std = 1e4 (and for float16 data at 1e3, whose 11-bit significand cannot
 resolve std = 1e-4·mean) — for every kernel shape (rows, short rows,

@@ -89,7 +89,7 @@ def _float(q):
 
 def _check_y(y, row, mean, var, invstd):
     """``y`` against the exact one (eps 0; a constant row is 0/0: NaN, as in
-    NumPy and PyTorch, see README "Errors")."""
+    NumPy and PyTorch, see the "Errors" section of docs/guide/batch_norm.md)."""
     y = np.asarray(y, np.float64)
     if var == 0:
         return

@@ -1,4 +1,4 @@
-"""Corner cases of the API contract, settled (README "Errors"): the ``out``
+"""Corner cases of the API contract, settled (docs/guide/batch_norm.md, "Errors"): the ``out``
 object given is the object returned (a ``np.memmap`` stays one); ``ddof``
 beyond the count follows NumPy (``np.var``: ``M2/0``, inf or NaN;
 ``np.nanvar`` for ``skipna`` and for states, which count their values: NaN);
