@@ -9,13 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _layout, _welford
+from .._welford import stat_dtype
 from . import kernels as K
 from . import norm_rows as NR
 from . import norms as N
 from . import _threads
-from .backend import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
-                      _centre, _chunking, _dual_sums, _flat, _kernel_args, _raw_moments,
-                      _refit, _relative_moments, _split, _stats_of, empty_like, stat_dtype)
+from .arrays import _flat, empty_like
+from .passes import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
+                     _centre, _chunking, _dual_sums, _kernel_args, _raw_moments, _refit,
+                     _relative_moments, _split, _stats_of)
 from .merge import group_backward_coefficients, group_forward_coefficients, per_channel
 from .ops import _Outputs, _strides, _vector
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _layout, _welford
+from .._welford import stat_dtype
 from . import _memory, _threads
 from . import kernels as K
-from .backend import (SERIAL_ELEMENTS, _affine_prepared, _cached_plan, _fusable, _kernel_args, _plan,
-                      _refit, _relative_moments, _split, _stat_vector, empty_like, stat_dtype)
+from .arrays import _flat, _stat_vector, empty_like
+from .passes import (SERIAL_ELEMENTS, _affine_prepared, _cached_plan, _dual_sums, _fusable,
+                     _kernel_args, _plan, _refit, _relative_moments, _split)
 from .merge import (backward_coefficient_vectors, forward_coefficients, inference_scale,
                     update_running as _update_running)
 
 
 def _vector(n, fill):
     """``vector(a)``: a parameter as a flat float64 vector of ``n``
-    (:func:`.backend._stat_vector`), one constant vector of ``fill`` shared by
+    (:func:`.arrays._stat_vector`), one constant vector of ``fill`` shared by
     the calls of a signature when absent.  Never written, it is not flagged
     read-only: Numba would compile another specialization of every kernel
     that reads it."""
@@ -218,5 +220,3 @@ def update_running(running, batch, momentum, scale):
     running[...] = np.where(ok, new, running)
     return int(ok.size - np.count_nonzero(ok))
 
-
-from .backend import _dual_sums, _flat  # noqa: E402
