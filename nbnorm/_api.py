@@ -81,6 +81,81 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     gives NaN with a ``RuntimeWarning``, as NumPy does.  With ``skipna``,
     NaNs are left out and ``n`` is counted per statistic (``np.nanmean``,
     ``np.nanvar``); a statistic with ``n − ddof ≤ 0`` is NaN with a warning.
+
+    Parameters
+    ----------
+    x : array_like
+        The data, of any shape: float16, float32 or float64 (integer and
+        bool input is promoted to float64).  A NumPy array or anything
+        ``np.asarray`` reads runs on the CPU, a CUDA array (one exposing
+        ``__cuda_array_interface__``) on the GPU, a Dask array chunk by chunk.
+    axis : int, tuple of int or None, optional
+        The dimensions reduced over (negative ones count from the end);
+        ``None``, the default, reduces over every axis.
+    ddof : float, optional
+        Delta degrees of freedom: the variance's divisor is ``n − ddof``
+        (0, the default, gives the biased variance; 1 the unbiased one).
+    keepdims : bool, optional
+        If True, the reduced dimensions are kept with size 1, as NumPy's
+        ``keepdims`` (default False).
+    skipna : bool, optional
+        If True, NaNs are left out of each statistic, as ``np.nanmean`` and
+        ``np.nanvar`` (default False).
+
+    Returns
+    -------
+    mean : ndarray
+        The mean per statistic, of the statistic shape (``x.shape`` without
+        the ``axis`` dimensions, or with size-1 dimensions there when
+        ``keepdims``; a 0-d array for ``axis=None``); float32 for float16 and
+        float32 ``x``, float64 otherwise; the caller's array type (a CuPy
+        ``x`` gives CuPy statistics, a Dask ``x`` Dask ones).
+    var : ndarray
+        The variance with divisor ``n − ddof``; shape and dtype of ``mean``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is None, a masked array or of an unsupported dtype
+        (complex, object, strings, datetimes), if ``ddof`` is not a real
+        number, or if ``axis`` is not an int, a tuple of ints or None.
+    ValueError
+        If ``axis`` names a dimension twice.
+    numpy.exceptions.AxisError
+        If an entry of ``axis`` is out of range for ``x.ndim``.
+
+    Warns
+    -----
+    RuntimeWarning
+        If a statistic reduces over no element, or ``n − ddof ≤ 0``: that
+        statistic is NaN.
+
+    See Also
+    --------
+    Moments : Mergeable ``(count, mean, m2)`` states, for data in batches or chunks.
+    batch_norm_forward : Normalization with the batch's statistics.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]])
+    >>> mean, var = nbnorm.moments(x, axis=1)
+    >>> mean
+    array([2., 6.])
+    >>> var
+    array([0.66666667, 0.66666667])
+
+    The unbiased variance, with the reduced axis kept:
+
+    >>> mean, var = nbnorm.moments(x, axis=1, ddof=1, keepdims=True)
+    >>> var.shape
+    (2, 1)
+
+    float16 input gives float32 statistics; ``skipna`` leaves NaNs out:
+
+    >>> nbnorm.moments(np.arange(6, dtype=np.float16).reshape(2, 3), axis=0)[0]
+    array([1.5, 2.5, 3.5], dtype=float32)
+    >>> nbnorm.moments(np.array([1.0, np.nan, 3.0]), skipna=True)
+    (array(2.), array(1.))
     """
     key = moments_key(x, axis, ddof, keepdims, skipna)
     call = calls.get(key)
@@ -187,6 +262,129 @@ def batch_norm_forward(x, weight=None, bias=None, *, axis, eps=1e-5, running_mea
     variance ``var·n/(n − 1)`` for ``running_var``.  Statistics that are not
     finite (NaN/inf in the batch) leave their running entries unchanged and
     raise a ``RuntimeWarning``.  ``out`` receives ``y`` (it may be ``x``).
+
+    Parameters
+    ----------
+    x : array_like
+        The batch: float16, float32 or float64, any shape with at least one
+        element and at least 2 values per statistic.  A NumPy array or
+        anything ``np.asarray`` reads runs on the CPU, a CUDA array (one
+        exposing ``__cuda_array_interface__``) on the GPU, a Dask array
+        chunk by chunk; every array argument must be on the same device.
+    weight : array_like, optional
+        The scale, statistic-shaped (``x.shape`` without the ``axis``
+        dimensions; no size-1 dimensions for the reduced ones), float16,
+        float32 or float64.  None (the default) is 1.
+    bias : array_like, optional
+        The shift, statistic-shaped, float16, float32 or float64.  None (the
+        default) is 0.
+    axis : int, tuple of int or None
+        Keyword-only and required: the dimensions reduced over, e.g.
+        ``(0, 2, 3)`` for NCHW ``x`` (per-channel statistics) or ``0`` for
+        an ``(N, D)`` batch; negative values count from the end; None
+        reduces over every axis (0-d statistics).
+    eps : float, optional
+        Added to the variance before the square root; finite and ≥ 0
+        (default 1e-5).
+    running_mean : ndarray, optional
+        Statistic-shaped float array updated in place with the batch mean;
+        pass both running statistics or neither.  It must be writable, an
+        array of ``x``'s device (a NumPy array for host ``x``) with no
+        overlapping elements, and share no memory with another argument.
+    running_var : ndarray, optional
+        As ``running_mean``, updated with the unbiased batch variance.
+    momentum : float, optional
+        The weight of the batch statistic in the running update, in
+        ``[0, 1]`` (default 0.1, PyTorch's).
+    out : ndarray, optional
+        Receives ``y``: ``x``'s shape and dtype (either byte order), writable.
+        It may be ``x`` itself (in place); otherwise it must not share
+        memory with any other argument.
+
+    Returns
+    -------
+    y : ndarray
+        The normalized batch, ``x``'s shape and dtype; ``out`` itself when
+        given.  Results are the caller's array type (a CuPy or PyTorch CUDA
+        ``x`` gives CuPy or PyTorch results, a Dask ``x`` Dask ones).
+    mean : ndarray
+        The batch mean, statistic-shaped; float32 (float64 for float64 ``x``).
+    invstd : ndarray
+        ``1/√(var + eps)`` of the biased batch variance; shape and dtype of
+        ``mean``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is None; if ``x``, ``weight``, ``bias`` or a running
+        statistic has an unsupported dtype (not float16/32/64); if ``eps`` or
+        ``momentum`` is not a real number or ``axis`` not an int or a tuple
+        of ints; if the arrays are not all on one device; if ``out`` or a
+        running statistic is not an array that can be written in place (a
+        list, a masked array).
+    ValueError
+        If ``weight``, ``bias`` or a running statistic is not
+        statistic-shaped; if only one running statistic is given; if ``out``
+        differs from ``x`` in shape or dtype; if ``out`` or a running
+        statistic is read-only, has overlapping elements, or shares memory
+        with another argument (other than ``out`` being exactly ``x``); if
+        ``eps`` is negative or not finite or ``momentum`` outside ``[0, 1]``;
+        if ``x`` has no element or fewer than 2 values per statistic; if
+        ``axis`` names a dimension twice.
+    numpy.exceptions.AxisError
+        If an entry of ``axis`` is out of range for ``x.ndim``.
+
+    Warns
+    -----
+    RuntimeWarning
+        If a batch statistic is not finite; its running entries are left
+        unchanged.
+
+    See Also
+    --------
+    batch_norm_backward : The gradients of this function.
+    batch_norm_inference : Normalization with given (running) statistics.
+    moments : The batch statistics alone.
+    BatchNorm : A layer with PyTorch's semantics on these functions.
+
+    Examples
+    --------
+    Per-feature statistics of an ``(N, D)`` batch (reduced over axis 0):
+
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]], dtype=np.float32)
+    >>> y, mean, invstd = nbnorm.batch_norm_forward(x, axis=0)
+    >>> mean
+    array([3., 6.], dtype=float32)
+    >>> np.round(invstd, 4)
+    array([0.6124, 0.3062], dtype=float32)
+    >>> np.round(y, 3)
+    array([[-1.225, -1.225],
+           [ 0.   ,  0.   ],
+           [ 1.225,  1.225]], dtype=float32)
+
+    With an affine map and running statistics, updated in place:
+
+    >>> weight = np.array([2.0, 1.0], dtype=np.float32)
+    >>> bias = np.array([0.5, 0.0], dtype=np.float32)
+    >>> running_mean = np.zeros(2, np.float32)
+    >>> running_var = np.ones(2, np.float32)
+    >>> y, mean, invstd = nbnorm.batch_norm_forward(
+    ...     x, weight, bias, axis=0, running_mean=running_mean, running_var=running_var)
+    >>> np.round(y, 3)
+    array([[-1.949, -1.225],
+           [ 0.5  ,  0.   ],
+           [ 2.949,  1.225]], dtype=float32)
+    >>> running_mean
+    array([0.3, 0.6], dtype=float32)
+    >>> running_var
+    array([1.3, 2.5], dtype=float32)
+
+    In place, and the statistic shape of an NCHW batch:
+
+    >>> x4 = np.random.default_rng(0).normal(size=(8, 3, 4, 4)).astype(np.float32)
+    >>> y, mean, invstd = nbnorm.batch_norm_forward(x4, axis=(0, 2, 3), out=x4)
+    >>> y is x4, mean.shape
+    (True, (3,))
     """
     return _prepared_call("batch_norm_forward", (x, weight, bias, running_mean, running_var, out),
                           0, (axis, eps, momentum), _prepare_forward, axis, eps, momentum)
@@ -251,6 +449,82 @@ def batch_norm_inference(x, mean, var, weight=None, bias=None, *, axis, eps=1e-5
 
     ``y = (x − mean)·α + bias`` with ``α = weight/√(var + eps)``: one
     subtraction and one multiply-add per element.  ``out`` receives ``y`` (it may be ``x``).
+
+    Parameters
+    ----------
+    x : array_like
+        The data: float16, float32 or float64, any shape.  A NumPy array or
+        anything ``np.asarray`` reads runs on the CPU, a CUDA array on the
+        GPU, a Dask array chunk by chunk; every array argument must be on
+        the same device.
+    mean : array_like
+        The mean to subtract (e.g. a layer's running mean), statistic-shaped
+        (``x.shape`` without the ``axis`` dimensions), float16/32/64.
+    var : array_like
+        The variance (e.g. the running variance), statistic-shaped,
+        float16/32/64.
+    weight : array_like, optional
+        The scale, statistic-shaped, float16/32/64.  None (the default) is 1.
+    bias : array_like, optional
+        The shift, statistic-shaped, float16/32/64.  None (the default) is 0.
+    axis : int, tuple of int or None
+        Keyword-only and required: the dimensions the statistics were taken
+        over (``(0, 2, 3)`` for NCHW, ``0`` for ``(N, D)``); negative values
+        count from the end; None is every axis (0-d statistics).
+    eps : float, optional
+        Added to ``var`` before the square root; finite and ≥ 0 (default 1e-5).
+    out : ndarray, optional
+        Receives ``y``: ``x``'s shape and dtype (either byte order), writable.
+        It may be ``x`` itself (in place); otherwise it must not share
+        memory with any other argument.
+
+    Returns
+    -------
+    y : ndarray
+        The normalized data, ``x``'s shape and dtype; ``out`` itself when
+        given, else the caller's array type.
+
+    Raises
+    ------
+    TypeError
+        If ``x``, ``mean`` or ``var`` is None; if an array argument has an
+        unsupported dtype (not float16/32/64); if ``eps`` is not a real
+        number or ``axis`` not an int or a tuple of ints; if the arrays are
+        not all on one device; if ``out`` is not an array that can be
+        written in place.
+    ValueError
+        If ``mean``, ``var``, ``weight`` or ``bias`` is not statistic-shaped;
+        if ``out`` differs from ``x`` in shape or dtype, is read-only, has
+        overlapping elements or shares memory with another argument (other
+        than being exactly ``x``); if ``eps`` is negative or not finite; if
+        ``axis`` names a dimension twice.
+    numpy.exceptions.AxisError
+        If an entry of ``axis`` is out of range for ``x.ndim``.
+
+    See Also
+    --------
+    batch_norm_forward : Training mode: the batch's own statistics.
+    moments : Statistics to normalize with.
+    fold_batch_norm : This map folded into the layer before it.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]], dtype=np.float32)
+    >>> mean = np.array([3.0, 6.0], dtype=np.float32)
+    >>> var = np.array([4.0, 16.0], dtype=np.float32)
+    >>> weight = np.array([2.0, 1.0], dtype=np.float32)
+    >>> nbnorm.batch_norm_inference(x, mean, var, weight, axis=0, eps=0.0)
+    array([[-2., -1.],
+           [ 0.,  0.],
+           [ 2.,  1.]], dtype=float32)
+
+    In place:
+
+    >>> y = nbnorm.batch_norm_inference(x, mean, var, axis=0, eps=0.0, out=x)
+    >>> y is x
+    True
+    >>> x[:, 0]
+    array([-1.,  0.,  1.], dtype=float32)
     """
     return _prepared_call("batch_norm_inference", (x, mean, var, weight, bias, out), 0,
                           (axis, eps), _prepare_inference, axis, eps)
@@ -298,6 +572,94 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis, training=True
     Returns ``(dx, dweight, dbias)``; ``dx`` has ``x``'s dtype (written to
     ``out`` when given; it may be ``dy``), ``dweight``/``dbias`` are
     statistic-shaped float32 (float64 for float64 ``x``).
+
+    Parameters
+    ----------
+    dy : array_like
+        The gradient of the loss with respect to ``y``: ``x``'s shape and dtype.
+    x : array_like
+        The forward's input: float16, float32 or float64, at least one
+        element.  A NumPy array or anything ``np.asarray`` reads runs on the
+        CPU, a CUDA array on the GPU, a Dask array chunk by chunk; every
+        array argument must be on the same device.
+    mean : array_like
+        The forward's ``mean`` (frozen: the running mean), statistic-shaped
+        (``x.shape`` without the ``axis`` dimensions), float16/32/64.
+    invstd : array_like
+        The forward's ``invstd`` (frozen: ``1/√(running_var + eps)``),
+        statistic-shaped, float16/32/64.
+    weight : array_like, optional
+        The forward's scale, statistic-shaped, float16/32/64.  None (the
+        default) is 1.
+    axis : int, tuple of int or None
+        Keyword-only and required: the forward's ``axis``.
+    training : bool, optional
+        True (the default) differentiates through the batch statistics, as
+        :func:`batch_norm_forward` computed them; False treats ``mean`` and
+        ``invstd`` as constants (eval mode, frozen statistics).
+    out : ndarray, optional
+        Receives ``dx``: ``x``'s shape and dtype (either byte order),
+        writable.  It may be ``dy`` or ``x`` itself; otherwise it must not
+        share memory with any other argument.
+
+    Returns
+    -------
+    dx : ndarray
+        The gradient with respect to ``x``, ``x``'s shape and dtype; ``out``
+        itself when given, else the caller's array type.
+    dweight : ndarray
+        ``Σ dy·x̂`` over the ``axis`` dimensions, statistic-shaped; float32
+        (float64 for float64 ``x``).  Returned also when ``weight`` is None.
+    dbias : ndarray
+        ``Σ dy`` over the ``axis`` dimensions; shape and dtype of ``dweight``.
+
+    Raises
+    ------
+    TypeError
+        If ``dy``, ``x``, ``mean`` or ``invstd`` is None; if an array
+        argument has an unsupported dtype (not float16/32/64) or ``dy``'s
+        dtype differs from ``x``'s; if ``axis`` is not an int or a tuple of
+        ints; if the arrays are not all on one device; if ``out`` is not an
+        array that can be written in place.
+    ValueError
+        If ``dy``'s shape differs from ``x``'s; if ``mean``, ``invstd`` or
+        ``weight`` is not statistic-shaped; if ``out`` differs from ``x`` in
+        shape or dtype, is read-only, has overlapping elements or shares
+        memory with another argument (other than being exactly ``dy`` or
+        ``x``); if ``x`` has no element; if ``axis`` names a dimension twice.
+    numpy.exceptions.AxisError
+        If an entry of ``axis`` is out of range for ``x.ndim``.
+
+    See Also
+    --------
+    batch_norm_forward : The forward these are the gradients of.
+    BatchNorm.backward : The same through a layer.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]], dtype=np.float32)
+    >>> y, mean, invstd = nbnorm.batch_norm_forward(x, axis=0)
+    >>> dy = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]], dtype=np.float32)
+    >>> dx, dweight, dbias = nbnorm.batch_norm_backward(dy, x, mean, invstd, axis=0)
+    >>> np.round(dx, 3)
+    array([[ 0.306, -0.051],
+           [-0.612,  0.102],
+           [ 0.306, -0.051]], dtype=float32)
+    >>> np.round(dweight, 3), dbias
+    (array([1.225, 1.225], dtype=float32), array([3., 2.], dtype=float32))
+
+    In training mode ``dx`` sums to zero over each statistic; with frozen
+    statistics it is ``dy·weight·invstd``:
+
+    >>> bool(np.allclose(dx.sum(axis=0), 0.0, atol=1e-6))
+    True
+    >>> weight = np.array([2.0, 1.0], dtype=np.float32)
+    >>> dx, _, _ = nbnorm.batch_norm_backward(dy, x, mean, invstd, weight, axis=0,
+    ...                                       training=False)
+    >>> np.round(dx, 3)
+    array([[1.225, 0.   ],
+           [0.   , 0.306],
+           [2.449, 0.306]], dtype=float32)
     """
     return _prepared_call("batch_norm_backward", (dy, x, mean, invstd, weight, out), 1,
                           (axis, training), _prepare_backward, axis, training)

@@ -26,9 +26,11 @@ def _vector(a, name, c):
 def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=None, *, eps=1e-5,
                     out_axis=0):
     """Fold ``BN(x) = (x − running_mean)/√(running_var + eps)·gamma + beta`` applied
-    after a layer ``W·x + b`` into that layer: returns ``(W', b')`` with
+    after a layer ``W·x + b`` into that layer.
 
-        s = gamma/√(running_var + eps),  W' = W·s (along ``out_axis``),
+    Returns ``(W', b')`` with::
+
+        s = gamma/√(running_var + eps),  W' = W·s (along out_axis),
         b' = (b − running_mean)·s + beta
 
     ``out_axis`` is the output-channel axis of ``weight``: 0 for convolution
@@ -37,10 +39,64 @@ def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=No
     ``gamma``/``beta`` None are 1/0.  Computed in float64 and returned in
     ``weight``'s dtype (NumPy arrays).
 
+    Parameters
+    ----------
+    weight : array_like
+        The layer's weight ``W``: a float array of at least one dimension,
+        with ``C_out`` output channels on ``out_axis``.  NumPy arrays,
+        anything ``np.asarray`` reads, torch tensors and CUDA arrays are
+        read (copied to the host).
+    bias : array_like or None
+        The layer's bias ``b``, shape ``(C_out,)``, real numbers; None is 0.
+    running_mean : array_like
+        The batch norm's running mean, shape ``(C_out,)``, real numbers.
+    running_var : array_like
+        The batch norm's running variance, shape ``(C_out,)``, real numbers
+        with ``running_var + eps > 0``.
+    gamma : array_like, optional
+        The batch norm's weight, shape ``(C_out,)``; None (the default) is 1.
+    beta : array_like, optional
+        The batch norm's bias, shape ``(C_out,)``; None (the default) is 0.
+    eps : float, optional
+        The batch norm's ``eps``, finite and ≥ 0 (default 1e-5).
+    out_axis : int, optional
+        The output-channel axis of ``weight`` (default 0; negative values
+        count from the end).
+
+    Returns
+    -------
+    weight : ndarray
+        ``W'``, ``weight``'s shape and dtype.
+    bias : ndarray
+        ``b'``, shape ``(C_out,)``, ``weight``'s dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``weight`` is not a float array, another argument holds no real
+        numbers, an argument cannot be read as an array, ``out_axis`` is not
+        an int, or ``eps`` not a real number.
+    ValueError
+        If ``weight`` is a scalar (0-d), a vector is not of shape
+        ``(C_out,)``, ``eps`` is negative or not finite, or
+        ``running_var + eps`` is not > 0 everywhere.
+    numpy.exceptions.AxisError
+        If ``out_axis`` is out of range for ``weight.ndim``.
+    OverflowError
+        If a folded value is past the largest of float64 or of
+        ``weight.dtype`` (see Notes).
+
+    See Also
+    --------
+    BatchNorm.fold_into : The same from a layer.
+    batch_norm_inference : The map that is folded.
+
+    Notes
+    -----
     Overflow: from finite inputs the result is either finite or
     ``OverflowError`` naming the folded array, the output channel and its
     size — never inf or NaN.  The scale ``s`` and the intermediate
-    ``b − running_mean`` are carried as mantissa·2**exponent, so they
+    ``b − running_mean`` are carried as ``mantissa·2**exponent``, so they
     overflow or underflow nowhere on their own (``1e300·(1e-200/√1e-300)``
     folds to ``1e250``, not inf; ``1e200·(1e-300/√1e300)`` to ``1e-250``,
     not 0); an ``OverflowError`` means the folded value itself is past
@@ -48,6 +104,38 @@ def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=No
     65504; float32: 3.4e38).  For results in float64's normal range this
     is bitwise the plain formula's rounding.  Non-finite inputs propagate
     as in the formula.
+
+    Examples
+    --------
+    A linear layer ``(C_out, C_in) = (2, 3)`` followed by a batch norm:
+
+    >>> W = np.array([[1.0, 2.0, 0.0], [0.5, -1.0, 1.0]], dtype=np.float32)
+    >>> b = np.array([0.0, 1.0], dtype=np.float32)
+    >>> running_mean = np.array([1.0, -1.0], dtype=np.float32)
+    >>> running_var = np.array([4.0, 0.25], dtype=np.float32)
+    >>> W2, b2 = nbnorm.fold_batch_norm(W, b, running_mean, running_var, eps=0.0)
+    >>> W2
+    array([[ 0.5,  1. ,  0. ],
+           [ 1. , -2. ,  2. ]], dtype=float32)
+    >>> b2
+    array([-0.5,  4. ], dtype=float32)
+    >>> x = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    >>> bn = nbnorm.batch_norm_inference((W @ x + b)[None], running_mean, running_var,
+    ...                                  axis=0, eps=0.0)
+    >>> bool(np.allclose(bn[0], W2 @ x + b2))
+    True
+
+    A float16 convolution weight keeps its dtype; a transposed
+    convolution's output channels are on axis 1:
+
+    >>> W2, b2 = nbnorm.fold_batch_norm(np.ones((2, 3, 3, 3), np.float16), None,
+    ...                                 running_mean, running_var)
+    >>> W2.dtype, b2.shape
+    (dtype('float16'), (2,))
+    >>> W2, b2 = nbnorm.fold_batch_norm(np.ones((3, 2, 3, 3)), None, running_mean,
+    ...                                 running_var, out_axis=1)
+    >>> W2.shape
+    (3, 2, 3, 3)
     """
     w = np.asarray(_host(weight, "weight", "fold_batch_norm"))
     if not np.issubdtype(w.dtype, np.floating):

@@ -143,29 +143,169 @@ class NormLayer:
 
     # ------------------------------------------------------------- modes
     def train(self, mode=True):
-        """Training mode (batch statistics; running statistics updated)."""
+        """Training mode (batch statistics; running statistics updated).
+
+        Parameters
+        ----------
+        mode : bool, optional
+            True (the default) for training mode, False for eval mode (as
+            :meth:`eval`).  Either leaves frozen mode.
+
+        Returns
+        -------
+        self : object
+            The layer itself.
+
+        Examples
+        --------
+        >>> layer = nbnorm.BatchNorm(3).eval()
+        >>> layer.train().mode
+        'train'
+        >>> layer.train(False).mode
+        'eval'
+        """
         self.training, self.frozen = bool(mode), False
         return self
 
     def eval(self):
         """Inference mode: running statistics where the layer tracks them;
-        nothing is saved for ``backward``."""
+        nothing is saved for ``backward``.
+
+        Layers without running statistics (``GroupNorm``, ``LayerNorm``,
+        ``RMSNorm``, and ``BatchNorm``/``InstanceNorm`` with
+        ``track_running_stats=False``) use the statistics of each input, as
+        in training.
+
+        Returns
+        -------
+        self : object
+            The layer itself.
+
+        Examples
+        --------
+        >>> layer = nbnorm.BatchNorm(2).eval()
+        >>> layer.mode
+        'eval'
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+        >>> np.round(layer(x), 3)     # running mean 0, running variance 1
+        array([[1., 2.],
+               [3., 4.]], dtype=float32)
+        """
         return self.train(False)
 
     def freeze(self):
         """Frozen mode: the running statistics in the forward *and* the
         backward (``training=False``: no gradient through the statistics), as
         used to fine-tune with small batches; parameter gradients are still
-        computed."""
+        computed.
+
+        Layers without running statistics compute in frozen mode as in
+        training (their forward is saved for :meth:`backward`).
+
+        Returns
+        -------
+        self : object
+            The layer itself.
+
+        Examples
+        --------
+        >>> layer = nbnorm.BatchNorm(2).freeze()
+        >>> layer.mode
+        'frozen'
+        >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+        >>> y = layer(x)
+        >>> np.round(layer.backward(np.ones_like(x)), 3)
+        array([[1., 1.],
+               [1., 1.]], dtype=float32)
+        >>> layer.bias_grad
+        array([2., 2.], dtype=float32)
+        """
         self.training, self.frozen = False, True
         return self
 
     @property
     def mode(self):
+        """The layer's mode: ``"train"``, ``"eval"`` or ``"frozen"``.
+
+        Examples
+        --------
+        >>> nbnorm.LayerNorm(4).mode
+        'train'
+        >>> nbnorm.LayerNorm(4).freeze().mode
+        'frozen'
+        """
         return "train" if self.training else ("frozen" if self.frozen else "eval")
 
     # ----------------------------------------------------------- calling
     def __call__(self, x):
+        """Normalize ``x`` in the layer's mode; returns ``y``.
+
+        Training: the statistics of ``x`` itself (``BatchNorm`` per channel
+        over every other axis, ``InstanceNorm`` per sample and channel,
+        ``GroupNorm`` per sample and group, ``LayerNorm``/``RMSNorm`` over
+        the trailing ``normalized_shape`` dims), the running statistics
+        updated in place where the layer tracks them.  Eval: the running
+        statistics where tracked, else the statistics of ``x``.  Frozen: as
+        eval, and saved for a :meth:`backward` (with ``training=False`` where
+        the running statistics were used).  Training and frozen calls save
+        ``x`` and its statistics for :meth:`backward`; eval calls save nothing.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input, float16, float32 or float64, on the layer's device
+            (a host array for a ``"cpu"`` layer, a CUDA array after
+            ``to("cuda")``).
+            ``BatchNorm``, ``InstanceNorm`` and ``GroupNorm`` take at least 2
+            dimensions, the batch first and the layer's channel count on
+            ``channel_axis``; ``LayerNorm`` and ``RMSNorm`` take trailing
+            dimensions equal to ``normalized_shape``.
+
+        Returns
+        -------
+        ndarray
+            The normalized input, ``x``'s shape and dtype.
+
+        Raises
+        ------
+        TypeError
+            If ``x`` is on another device than the layer's arrays, or of an
+            unsupported dtype (the functions' ``TypeError``).
+        ValueError
+            If ``x``'s shape does not fit the layer (too few dimensions,
+            another channel count, other trailing dims), or a training batch
+            has a single value per statistic (``BatchNorm``; ``InstanceNorm``
+            when it tracks running statistics), as the functions raise.
+
+        Warns
+        -----
+        RuntimeWarning
+            If a batch statistic is not finite in training; its running
+            entries are left unchanged.
+
+        See Also
+        --------
+        batch_norm_forward : What ``BatchNorm`` runs in training.
+        batch_norm_inference : What ``BatchNorm`` runs with running statistics.
+        instance_norm : What ``InstanceNorm`` runs with batch statistics.
+        group_norm : What ``GroupNorm`` runs.
+        layer_norm : What ``LayerNorm`` runs.
+        rms_norm : What ``RMSNorm`` runs.
+
+        Examples
+        --------
+        >>> layer = nbnorm.BatchNorm(4)
+        >>> x = np.array([[1.0, 2.0, 3.0, 6.0], [2.0, 2.0, 4.0, 4.0], [0.0, 1.0, 1.0, 2.0]],
+        ...              dtype=np.float32)
+        >>> np.round(layer(x), 3)
+        array([[ 0.   ,  0.707,  0.267,  1.225],
+               [ 1.225,  0.707,  1.069,  0.   ],
+               [-1.225, -1.414, -1.336, -1.225]], dtype=float32)
+        >>> np.round(layer.running_mean, 3)
+        array([0.1  , 0.167, 0.267, 0.4  ], dtype=float32)
+        >>> layer.num_batches_tracked
+        1
+        """
         name = type(self).__name__
         if _on_device(x) != (self.device == "cuda"):
             where = "a CUDA array" if _on_device(x) else "a host array"
@@ -179,7 +319,49 @@ class NormLayer:
     def backward(self, dy):
         """``dx`` for the last training-mode (or frozen) call; sets
         ``weight_grad``/``bias_grad`` (None where the layer has no such
-        parameter)."""
+        parameter).
+
+        The gradients are those of the function the call ran (see
+        :func:`batch_norm_backward`, :func:`layer_norm_backward` and the
+        others); in frozen mode the statistics are constants
+        (``training=False``).
+
+        Parameters
+        ----------
+        dy : ndarray
+            The gradient of the loss with respect to the last output: the
+            shape and dtype of the last input, on the layer's device.
+
+        Returns
+        -------
+        ndarray
+            The gradient with respect to the last input, its shape and dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If there is no saved call: none yet, or the last one was in eval
+            mode (or the layer was moved with :meth:`to` since).
+        ValueError
+            If ``dy``'s shape differs from the last input's.
+        TypeError
+            If ``dy``'s dtype differs from the last input's (or is not
+            float16/32/64).
+
+        Examples
+        --------
+        >>> layer = nbnorm.LayerNorm(4)
+        >>> x = np.array([[1.0, 2.0, 3.0, 6.0], [2.0, 2.0, 4.0, 4.0]], dtype=np.float32)
+        >>> y = layer(x)
+        >>> dy = np.array([[1.0, 0.0, 0.0, -1.0], [0.5, 0.5, -0.5, -0.5]], dtype=np.float32)
+        >>> dx = layer.backward(dy)
+        >>> dx.shape
+        (2, 4)
+        >>> layer.bias_grad
+        array([ 1.5,  0.5, -0.5, -1.5], dtype=float32)
+        >>> np.round(layer.weight_grad, 3)
+        array([-1.569, -0.5  , -0.5  , -2.104], dtype=float32)
+        """
         name = type(self).__name__
         if self._saved is None:
             raise RuntimeError(f"{name}.backward: no forward to differentiate; call the layer "
@@ -202,7 +384,31 @@ class NormLayer:
         return keys
 
     def state_dict(self):
-        """PyTorch's keys → NumPy arrays (copies; ``num_batches_tracked`` a 0-d int64)."""
+        """PyTorch's keys → NumPy arrays (copies; ``num_batches_tracked`` a 0-d int64).
+
+        The keys are those of the arrays the layer has, in PyTorch's order:
+        ``weight`` and ``bias`` (when affine), ``running_mean``,
+        ``running_var`` and ``num_batches_tracked`` (when tracking running
+        statistics).  Device arrays are copied to the host.
+
+        Returns
+        -------
+        dict
+            Key → NumPy array, loadable with :meth:`load_state_dict` or into
+            PyTorch's module of the same kind (after ``torch.as_tensor``).
+
+        Examples
+        --------
+        >>> layer = nbnorm.BatchNorm(2)
+        >>> _ = layer(np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32))
+        >>> state = layer.state_dict()
+        >>> list(state)
+        ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
+        >>> state["running_mean"], state["num_batches_tracked"]
+        (array([0.2, 0.4], dtype=float32), array(1))
+        >>> nbnorm.LayerNorm(4, elementwise_affine=False).state_dict()
+        {}
+        """
         out = {}
         for k in self._state_keys():
             v = getattr(self, k)
@@ -213,8 +419,10 @@ class NormLayer:
     def load_state_dict(self, state, strict=True):
         """Load arrays saved by :meth:`state_dict` (or PyTorch's module of the
         same kind): NumPy arrays, anything ``np.asarray`` reads, torch tensors
-        on any device.  Everything is checked before anything is assigned, so
-        a call that raises leaves the layer exactly as it was:
+        on any device.
+
+        Everything is checked before anything is assigned, so a call that
+        raises leaves the layer exactly as it was:
 
         - keys: with ``strict``, exactly :meth:`state_dict`'s (``KeyError``
           listing the missing and unexpected ones); without, unexpected keys
@@ -232,6 +440,45 @@ class NormLayer:
           ``TypeError``).
 
         Errors name the key.  The arrays are copied, never shared with ``state``.
+
+        Parameters
+        ----------
+        state : mapping
+            Key → array (a dict, or any object with ``keys()`` and item access).
+        strict : bool, optional
+            If True (the default), the keys must be exactly those of
+            :meth:`state_dict`; if False, unexpected keys are ignored and
+            missing ones keep their values.
+
+        Returns
+        -------
+        self : object
+            The layer itself, its arrays replaced by converted copies (on the
+            layer's device, in its dtype).
+
+        Raises
+        ------
+        TypeError
+            If ``state`` is not a mapping, or a value cannot be read as an
+            array or holds no real numbers (bool, complex, strings, objects).
+        KeyError
+            With ``strict``, if keys are missing or unexpected.
+        ValueError
+            If an array has another shape than the layer's, a value is not
+            finite in the layer's dtype, ``running_var`` has a negative
+            entry, or ``num_batches_tracked`` is not a single whole number in
+            ``0..2**63 - 1``.
+
+        Examples
+        --------
+        >>> source = nbnorm.BatchNorm(2)
+        >>> _ = source(np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32))
+        >>> target = nbnorm.BatchNorm(2).load_state_dict(source.state_dict())
+        >>> target.running_mean, target.num_batches_tracked
+        (array([0.2, 0.4], dtype=float32), 1)
+        >>> target = target.load_state_dict({"weight": [2, 3]}, strict=False)
+        >>> target.weight
+        array([2., 3.], dtype=float32)
         """
         if not (hasattr(state, "keys") and hasattr(state, "__getitem__")):
             raise TypeError(f"load_state_dict: expected a mapping of names to arrays (a dict), "
@@ -265,7 +512,35 @@ class NormLayer:
 
     def to(self, device):
         """Move parameters and buffers to ``"cuda"`` (Numba device arrays) or
-        ``"cpu"`` (NumPy); returns the layer."""
+        ``"cpu"`` (NumPy); returns the layer.
+
+        The layer then takes inputs on that device only.  A saved forward is
+        dropped (call the layer again before :meth:`backward`).
+
+        Parameters
+        ----------
+        device : str
+            ``"cpu"`` or ``"cuda"``; a device index after a colon
+            (``"cuda:0"``) is accepted and ignored.
+
+        Returns
+        -------
+        self : object
+            The layer itself.
+
+        Raises
+        ------
+        ValueError
+            If ``device`` is neither ``"cpu"`` nor ``"cuda"``.
+
+        Examples
+        --------
+        >>> layer = nbnorm.GroupNorm(2, 4)
+        >>> layer.to("cpu") is layer
+        True
+        >>> layer.device
+        'cpu'
+        """
         d = str(device).split(":")[0]
         if d not in ("cpu", "cuda"):
             raise ValueError(f"to: expected 'cpu' or 'cuda', got {device!r}")
