@@ -182,7 +182,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
             warnings.warn(f"moments: {msg}", RuntimeWarning, stacklevel=2)
         call = _moments_call(backend, xa, ax, ddof, keepdims)
         mean, var = call(xa)
-        if key is not None and xa is x and n - ddof > 0 and backend.name == "cpu":
+        if key is not None and xa is x and n - ddof > 0 and backend.remembers_calls:
             calls.put(key, call)
         return backend.wrap(mean, x), backend.wrap(var, x)
     if keepdims:
@@ -231,7 +231,7 @@ def _remember(key, call, backend, given, converted, late):
     """Keep the prepared ``call`` of signature ``key`` when the call converted
     no argument (then a later call of that signature needs no conversion
     either); returns ``(call, converted)``."""
-    if (key is not None and backend.name == "cpu" and late is None
+    if (key is not None and backend.remembers_calls and late is None
             and all(c is g for c, g in zip(converted, given))):
         calls.put(key, call)
     return call, converted

@@ -22,6 +22,13 @@ Array = Any
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    #: a call's validity, plan and kernels follow from its signature alone (no
+    #: device, stream or task graph in play), so the API may keep its prepared
+    #: call per signature (:mod:`nbnorm._calls`)
+    remembers_calls: bool
+    #: ``wrap(result, like)`` reads ``like`` (the caller's array decides the
+    #: result's type), so a :class:`nbnorm.Moments` state keeps it
+    wrap_reads_like: bool
 
     # -- arrays in and out
     def asarray(self, obj, argname: str) -> Array:

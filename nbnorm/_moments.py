@@ -178,7 +178,7 @@ class Moments:
             xa = backend.astype(xa, np.float64)
         count, mean, m2, mean_lo = backend.moment_state(xa, ax, bool(skipna))
         return cls(count, mean, m2, mean_lo, _backend=backend,
-                   _like=None if backend.name == "cpu" else x)
+                   _like=x if backend.wrap_reads_like else None)
 
     @classmethod
     def empty(cls, shape, dtype=np.float64):

@@ -80,3 +80,14 @@ def test_no_import_cycle():
 def test_a_cycle_is_found():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_public_api_asks_backends_for_capabilities_not_names():
+    """No ``backend.name == "cpu"`` in the modules above the router: what a
+    backend can do is an attribute of the contract (``nbnorm._contract``)."""
+    import re
+    api = ["_api.py", "_family.py", "_moments.py", "_layers.py", "_layer_base.py", "_fold.py",
+           "_calls.py", "__init__.py"]
+    for name in api:
+        text = (PKG / name).read_text()
+        assert not re.search(r"\.name\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(\[]", text), name

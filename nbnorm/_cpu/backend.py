@@ -25,6 +25,8 @@ from .ops import (prepare_backward, prepare_forward, prepare_inference,  # noqa:
 from .passes import SERIAL_ELEMENTS, _plan, _raw_state
 
 name = "cpu"
+remembers_calls = True     # see nbnorm._contract.Backend
+wrap_reads_like = False
 stat_dtype = _welford.stat_dtype    # one definition for every backend
 
 

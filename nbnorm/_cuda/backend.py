@@ -43,6 +43,8 @@ from .launch import (
 )
 
 name = "cuda"
+remembers_calls = False     # see nbnorm._contract.Backend
+wrap_reads_like = True
 SIM = K.SIM
 TPB = K.TPB
 

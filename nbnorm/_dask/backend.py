@@ -58,6 +58,8 @@ from .. import _router, _welford
 from .._layout import stat_shape
 
 name = "dask"
+remembers_calls = False     # see nbnorm._contract.Backend
+wrap_reads_like = False
 
 F64 = np.dtype(np.float64)
 I64 = np.dtype(np.int64)
