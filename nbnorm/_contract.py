@@ -3,9 +3,11 @@
 
 ``Backend`` lists the attributes every backend has (checked for each
 registered module by ``tests/test_contract.py``, names and parameters);
-``NormFamily`` and ``LazyForward`` are the optional parts, used where present
-(a backend without them raises ``NotImplementedError`` for the family's
-functions / computes the running statistics from its lazy results).
+``NormFamily``, ``LazyForward``, ``Prepared``/``PreparedFamily`` and
+``ChunkBackward`` are the optional parts, used where present (a backend
+without them raises ``NotImplementedError`` for the family's functions /
+computes the running statistics from its lazy results / validates every
+call in full / cannot be the chunk type of a Dask backward).
 
 Arrays: "array" is the backend's own type (NumPy, a device array, a Dask
 array); statistics are flat or statistic-shaped as each method says; shapes
@@ -72,6 +74,21 @@ class Backend(Protocol):
         """``(m2/(count − ddof), whether some count − ddof ≤ 0)``."""
 
     def sqrt(self, a: Array) -> Array: ...
+
+
+@runtime_checkable
+class ChunkBackward(Protocol):
+    """The backward as its two passes, for backends whose arrays are the
+    chunks of a Dask array: Dask adds each chunk's sums over the chunks of
+    a statistic, then every chunk's ``dx`` comes from the totals."""
+
+    def backward_sums(self, dy, x, mean, axis) -> tuple[Any, Any]:
+        """The backward's reduction alone, ``(Σdy, Σdy·(x − mean))`` per
+        statistic as host float64 arrays (Dask adds them over the chunks)."""
+
+    def backward_apply(self, dy, x, mean, invstd, weight, s1, s2, n, axis, training) -> Array:
+        """The backward's elementwise pass alone: ``dx`` from the sums over all
+        ``n`` values of each statistic (``n`` a number or per-statistic counts)."""
 
 
 @runtime_checkable

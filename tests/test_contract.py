@@ -36,7 +36,11 @@ def test_backend_modules_fulfil_the_contract(name):
     assert module.__name__ == MODULES[name]
     assert isinstance(module, _contract.Backend), name
     assert module.name == name
-    for protocol in (_contract.Backend, _contract.NormFamily, _contract.LazyForward):
+    protocols = [v for v in vars(_contract).values()
+                 if isinstance(v, type) and getattr(v, "_is_protocol", False)
+                 and v.__module__ == _contract.__name__]
+    assert _contract.ChunkBackward in protocols and _contract.Prepared in protocols
+    for protocol in protocols:
         if protocol is not _contract.Backend and not isinstance(module, protocol):
             continue
         for method, spec in contract_methods(protocol).items():
@@ -51,6 +55,9 @@ def test_the_optional_parts_are_where_they_are_used():
     assert not isinstance(load("dask"), _contract.NormFamily)
     assert isinstance(load("dask"), _contract.LazyForward)
     assert not isinstance(load("cpu"), _contract.LazyForward)
+    assert isinstance(load("cpu"), _contract.ChunkBackward)
+    assert isinstance(load("cuda"), _contract.ChunkBackward)
+    assert not isinstance(load("dask"), _contract.ChunkBackward)
 
 
 def test_torch_cuda_tensors_are_routed_by_their_device():

@@ -478,3 +478,45 @@ def test_device_chunks_are_reduced_by_the_cuda_backend(monkeypatch):
         np.testing.assert_array_equal(np.asarray(count), want.count)
         np.testing.assert_allclose(np.asarray(mean), want.mean, rtol=1e-14)
         np.testing.assert_allclose(np.asarray(m2), want.m2, rtol=1e-11, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_chunks_run_on_their_own_backend(kind, training, monkeypatch):
+    """The backward's two passes run chunk by chunk on the backend of the
+    chunk's type (``backward_sums``, then ``backward_apply``): NumPy chunks
+    on the CPU kernels, device chunks (Numba's, on the simulator without a
+    GPU) on the CUDA kernels; the result is the NumPy call's."""
+    from nbnorm import _router
+    if kind == "cuda":
+        pytest.importorskip("numba.cuda")
+    be = _router.load(kind)
+    calls = []
+    for name in ("backward_sums", "backward_apply"):
+        original = getattr(be, name)
+
+        def spy(*args, _original=original, _name=name):
+            calls.append((_name, type(args[0]).__name__))
+            return _original(*args)
+        monkeypatch.setattr(be, name, spy)
+    x, dy = data(np.float64, shape=(8, 3, 4), offset=1e3), data(np.float64, shape=(8, 3, 4), seed=4)
+    mean, var = nbnorm.moments(x, (0, 2))
+    invstd = 1 / np.sqrt(var + 1e-5)
+    w = np.array([0.5, 1.0, 2.0])
+    xd, dyd = (da.from_array(a, chunks=(2, 3, 4)) for a in (x, dy))
+    if kind == "cuda":
+        from nbnorm._cuda.backend import to_device_like
+        xd, dyd = (a.map_blocks(to_device_like, meta=np.empty((0, 0, 0))) for a in (xd, dyd))
+    dx, dw, db = nbnorm.batch_norm_backward(dyd, xd, mean, invstd, w, axis=(0, 2),
+                                            training=training)
+    got = [np.asarray(v) if kind == "cpu" else np.asarray(v.copy_to_host()
+                                                         if hasattr(v, "copy_to_host") else v)
+           for v in dask.compute(dx, dw, db, scheduler="sync")]
+    want = nbnorm.batch_norm_backward(dy, x, mean, invstd, w, axis=(0, 2), training=training)
+    passes = {n for n, _ in calls}
+    assert passes == {"backward_sums", "backward_apply"}   # dweight, dbias: sums either way
+    assert all(t != "ndarray" for _, t in calls) if kind == "cuda" else \
+        all(t == "ndarray" for _, t in calls), calls
+    assert sum(n == "backward_apply" for n, _ in calls) == 4
+    for g, v in zip(got, want):
+        np.testing.assert_allclose(g, v, rtol=1e-12, atol=1e-12 * (np.abs(v).max() + 1))

@@ -22,7 +22,8 @@ from .family import (norm_backward, norm_forward, prepare_norm_backward,  # noqa
                      prepare_norm_forward)
 from .ops import (prepare_backward, prepare_forward, prepare_inference,  # noqa: F401
                   prepare_moments, update_running)
-from .passes import SERIAL_ELEMENTS, _plan, _raw_state
+from .arrays import _stat_vector
+from .passes import SERIAL_ELEMENTS, _affine, _dual_sums, _plan, _raw_state
 
 name = "cpu"
 remembers_calls = True     # see nbnorm._contract.Backend
@@ -35,7 +36,7 @@ def _sized(fn):
     (see :mod:`._threads` for the other cases that run serially)."""
     @wraps(fn)
     def wrapper(*args):
-        work = args[0].size * (2 if fn.__name__ == "backward" else 1)
+        work = args[0].size * (2 if fn.__name__.startswith("backward") else 1)
         if work >= SERIAL_ELEMENTS:
             return fn(*args)
         with _threads.serial_if(True):
@@ -102,3 +103,46 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     """See :func:`.ops.prepare_backward`."""
     return _ops.prepare_backward(dy, x, mean, invstd, weight, axis, training, out)(
         dy, x, mean, invstd, weight, out)
+
+
+@_sized
+def backward_sums(dy, x, mean, axis):
+    """The backward's reduction alone: ``(Σdy, Σdy·(x − mean))`` per statistic,
+    float64, statistic-shaped, the mean rounded to the statistics' dtype
+    first as :func:`backward` does (for Dask's chunks, whose sums are added
+    across chunks before :func:`backward_apply`)."""
+    shape = _layout.stat_shape(x.shape, axis)
+    plan = _plan(x.shape, axis, dy, x)
+    if plan.n == 0 or plan.n_stats == 0:
+        return np.zeros(shape), np.zeros(shape)
+    mu = np.ascontiguousarray(mean, dtype=stat_dtype(x.dtype)).reshape(plan.n_stats)
+    s1, s2 = _dual_sums(dy, x, plan, mu)
+    return s1.reshape(shape), s2.reshape(shape)
+
+
+@_sized
+def backward_apply(dy, x, mean, invstd, weight, s1, s2, n, axis, training):
+    """The backward's elementwise pass alone: ``dx = dy·a + (x − mean)·b + c``
+    with :func:`nbnorm._welford.backward_coefficients` from the sums of
+    :func:`backward_sums` over all ``n`` values of each statistic (``n`` a
+    number, or statistic-shaped counts); ``x``, ``mean`` and the sums are not
+    read unless ``training``.  Per-statistic arguments may carry the reduced
+    axes as size-1 dimensions."""
+    shape = _layout.stat_shape(dy.shape, axis)
+    m = int(np.prod(shape, dtype=np.int64))
+    dx = empty_like(dy)
+    if dy.size == 0:
+        return dx
+    def vec(a):   # a number, or per statistic in any shape of m elements (keepdims)
+        a = np.asarray(0.0 if a is None else a, np.float64)
+        return np.full(m, a) if a.ndim == 0 else np.ascontiguousarray(a).reshape(m)
+
+    with np.errstate(divide="ignore", invalid="ignore"):   # a chunk with no values: unused
+        a, b, c = _welford.backward_coefficients(vec(n), _stat_vector(invstd, m, 0.0),
+                                                 _stat_vector(weight, m, 1.0), vec(s1), vec(s2),
+                                                 training)
+    zero = np.zeros(m)
+    mu = (np.ascontiguousarray(mean, dtype=stat_dtype(dy.dtype)).reshape(m).astype(np.float64)
+          if training else zero)
+    _affine(dx, dy, x if training else None, axis, zero, vec(a), mu, vec(b), vec(c))
+    return dx

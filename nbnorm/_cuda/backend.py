@@ -13,7 +13,7 @@ from math import prod
 import numpy as np
 from numba import cuda
 
-from .. import _layout
+from .. import _layout, _welford
 from . import kernels as K
 from . import states as S
 from .arrays import (
@@ -50,8 +50,8 @@ TPB = K.TPB
 
 __all__ = ["asarray", "target", "wrap", "stat_dtype", "empty_like", "to_device_like", "astype",
            "moments", "moment_state", "to_host", "from_host", "merge_states", "state_variance",
-           "sqrt", "forward", "inference", "backward", "update_running", "norm_forward",
-           "norm_backward"]
+           "sqrt", "forward", "inference", "backward", "backward_sums", "backward_apply",
+           "update_running", "norm_forward", "norm_backward"]
 
 
 def astype(a, dtype, stream=None):
@@ -212,6 +212,71 @@ def backward(dy, x, mean, invstd, weight, axis, training, out):
     else:
         affine(dx, dp, (2, 0, 1, 0), dy, None, ca, None, None, None, cc, stream)
     return dx, _stat_out(dweight, shape, stream), _stat_out(dbias, shape, stream)
+
+
+def _on_device(a, stream):
+    """A per-statistic argument of a Dask chunk task on the device (the
+    chunks of a statistic built from a NumPy array are host arrays)."""
+    return cuda.to_device(np.ascontiguousarray(a), stream=stream) if isinstance(a, np.ndarray) else a
+
+
+def _on_host(a):
+    return np.asarray(a) if isinstance(a, np.ndarray) else np.asarray(cuda.as_cuda_array(a)
+                                                                      .copy_to_host())
+
+
+def backward_sums(dy, x, mean, axis):
+    """The backward's reduction alone (for Dask's chunks): host float64
+    ``(Σdy, Σdy·(x − mean))`` per statistic, added over the chunks in float64
+    on the device and stored in the accumulator type there (one small copy
+    to the host, which waits for the stream)."""
+    stream = _launch_stream(x, dy)
+    shape = _layout.stat_shape(x.shape, axis)
+    m = prod(shape)
+    if m == 0 or x.size == 0:
+        return np.zeros(shape), np.zeros(shape)
+    dp = DevPlan(x.shape, axis, strides_of(dy, x) + [_layout.statistic_strides(x.shape, axis)],
+                 stream)
+    p1, p2 = dual_sums(dy, x, dp, (0, 1, 2, 2), None, vector(_on_device(mean, stream), stream),
+                       None, stream)
+    s1, s2 = (cuda.device_array(m, acc_dtype(x), stream=stream) for _ in range(2))
+    K.sum_partials[blocks(m), TPB, stream](p1, p2, dp.n_chunks, m, s2, s1)
+    return tuple(v.copy_to_host(stream=stream).astype(np.float64).reshape(shape) for v in (s1, s2))
+
+
+def backward_apply(dy, x, mean, invstd, weight, s1, s2, n, axis, training):
+    """The backward's elementwise pass alone (for Dask's chunks):
+    ``dx = dy·a + (x − mean)·b + c`` with the coefficients of
+    :func:`nbnorm._welford.backward_coefficients` from host sums over all
+    ``n`` values of each statistic (a number or statistic-shaped counts)."""
+    stream = _launch_stream(dy, *(() if x is None else (x,)))
+    dx = empty_like(dy, stream)
+    shape = _layout.stat_shape(dy.shape, axis)
+    m = prod(shape)
+    if dy.size == 0:
+        return dx
+    acc = acc_dtype(dy)
+
+    def vec(a):   # a number, or per statistic in any shape of m elements (keepdims)
+        a = np.asarray(0.0 if a is None else a, np.float64)
+        return np.full(m, a) if a.ndim == 0 else a.reshape(m)
+
+    w = 1.0 if weight is None else _on_host(weight)
+    with np.errstate(divide="ignore", invalid="ignore"):   # a chunk with no values: unused
+        a, b, c = _welford.backward_coefficients(vec(n), vec(_on_host(invstd)), vec(w), vec(s1),
+                                                 vec(s2), training)
+    ca, cb, cc = (cuda.to_device(np.ascontiguousarray(vec(v), acc), stream=stream)
+                  for v in (a, b, c))
+    src = x if training else dy
+    dp = DevPlan(dy.shape, axis, strides_of(dy, src, dx) + [_layout.statistic_strides(dy.shape,
+                                                                                      axis)],
+                 stream)
+    if training:
+        mu = vector(_on_device(mean, stream), stream)
+        affine(dx, dp, (2, 0, 1, 0), dy, None, ca, x, mu.reshape(1, -1), cb, cc, stream)
+    else:
+        affine(dx, dp, (2, 0, 1, 0), dy, None, ca, None, None, None, cc, stream)
+    return dx
 
 
 def update_running(running, batch, momentum, scale):

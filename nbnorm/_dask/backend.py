@@ -12,8 +12,9 @@ along kept and reduced axes and no rechunking:
 
 1. one task per chunk of ``x`` (a ``blockwise`` layer whose blocks are
    tuples): the chunk backend's ``moment_state`` → ``(count, mean, m2, mean_lo)``
-   of that chunk's statistics (the backward: ``(Σdy, Σdy·(x − mean))`` in
-   float64);
+   of that chunk's statistics (the backward: the chunk backend's
+   ``backward_sums``, ``(Σdy, Σdy·(x − mean))`` in float64, added up the
+   tree; then each chunk's ``dx`` by its ``backward_apply``);
 2. a tree along the reduced axes: each task merges up to ``split_every``
    neighbouring states (per reduced axis, ``split_every**(1/len(axis))`` of
    them, as ``dask.array.reduction`` does) with the chunk backend's
@@ -55,6 +56,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .. import _router, _welford
+from .._contract import ChunkBackward, implements
 from .._layout import stat_shape
 
 name = "dask"
@@ -302,16 +304,24 @@ def _block_inference(xb, mean, var, weight, bias, axis, eps):
                         axis, eps, None)
 
 
+def _chunk_backend(block):
+    """The backend of a chunk's own type, which must run the backward in
+    its two passes (:class:`nbnorm._contract.ChunkBackward`)."""
+    be = _router.backend_of(block)
+    if not implements(be, ChunkBackward):
+        raise NotImplementedError(f"batch_norm_backward: the {be.name} backend cannot run the "
+                                  f"backward of a chunk ({type(block).__name__}) of a Dask array")
+    return be
+
+
 def _chunk_sums(dyb, xb, mub, axis, counted=False):
-    """``(Σdy, Σdy·(x − mean))`` of one chunk in float64 (NumPy sums; the
-    mean rounded to the statistics' dtype first, as the CPU backward); with
-    ``counted``, also the chunk's number of elements per statistic (int64),
-    for ``n`` where the chunk sizes were unknown."""
+    """``(Σdy, Σdy·(x − mean))`` of one chunk, float64, by the chunk's own
+    backend (``backward_sums``); with ``counted``, also the chunk's number of
+    elements per statistic (int64), for ``n`` where the chunk sizes were
+    unknown."""
     _check_dy(dyb, xb)
     _check_stat_blocks(xb, axis, "mean", mub)
-    mu = mub.astype(stat_dtype(xb.dtype)).astype(F64)
-    dy = dyb.astype(F64)
-    sums = (dy.sum(axis=axis), (dy * (xb.astype(F64) - mu)).sum(axis=axis))
+    sums = tuple(_chunk_backend(xb).backward_sums(dyb, xb, mub, axis))
     if counted:
         n = prod(xb.shape[d] for d in axis)
         sums += (np.full(sums[0].shape, n, I64),)
@@ -333,25 +343,16 @@ def _add_all(parts):
 
 
 def _block_dx(dyb, xb, mub, invb, wb, s1b, s2b, nb, n, training, axis):
-    """``dx = dy·a + (x − mean)·b + c`` with ``_welford.backward_coefficients``
-    (statistic blocks broadcast in keepdims shape); ``n`` the elements per
+    """One chunk's ``dx`` by its own backend (``backward_apply``) from the
+    statistics' total sums (blocks in keepdims shape); ``n`` the elements per
     statistic, or None: then the block ``nb`` of counts."""
     if xb is not None:
         _check_dy(dyb, xb)
     _check_stat_blocks(dyb, axis, "mean/invstd/weight", invb, wb, mub, s1b, s2b, nb)
-    inv = invb.astype(F64)
-    w = 1.0 if wb is None else wb.astype(F64)
-    if n is None and training:
-        n = nb.astype(F64)
-    # a count of 0 (an empty chunk along the kept axes' statistic) makes its
-    # coefficients NaN, but there is no element of dx that uses them
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a, b, c = _welford.backward_coefficients(n, inv, w, s1b, s2b, training)
-    dx = dyb.astype(F64) * a
-    if training:
-        mu = mub.astype(stat_dtype(xb.dtype)).astype(F64)
-        dx = dx + (xb.astype(F64) - mu) * b + c
-    return dx.astype(dyb.dtype)
+    if n is None:
+        n = nb if training else 1.0
+    return _chunk_backend(dyb).backward_apply(dyb, xb, mub, invb, wb, s1b, s2b, n, axis,
+                                              training)
 
 
 # ------------------------------------------------------------------ helpers
@@ -514,9 +515,9 @@ def inference(x, mean, var, weight, bias, axis, eps, out):
 
 
 def backward(dy, x, mean, invstd, weight, axis, training, out):
-    """Lazy ``(dx, dweight, dbias)``: one tree reduction of
-    ``(Σdy, Σdy·(x − mean))`` per statistic (float64 chunk sums), then a
-    blockwise ``dx`` with ``_welford.backward_coefficients``."""
+    """Lazy ``(dx, dweight, dbias)``: one tree reduction of the chunks'
+    ``(Σdy, Σdy·(x − mean))`` per statistic (their backends'
+    ``backward_sums``), then a blockwise ``dx`` (their ``backward_apply``)."""
     sd = stat_dtype(x.dtype)
     n = _known_n(x, axis)
     inds = tuple(range(x.ndim))
