@@ -15,18 +15,7 @@ import operator
 import numpy as np
 
 from . import _validate as V
-
-
-def _on_device(a):
-    """Is ``a`` a CUDA array (``__cuda_array_interface__`` or the simulator's)?"""
-    if type(a).__module__.startswith("numba.cuda.simulator"):
-        return True
-    if type(a).__module__.split(".")[0] == "torch":   # the interface refuses requires_grad
-        return a.device.type == "cuda"
-    try:
-        return hasattr(a, "__cuda_array_interface__")
-    except Exception:           # torch CPU tensors raise from the property
-        return False
+from ._router import is_cuda_array as _on_device
 
 
 def _host(value, key, who="load_state_dict"):

@@ -27,24 +27,24 @@ from . import _validate as V
 from ._api import batch_norm_backward, batch_norm_forward, batch_norm_inference
 from ._family import (group_norm, group_norm_backward, instance_norm, instance_norm_backward,
                       layer_norm, layer_norm_backward, rms_norm, rms_norm_backward)
+from ._geometry import channel_axis_of
 from ._layer_base import NormLayer, _host, positive_int
 
 __all__ = ["BatchNorm", "InstanceNorm", "GroupNorm", "LayerNorm", "RMSNorm"]
 
 
 def _channel_axis(x, channel_axis, channels, name):
-    nd = len(x.shape)
-    if nd < 2:
-        raise ValueError(f"{name}: x: expected at least 2 dimensions (batch, channels, …), got "
-                         f"shape {tuple(x.shape)}")
-    c = channel_axis % nd if -nd <= channel_axis < nd else None
-    if c is None or c == 0:
-        raise ValueError(f"{name}: channel_axis {channel_axis} is not a channel axis of x with "
-                         f"shape {tuple(x.shape)}")
+    """The axes a per-channel layer reduces over: every axis but the channel
+    axis (the geometry's rule, :func:`nbnorm._geometry.channel_axis_of`),
+    which must hold the layer's ``channels``."""
+    try:
+        c = channel_axis_of(x.shape, channel_axis)
+    except (TypeError, ValueError) as e:     # AxisError is a ValueError
+        raise type(e)(f"{name}: {e}") from None
     if x.shape[c] != channels:
         raise ValueError(f"{name}: x: expected {channels} channels on axis {channel_axis}, got "
                          f"shape {tuple(x.shape)}")
-    return tuple(d for d in range(nd) if d != c)
+    return tuple(d for d in range(len(x.shape)) if d != c)
 
 
 def _momentum(momentum):
