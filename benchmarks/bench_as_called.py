@@ -10,7 +10,9 @@ output costs nothing (nbnorm's output pool keeps output pages mapped).
 """
 import numpy as np
 
-from .common import BACKENDS, Case, alternating, skip, static_skips
+from .cases import BACKENDS, Case
+from .skips import skip, static_skips
+from .timing import alternating
 
 OPS = ("batch_norm_forward", "batch_norm_inference", "batch_norm_backward")
 ROUNDS = 11
@@ -72,7 +74,7 @@ def one_run(repeat=7):
     """One process's medians (ms) of nbnorm as called and of its peers, calls
     alternating between them, and the ``out=`` forward's fraction of the
     2-pass limit: a dict for :func:`table`."""
-    from nbnorm._bench import copier
+    from nbnorm._bandwidth import copier
     res = {}
     for op, (peer, _) in GOALS.items():
         cases = {"nbnorm": Case(op, "nchw", "float32", "large")}

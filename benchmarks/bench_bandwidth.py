@@ -12,17 +12,21 @@ Byte model (bytes a perfect kernel must move, statistics neglected; ``|x|``
 
 Each op's time is the best of 5 calls with preallocated ``out=`` (no page
 faults of fresh outputs).  The reference is the machine's copy bandwidth
-measured in the same process (:func:`.common.copy_bandwidth`: ``np.copyto``
-between two 128 MiB arrays, counted as 2 × 128 MiB; a device-to-device copy
-on CUDA), so ``track_copy_fraction`` ≈ 1 means the kernel runs at memory
-speed, and the value stays comparable when the machine's load changes.
+measured in the same process (:func:`.timing.copy_bandwidth`, the one
+definition of :mod:`nbnorm._bandwidth`, also ``python -m nbnorm``'s: the
+best of 9 copies between two 128 MiB arrays on Numba's threads, counted as
+2 × 128 MiB; a device-to-device copy on CUDA), so ``track_copy_fraction`` ≈ 1
+means the kernel runs at memory speed, and the value stays comparable when
+the machine's load changes.  (Until ``track_copy_fraction`` version 2 the
+reference was a single-threaded ``np.copyto``.)
 
 All combinations are measured in one process (``setup_cache``: copy
 bandwidth, then each op), which loads each compiled kernel once; the
 ``track_*`` methods report the stored values.
 """
-from .common import (BACKENDS, DTYPES, LAYOUTS, OPS, Case, best_time, copy_bandwidth, skip,
-                     static_skips)
+from .cases import BACKENDS, DTYPES, LAYOUTS, OPS, Case
+from .skips import skip, static_skips
+from .timing import best_time, copy_bandwidth
 
 
 class Bandwidth:
@@ -63,3 +67,6 @@ class Bandwidth:
         rate, copy = gbps[op, layout, dtype, backend]
         return rate / copy
     track_copy_fraction.unit = "fraction of copy bandwidth"
+    # 2: the copy bandwidth is a copy on Numba's threads (nbnorm._bandwidth), no
+    # longer a single-threaded np.copyto
+    track_copy_fraction.version = "2"

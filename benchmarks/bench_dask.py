@@ -5,7 +5,7 @@ NumPy array and beside Dask's own reductions.
 the in-memory NumPy array, computed with ``scheduler="threads"``),
 ``nbnorm-numpy`` (nbnorm on that NumPy array) and, for the moments,
 ``dask`` (``x.mean(axis)`` and ``x.var(axis)`` computed together).  The
-array is :mod:`.common`'s ``nchw`` float32 input (``small``: 392 KiB in 4
+array is :mod:`.cases`' ``nchw`` float32 input (``small``: 392 KiB in 4
 chunks; ``large``: 103 MB in 8 chunks of 12.8 MB), so ``asv run --quick``
 stays short.  Skipped when dask is not installed.
 
@@ -26,7 +26,8 @@ import numpy as np
 
 import nbnorm
 
-from .common import AXES, host_array, have, skip, stat_dtype
+from .cases import AXES, host_array, stat_dtype
+from .skips import have, skip
 
 IMPLS = ("nbnorm-dask", "nbnorm-numpy", "dask")
 N_CHUNKS = {"small": 4, "large": 8}
@@ -117,8 +118,8 @@ def manual(repeat=5, distributed=True, batch=640):
 
     shape, axis = (batch, 128, 56, 56), (0, 2, 3)
     x = np.empty(shape, np.float32)
-    from .common import _fill
-    _fill(x.reshape(-1), 0)
+    from .cases import fill
+    fill(x.reshape(-1), 0)
     per = (64 << 20) // (x[0].nbytes)
     xd = da.from_array(x, chunks=(per,) + shape[1:])
     print(f"x {shape} float32, {x.nbytes / 1e6:.0f} MB, chunks {xd.chunksize} "

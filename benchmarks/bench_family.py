@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 import nbnorm
+from nbnorm._peers import autograd, peer
 
-from .common import have, skip
+from .skips import have, skip
 
 CASES = ("group", "group-nhwc", "instance", "layer", "layer-h256", "rms")
 SHAPES = {"group": (64, 128, 56, 56), "group-nhwc": (64, 128, 56, 56),
@@ -75,41 +76,44 @@ class _Nbnorm:
         return nbnorm.rms_norm_backward(dy, x, *s, w)
 
 
+def _torch_bind(case, x, w, b):
+    """PyTorch's forward of ``case`` bound to the tensors (:mod:`nbnorm._peers`)."""
+    if case in ("group", "group-nhwc"):
+        return peer("torch-functional", "group_norm")(x, GROUPS, w, b)
+    if case == "instance":
+        return peer("torch-functional", "instance_norm")(x, w, b)
+    if case.startswith("layer"):
+        return peer("torch-functional", "layer_norm")(x, w, b, axis=-1)
+    return peer("torch-functional", "rms_norm")(x, w, axis=-1)
+
+
 class _Torch:
+    """``torch.nn.functional``'s forward (without autograd) and autograd's
+    backward to x, the weight and the bias (RMS: x and the weight) of a graph
+    built here."""
+
     def __init__(self, case, x, dy, w, b):
         import torch
         self.torch = torch
-        self.case = case
-        self.x = torch.from_numpy(x)
+        x = torch.from_numpy(x)
+        dy = torch.from_numpy(np.ascontiguousarray(dy))
         if case == "group-nhwc":
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.dy = torch.from_numpy(np.ascontiguousarray(dy))
-        if case == "group-nhwc":
-            self.dy = self.dy.contiguous(memory_format=torch.channels_last)
-        self.w, self.b = torch.from_numpy(w), torch.from_numpy(b)
-        self.xg = self.x.detach().clone().requires_grad_(True)
-        self.wg = self.w.clone().requires_grad_(True)
-        self.bg = self.b.clone().requires_grad_(True)
-        self.y = self._call(self.xg, self.wg, self.bg)
-
-    def _call(self, x, w, b):
-        F = self.torch.nn.functional
-        c = self.case
-        if c in ("group", "group-nhwc"):
-            return F.group_norm(x, GROUPS, w, b, eps=1e-5)
-        if c == "instance":
-            return F.instance_norm(x, weight=w, bias=b, eps=1e-5)
-        if c.startswith("layer"):
-            return F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-5)
-        return F.rms_norm(x, (x.shape[-1],), w)
+            x = x.contiguous(memory_format=torch.channels_last)
+            dy = dy.contiguous(memory_format=torch.channels_last)
+        w, b = torch.from_numpy(w), torch.from_numpy(b)
+        self.call = _torch_bind(case, x, w, b)
+        xg = x.detach().clone().requires_grad_(True)
+        wg = w.clone().requires_grad_(True)
+        bg = b.clone().requires_grad_(True)
+        self.grad = autograd(_torch_bind(case, xg, wg, bg)(),
+                             (xg, wg) if case == "rms" else (xg, wg, bg), dy)
 
     def forward(self):
         with self.torch.no_grad():
-            return self._call(self.x, self.w, self.b)
+            return self.call()
 
     def backward(self):
-        inputs = (self.xg, self.wg) if self.case == "rms" else (self.xg, self.wg, self.bg)
-        return self.torch.autograd.grad(self.y, inputs, self.dy, retain_graph=True)
+        return self.grad()
 
 
 def _impl(impl, case, size):

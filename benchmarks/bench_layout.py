@@ -10,7 +10,9 @@ preallocated ``out=`` (kernel time only).  1.0 means channels-last is free.
 """
 import numpy as np
 
-from .common import BACKENDS, OPS, Case, alternating, skip, static_skips
+from .cases import BACKENDS, OPS, Case
+from .skips import skip, static_skips
+from .timing import alternating
 
 ROUNDS = 11
 

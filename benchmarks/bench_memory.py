@@ -13,8 +13,9 @@ isolates the part that belongs to one nbnorm call.
 """
 import gc
 
-from .common import (DTYPES, LAYOUTS, OPS, Case, reset_peak_rss, rss_and_peak, skip,
-                     static_skips)
+from .cases import DTYPES, LAYOUTS, OPS, Case
+from .memory import reset_peak_rss, rss_and_peak
+from .skips import skip, static_skips
 
 PEERS = ["nbnorm", "numpy", "torch"]
 

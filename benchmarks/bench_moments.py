@@ -2,7 +2,7 @@
 and merging states — the per-batch cost of streaming statistics.
 
 ``time_stream`` times a whole streaming reduction as a user writes it: 64
-batches (one ``small`` array each, see :mod:`.common`) reduced to states
+batches (one ``small`` array each, see :mod:`.cases`) reduced to states
 and merged one by one, beside one ``Moments.of`` of the same data as a
 single array (``time_of_whole``), so the merging overhead is the difference.
 ``time_merge`` is one merge of two states of ``C`` statistics.
@@ -11,7 +11,7 @@ import numpy as np
 
 import nbnorm
 
-from .common import AXES, host_array
+from .cases import AXES, host_array
 
 
 class MomentsState:

@@ -1,7 +1,7 @@
 """Wall time of each public operation, for nbnorm and for its peers.
 
 Every class times one operation over the grid ``layout × dtype × size ×
-backend × impl`` described in :mod:`.common`: every layout and dtype at the
+backend × impl`` described in :mod:`.cases`: every layout and dtype at the
 small (in-cache) size; the large (≈103 MB per array) size for every layout
 in float32 and every dtype in nchw.  ``impl`` = ``nbnorm`` or a peer a user
 would use instead (``numpy``/``torch`` on the CPU, ``cupy``/``torch`` on
@@ -11,7 +11,8 @@ cache loading, lazy library initialisation), so even ``asv run --quick``
 times the kernel.  Combinations that cannot run here are skipped
 (``skip_params``, or ``NotImplementedError`` in ``setup``).
 """
-from .common import BACKENDS, DTYPES, IMPLS, LAYOUTS, SIZES, Case, static_skips
+from .cases import BACKENDS, DTYPES, IMPLS, LAYOUTS, SIZES, Case
+from .skips import static_skips
 
 
 class _Op:

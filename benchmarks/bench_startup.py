@@ -8,7 +8,7 @@ a small input and loading the cached kernels.  A
 change that breaks or bypasses the cache shows up as a step of seconds
 (JIT compilation).
 """
-from .common import OPS, Case
+from .cases import OPS, Case
 
 _CALLS = {
     "import": "",

@@ -3,7 +3,7 @@ plot): every operation on float32 arrays of 1 KB to 16 MB, nbnorm and
 PyTorch CPU each timed as called (outputs allocated); the sizes above
 (103 MB, 419 MB) are in ``sweep.py`` and, for batch norm, in the other
 suites."""
-from .common import skip
+from .skips import skip
 from .sweep import NCHW, OPS, ROWS, _calls
 
 SIZES = [s for s in NCHW if s not in ("103 MB", "419 MB")]

@@ -37,29 +37,33 @@ GROUPS = 4
 
 
 def _calls(op, shape, torch):
-    """``{implementation: zero-argument call}`` for one case."""
+    """``{implementation: zero-argument call}`` for one case: nbnorm, PyTorch as
+    called (:mod:`nbnorm._peers`' ``torch-functional``) and, for ``moments``,
+    NumPy's ``x.mean``, ``x.var`` (``numpy-plain``)."""
     import nbnorm as nb
+    from nbnorm._peers import peer
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32) * 2 + 3
     dy = rng.standard_normal(shape, dtype=np.float32)
-    F = torch.nn.functional
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+
+    def th(name, *args, **kw):
+        return peer("torch-functional", name)(*args, **kw)
     if op in ("layer_norm", "layer_norm_backward", "rms_norm"):
         H = shape[-1]
         w, b = np.ones(H, np.float32), np.zeros(H, np.float32)
         tw, tb = torch.from_numpy(w), torch.from_numpy(b)
         if op == "layer_norm":
             return {"nbnorm": lambda: nb.layer_norm(x, w, b, axis=-1),
-                    "torch": lambda: F.layer_norm(tx, [H], tw, tb)}
+                    "torch": th("layer_norm", tx, tw, tb, axis=-1)}
         if op == "rms_norm":
             return {"nbnorm": lambda: nb.rms_norm(x, w, axis=-1, eps=1e-6),
-                    "torch": lambda: F.rms_norm(tx, [H], tw, 1e-6)}
+                    "torch": th("rms_norm", tx, tw, axis=-1, eps=1e-6)}
         _, mean, inv = nb.layer_norm(x, w, b, axis=-1)
         tm, ti = torch.from_numpy(mean[:, None]), torch.from_numpy(inv[:, None])
         return {"nbnorm": lambda: nb.layer_norm_backward(dy, x, mean, inv, w, axis=-1),
-                "torch": lambda: torch.ops.aten.native_layer_norm_backward(
-                    tdy, tx, [H], tm, ti, tw, tb, [True, True, True])}
-    N, C = shape[:2]
+                "torch": th("layer_norm_backward", tdy, tx, tm, ti, tw, tb, axis=-1)}
+    C = shape[1]
     w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
     rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
     tw, tb = torch.from_numpy(w), torch.from_numpy(b)
@@ -67,30 +71,28 @@ def _calls(op, shape, torch):
     ax = (0, 2, 3)
     if op == "moments":
         return {"nbnorm": lambda: nb.moments(x, ax),
-                "torch": lambda: torch.var_mean(tx, dim=ax, correction=0),
-                "numpy": lambda: (x.mean(ax), x.var(ax))}
+                "torch": th("moments", tx, axis=ax),
+                "numpy": peer("numpy-plain", "moments")(x, axis=ax)}
     if op == "bn_forward":
         return {"nbnorm": lambda: nb.batch_norm_forward(x, w, b, axis=ax, running_mean=rm,
                                                         running_var=rv),
-                "torch": lambda: F.batch_norm(tx, trm, trv, tw, tb, training=True)}
+                "torch": th("batch_norm_forward", tx, tw, tb, axis=ax, running_mean=trm,
+                            running_var=trv)}
     if op == "bn_inference":
         return {"nbnorm": lambda: nb.batch_norm_inference(x, rm, rv, w, b, axis=ax),
-                "torch": lambda: F.batch_norm(tx, trm, trv, tw, tb, training=False)}
+                "torch": th("batch_norm_inference", tx, trm, trv, tw, tb, axis=ax)}
     if op == "bn_backward":
         _, mean, inv = nb.batch_norm_forward(x, w, b, axis=ax)
         tm, ti = torch.from_numpy(mean), torch.from_numpy(inv)
         return {"nbnorm": lambda: nb.batch_norm_backward(dy, x, mean, inv, w, axis=ax),
-                "torch": lambda: torch.ops.aten.native_batch_norm_backward(
-                    tdy, tx, tw, None, None, tm, ti, True, 1e-5, [True, True, True])}
+                "torch": th("batch_norm_backward", tdy, tx, tm, ti, tw, axis=ax)}
     if op == "group_norm":
         return {"nbnorm": lambda: nb.group_norm(x, GROUPS, w, b),
-                "torch": lambda: F.group_norm(tx, GROUPS, tw, tb)}
+                "torch": th("group_norm", tx, GROUPS, tw, tb)}
     _, mean, inv = nb.group_norm(x, GROUPS, w, b)
     tm, ti = torch.from_numpy(mean), torch.from_numpy(inv)
-    hw = int(np.prod(shape[2:]))
     return {"nbnorm": lambda: nb.group_norm_backward(dy, x, mean, inv, GROUPS, w),
-            "torch": lambda: torch.ops.aten.native_group_norm_backward(
-                tdy, tx, tm, ti, tw, N, C, hw, GROUPS, [True, True, True])}
+            "torch": th("group_norm_backward", tdy, tx, tm, ti, GROUPS, tw)}
 
 
 def _round(calls, seconds):

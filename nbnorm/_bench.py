@@ -5,7 +5,8 @@ float64 reference (:mod:`nbnorm.reference`), time it (median of repeats)
 beside NumPy and, when importable, PyTorch CPU, and express the time as
 effective bandwidth: the bytes an ideal kernel must move (below) over the
 time, and as a fraction of this machine's copy bandwidth measured in the
-same process.
+same process (:mod:`._bandwidth`).  The peers are :mod:`._peers`'
+``numpy-plain`` (``cupy-plain`` on the GPU rows) and ``torch-functional``.
 
 Byte model (``S`` = size of ``x`` in bytes):
 moments ``S`` (read x) · forward ``2S`` (read x, write y) ·
@@ -17,10 +18,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
 from . import _api as nb
 from . import reference as ref
+from ._bandwidth import copy_bandwidth
+from ._peers import autograd, peer
 
 #: scaled-error tolerance per dtype: max|got − ref| / max|ref|
 TOLERANCE = {np.dtype(np.float16): 4e-3, np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
@@ -49,39 +51,6 @@ def median_time(fn, repeat):
     return float(np.median(times))
 
 
-@njit(parallel=True, cache=True)
-def _parallel_copy(dst, src):
-    n = src.size
-    step = 1 << 16
-    for i_ in prange((n + step - 1) // step):
-        i = np.int64(i_)
-        lo = i * step
-        hi = min(lo + step, n)
-        dst[lo:hi] = src[lo:hi]
-
-
-def copier(nbytes):
-    """``(copy, moved)``: a function making one multi-threaded copy of
-    ``nbytes`` between two arrays already in memory, and the bytes it moves
-    (read + write)."""
-    src = np.ones(max(nbytes // 8, 1))
-    dst = np.empty_like(src)
-    _parallel_copy(dst, src)
-    return (lambda: _parallel_copy(dst, src)), 2 * src.nbytes
-
-
-def copy_bandwidth(nbytes, repeat=9):
-    """Bytes/s of :func:`copier`'s copy of ``nbytes``; the best of ``repeat``
-    runs, since it stands for what the machine can do."""
-    copy, moved = copier(nbytes)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        copy()
-        times.append(time.perf_counter() - t0)
-    return moved / min(times)
-
-
 def layouts(shape):
     """``{name: (make_view, axis)}``: NCHW, channels-last viewed as NCHW, rows."""
     n, c = shape[0], shape[1]
@@ -92,61 +61,6 @@ def layouts(shape):
                          (0, 2, 3)),
         "rows (N*C, H*W)": (lambda a: a.reshape(n * c, rest), (1,)),
     }
-
-
-# --------------------------------------------------------------- peers
-def numpy_ops(eps=1e-5):
-    """What a NumPy user writes instead, per operation."""
-    def moments(x, axis, **_):
-        return x.mean(axis=axis), x.var(axis=axis)
-
-    def forward(x, axis, w, b, **_):
-        m = x.mean(axis=axis, keepdims=True)
-        v = x.var(axis=axis, keepdims=True)
-        return (x - m) / np.sqrt(v + eps) * w + b
-
-    def inference(x, axis, mean, var, w, b, **_):
-        return (x - mean) / np.sqrt(var + eps) * w + b
-
-    def backward(x, axis, dy, mean, invstd, w, **_):
-        n = x.size // mean.size
-        xhat = (x - mean) * invstd
-        sdy = dy.sum(axis=axis, keepdims=True)
-        sdyx = (dy * xhat).sum(axis=axis, keepdims=True)
-        return w * invstd / n * (n * dy - sdy - xhat * sdyx)
-
-    return {"moments": moments, "forward": forward, "inference": inference, "backward": backward}
-
-
-def torch_ops(eps=1e-5):
-    """PyTorch CPU equivalents (4-D, statistics over (0, 2, 3) only), or {}."""
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
-        return {}
-
-    def forward(x, **_):
-        return F.batch_norm(x, None, None, training=True, eps=eps)
-
-    def inference(x, mean, var, **_):
-        return F.batch_norm(x, mean, var, training=False, eps=eps)
-
-    def moments(x, **_):
-        return torch.var_mean(x, dim=(0, 2, 3), correction=0)
-
-    graphs = {}
-
-    def backward(x, dy, **_):
-        """Autograd's backward through batch_norm only (the forward graph is
-        built once, outside the timed call)."""
-        if id(x) not in graphs:
-            xg = x.detach().requires_grad_(True)
-            graphs[id(x)] = (xg, F.batch_norm(xg, None, None, training=True, eps=eps))
-        xg, y = graphs[id(x)]
-        return torch.autograd.grad(y, xg, dy, retain_graph=True)[0]
-
-    return {"moments": moments, "forward": forward, "inference": inference, "backward": backward}
 
 
 # ------------------------------------------------------------- the cases
@@ -172,6 +86,50 @@ def _scaled_error(got, want):
     return float(np.max(np.abs(got - want))) / scale
 
 
+#: the short names of the rows, nbnorm's names of the operations
+OPS = {"moments": "moments", "forward": "batch_norm_forward",
+       "inference": "batch_norm_inference", "backward": "batch_norm_backward"}
+
+
+def _have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _numpy_peer(op, x, dy, axis, w, b, mean, var, invstd):
+    """What a NumPy user writes for ``op`` (:mod:`._peers`' ``numpy-plain``;
+    statistics in keepdims shapes and x's dtype), bound to the arrays."""
+    args = {"moments": (x,), "forward": (x, w, b), "inference": (x, mean, var, w, b),
+            "backward": (dy, x, mean, invstd, w)}[op]
+    return peer("numpy-plain", OPS[op])(*args, axis=axis)
+
+
+def _torch_peer(op, x, dy, axis, mean, var, channels_last):
+    """PyTorch CPU's ``op`` on the 4-D ``x`` (:mod:`._peers`' ``torch-functional``):
+    ``torch.var_mean``, ``F.batch_norm`` in training and eval mode without
+    weight and bias, and autograd's backward through ``F.batch_norm`` (the
+    forward graph built here, outside the timed call)."""
+    import torch
+    tx, tdy = torch.from_numpy(np.asarray(x)), torch.from_numpy(dy)
+    if channels_last:
+        tx = tx.contiguous(memory_format=torch.channels_last)
+        tdy = tdy.contiguous(memory_format=torch.channels_last)
+    if op == "moments":
+        return peer("torch-functional", "moments")(tx, axis=axis)
+    if op == "forward":
+        return peer("torch-functional", "batch_norm_forward")(tx, None, None, axis=axis)
+    if op == "inference":
+        tm, tv = (torch.from_numpy(np.ascontiguousarray(v).reshape(-1)) for v in (mean, var))
+        return peer("torch-functional", "batch_norm_inference")(tx, tm, tv, None, None,
+                                                                axis=axis)
+    xg = tx.detach().requires_grad_(True)
+    y = peer("torch-functional", "batch_norm_forward")(xg, None, None, axis=axis)()
+    return autograd(y, (xg,), tdy)
+
+
 def run_cases(shape, dtype, repeat=5, with_peers=True, layout_names=None, seed=0):
     """Check and time every operation on every layout; returns a list of Rows."""
     dtype = np.dtype(dtype)
@@ -179,8 +137,7 @@ def run_cases(shape, dtype, repeat=5, with_peers=True, layout_names=None, seed=0
     base = (rng.standard_normal(shape, dtype=np.float32) * 2 + 3).astype(dtype)
     grad = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
     copy_bw = copy_bandwidth(base.nbytes)
-    npo = numpy_ops() if with_peers else {}
-    tho = torch_ops() if with_peers else {}
+    with_torch = with_peers and _have_torch()
     rows = []
     for lname, (make, axis) in layouts(shape).items():
         if layout_names and lname not in layout_names:
@@ -204,9 +161,8 @@ def run_cases(shape, dtype, repeat=5, with_peers=True, layout_names=None, seed=0
             "backward": (lambda: nb.batch_norm_backward(dy, x, mean, invstd, w, axis=axis)[0],
                          lambda: ref.batch_norm_backward(dy, x, mean, invstd, w, axis=axis)[0]),
         }
-        peer_args = dict(x=x, axis=axis, w=w.reshape(keep).astype(dtype), b=b.reshape(keep).astype(dtype),
-                         dy=dy, mean=mean.reshape(keep).astype(dtype),
-                         var=var.reshape(keep).astype(dtype), invstd=invstd.reshape(keep).astype(dtype))
+        stats = {k: v.reshape(keep).astype(dtype) for k, v in
+                 (("w", w), ("b", b), ("mean", mean), ("var", var), ("invstd", invstd))}
         for op, (fast, slow) in calls.items():
             got, want = fast(), slow()
             if op == "moments":
@@ -214,18 +170,12 @@ def run_cases(shape, dtype, repeat=5, with_peers=True, layout_names=None, seed=0
             else:
                 err = _scaled_error(got, want)
             t = median_time(fast, repeat)
-            t_np = median_time(lambda: npo[op](**peer_args), max(1, repeat // 2)) if op in npo else np.nan
-            t_th = np.nan
-            if op in tho and axis == (0, 2, 3) and dtype != np.float16:
-                import torch
-                targs = {k: (torch.from_numpy(np.ascontiguousarray(v).reshape(-1)) if k in ("mean", "var") else
-                             torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
-                         for k, v in peer_args.items()}
-                targs["x"] = torch.from_numpy(np.asarray(x))
-                if lname.startswith("NHWC"):
-                    targs["x"] = targs["x"].contiguous(memory_format=torch.channels_last)
-                    targs["dy"] = targs["dy"].contiguous(memory_format=torch.channels_last)
-                t_th = median_time(lambda: tho[op](**targs), repeat)
+            t_np = t_th = np.nan
+            if with_peers:
+                t_np = median_time(_numpy_peer(op, x, dy, axis, **stats), max(1, repeat // 2))
+            if with_torch and axis == (0, 2, 3) and dtype != np.float16:
+                t_th = median_time(_torch_peer(op, x, dy, axis, stats["mean"], stats["var"],
+                                               channels_last=lname.startswith("NHWC")), repeat)
             gbps = BYTES[op] * x.nbytes / t
             rows.append(Row(op, tuple(x.shape), lname, dtype.name, t, gbps / 1e9, gbps / copy_bw,
                             t_np / t, t_th / t, err, err <= TOLERANCE[dtype]))
@@ -262,16 +212,16 @@ def cuda_median_time(fn, repeat):
 
 def run_cuda_cases(shape, dtype, repeat=5, seed=0):
     """GPU rows: every operation on Numba device arrays, checked against the
-    float64 reference; GB/s against a device-to-device copy; speed-up over
-    CuPy mean/var/normalize when CuPy is importable."""
+    float64 reference; GB/s against a device-to-device copy
+    (:func:`._bandwidth.copy_bandwidth`); speed-up over CuPy's ``moments`` and
+    normalization without weight and bias (:mod:`._peers`' ``cupy-plain``)
+    when CuPy is importable."""
     from numba import cuda
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
     base = (rng.standard_normal(shape, dtype=np.float32) * 2 + 3).astype(dtype)
     grad = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
-    src = cuda.to_device(base.reshape(-1))
-    dst = cuda.device_array_like(src)
-    copy_bw = 2 * base.nbytes / cuda_median_time(lambda: dst.copy_to_device(src), repeat)
+    copy_bw = copy_bandwidth(base.nbytes, "cuda")
     try:
         import cupy as cp
     except ImportError:
@@ -304,12 +254,8 @@ def run_cuda_cases(shape, dtype, repeat=5, seed=0):
             t_cp = np.nan
             if cp is not None and op in ("moments", "forward"):
                 xc = cp.asarray(xd)
-                if op == "moments":
-                    t_cp = cuda_median_time(lambda: (xc.mean(axis=axis), xc.var(axis=axis)), repeat)
-                else:
-                    t_cp = cuda_median_time(
-                        lambda: (xc - xc.mean(axis=axis, keepdims=True))
-                        / cp.sqrt(xc.var(axis=axis, keepdims=True) + 1e-5), repeat)
+                args = (xc,) if op == "moments" else (xc, None, None)
+                t_cp = cuda_median_time(peer("cupy-plain", OPS[op])(*args, axis=axis), repeat)
             gbps = BYTES[op] * base.nbytes / t
             rows.append(Row(op, tuple(xh.shape), lname + " (GPU)", dtype.name, t, gbps / 1e9,
                             gbps / copy_bw, t_cp / t, np.nan, err, err <= TOLERANCE[dtype]))

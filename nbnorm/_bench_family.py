@@ -2,7 +2,7 @@
 group norm (G = 32, or the largest of 32, 16, … that divides C), instance
 norm, layer norm over (C, H, W) and RMS norm over the last axis of an NCHW
 array, forward and backward, against :mod:`nbnorm.reference` and beside
-PyTorch CPU when importable.  Byte model as in :mod:`._bench` (forward
+PyTorch CPU when importable (:mod:`._peers`).  Byte model as in :mod:`._bench` (forward
 ``2S``, backward ``3S``)."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from . import _family as nb
 from . import reference as ref
 from ._bench import BYTES, TOLERANCE, Row, _scaled_error, median_time
+from ._peers import autograd, peer
 
 
 def _members(shape):
@@ -31,26 +32,33 @@ def _members(shape):
 
 
 def _torch_calls(name, x, dy, w, b, groups):
-    """``(forward, backward)`` callables of PyTorch CPU, or None."""
+    """``(forward, backward)`` callables of PyTorch CPU (:mod:`._peers`'
+    ``torch-functional``), or None: the forward without autograd, the
+    backward through autograd to x and the weight."""
     try:
         import torch
     except ImportError:
         return None
-    F = torch.nn.functional
     xt = torch.from_numpy(np.ascontiguousarray(x))
     wt, bt = torch.from_numpy(w), torch.from_numpy(b)
-    fwd = {"group_norm": lambda a, w_, b_: F.group_norm(a, groups, w_, b_),
-           "instance_norm": lambda a, w_, b_: F.instance_norm(a, weight=w_, bias=b_),
-           "layer_norm": lambda a, w_, b_: F.layer_norm(a, a.shape[1:], w_, b_),
-           "rms_norm": lambda a, w_, b_: F.rms_norm(a, a.shape[-1:], w_)}[name]
+
+    def bind(a, w_, b_):
+        if name == "group_norm":
+            return peer("torch-functional", name)(a, groups, w_, b_)
+        if name == "layer_norm":
+            return peer("torch-functional", name)(a, w_, b_, axis=(1, 2, 3))
+        if name == "rms_norm":
+            return peer("torch-functional", name)(a, w_)
+        return peer("torch-functional", name)(a, w_, b_)
     xg, wg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
-    y = fwd(xg, wg, bt)
+    y = bind(xg, wg, bt)()
     dyt = torch.from_numpy(np.ascontiguousarray(dy))
+    call = bind(xt, wt, bt)
 
     def forward():
         with torch.no_grad():
-            return fwd(xt, wt, bt)
-    return forward, lambda: torch.autograd.grad(y, (xg, wg), dyt, retain_graph=True)
+            return call()
+    return forward, autograd(y, (xg, wg), dyt)
 
 
 def run_family_cases(shape, dtype, repeat=5, copy_bw=np.nan, with_peers=True, seed=1):
