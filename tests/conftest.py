@@ -139,6 +139,20 @@ def pytest_runtest_call(item):
         _current[0] = None
 
 
+def pytest_sessionfinish(session):
+    """An xdist worker hands its counts to the controller (``-n``)."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["nbnorm_hypothesis"] = {k: dict(c) for k, c in _counts.items() if k is not None}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The xdist controller adds up the counts of its workers."""
+    for k, c in getattr(node, "workeroutput", {}).get("nbnorm_hypothesis", {}).items():
+        _counts.setdefault(k, Counter()).update(c)
+
+
 def pytest_terminal_summary(terminalreporter):
     ran = {k: c for k, c in _counts.items() if k is not None and sum(c.values())}
     if not _counts:
