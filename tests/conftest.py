@@ -116,7 +116,14 @@ def _scale(fn, factor):
             "(Hypothesis internals changed?)")
 
 
+#: the files that take longest (a compile of every kernel, PTX for two GPUs,
+#: the kernels under bounds checks, threading layers in subprocesses): they
+#: start first, so that under ``-n`` the rest fills in around them
+FIRST = ("test_compile.py", "test_cuda_ptx.py", "test_placement.py", "test_concurrency.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)    # stable: order kept otherwise
     factor = profile_factor()
     for item in items:
         fn = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
