@@ -1,7 +1,7 @@
 """nbnorm — batch normalization and its statistics as Numba kernels.
 
 Public functions (see each docstring for the math and the shapes):
-:func:`moments`, :func:`batch_norm_forward`, :func:`batch_norm_inference`,
+:func:`moments`, :func:`standardize`, :func:`batch_norm_forward`, :func:`batch_norm_inference`,
 :func:`batch_norm_backward`; the normalization family on the same engine:
 :func:`layer_norm`, :func:`group_norm`, :func:`instance_norm`,
 :func:`rms_norm` and their ``*_backward``; layers with PyTorch's semantics
@@ -18,9 +18,10 @@ from ._layers import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from ._layout import AxisError
 from ._moments import Moments
 from ._pool import release_memory, set_pool_limit
+from ._standardize import standardize
 
 __version__ = "0.1.0"
-__all__ = ["moments", "Moments", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
+__all__ = ["moments", "Moments", "standardize", "batch_norm_forward", "batch_norm_inference", "batch_norm_backward",
            "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
            "instance_norm", "instance_norm_backward", "rms_norm", "rms_norm_backward",
            "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm", "fold_batch_norm",
