@@ -71,7 +71,7 @@ def _deliver(y, late_out):
     return late_out
 
 
-def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
+def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False, by=None):
     """Mean and variance of ``x`` over ``axis`` in one pass (Welford/Chan).
 
     ``mean = Σx/n`` and ``var = Σ(x − mean)²/(n − ddof)`` with ``n`` the
@@ -101,6 +101,13 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     skipna : bool, optional
         If True, NaNs are left out of each statistic, as ``np.nanmean`` and
         ``np.nanvar`` (default False).
+    by : array_like of int, optional
+        One integer label per index of the labelled axis (``axis`` itself,
+        or its first entry): statistics per group of equal labels (a
+        climatology by month), negative labels left out.  The results then
+        have a leading dimension of the sorted distinct non-negative labels
+        (``np.unique`` order), then ``x.shape`` without ``axis``.  NumPy and
+        Dask arrays; not with ``keepdims``.
 
     Returns
     -------
@@ -118,11 +125,16 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     TypeError
         If ``x`` is None, a masked array or of an unsupported dtype
         (complex, object, strings, datetimes), if ``ddof`` is not a real
-        number, or if ``axis`` is not an int, a tuple of ints or None.
+        number, or if ``axis`` is not an int, a tuple of ints or None, or
+        ``by`` holds no integers.
     ValueError
-        If ``axis`` names a dimension twice.
+        If ``axis`` names a dimension twice, or ``by`` is not one label per
+        index of the labelled axis (or given with ``axis=None`` or
+        ``keepdims``).
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
+    NotImplementedError
+        If ``by`` is given for CUDA arrays.
 
     Warns
     -----
@@ -156,7 +168,15 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False):
     array([1.5, 2.5, 3.5], dtype=float32)
     >>> nbnorm.moments(np.array([1.0, np.nan, 3.0]), skipna=True)
     (array(2.), array(1.))
+
+    Per group of a labelled axis (label ``-1`` left out):
+
+    >>> nbnorm.moments(np.array([1.0, 2.0, 10.0, 20.0, 99.0]), 0, by=[0, 0, 1, 1, -1])[0]
+    array([ 1.5, 15. ])
     """
+    if by is not None:
+        from . import _grouped
+        return _grouped.moments(x, axis, ddof, keepdims, skipna, by)
     key = moments_key(x, axis, ddof, keepdims, skipna)
     call = calls.get(key)
     if call is not None:

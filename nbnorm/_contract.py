@@ -31,6 +31,10 @@ class Backend(Protocol):
     #: ``wrap(result, like)`` reads ``like`` (the caller's array decides the
     #: result's type), so a :class:`nbnorm.Moments` state keeps it
     wrap_reads_like: bool
+    #: the import name of the module whose ``stack``, ``concatenate``,
+    #: ``full_like`` and ``sqrt`` work on this backend's arrays ("numpy",
+    #: "dask.array"), or None: grouped statistics (``by=``) need one
+    array_module: str | None
 
     # -- arrays in and out
     def asarray(self, obj, argname: str) -> Array:

@@ -118,7 +118,7 @@ class Moments:
 
     # ------------------------------------------------------------ builders
     @classmethod
-    def of(cls, x, axis=None, *, skipna=False):
+    def of(cls, x, axis=None, *, skipna=False, by=None):
         """The state of ``x`` reduced over ``axis`` (``None``: all axes), in one
         pass; with ``skipna`` NaNs are left out (counts then differ per
         statistic, as ``np.nanmean``/``np.nanvar``).
@@ -135,13 +135,19 @@ class Moments:
             ``None``, the default, reduces over every axis.
         skipna : bool, optional
             If True, NaNs are left out of each statistic (default False).
+        by : array_like of int, optional
+            One integer label per index of the labelled axis (``axis``, or
+            its first entry): states per group of equal labels, with a
+            leading dimension of the sorted distinct non-negative labels
+            (negative ones left out); they merge like any state, so a
+            climatology can be built year by year.  NumPy and Dask arrays.
 
         Returns
         -------
         Moments
             The state: ``count``, ``mean`` and ``m2`` of the statistic shape
-            (``x.shape`` without the ``axis`` dimensions); mean and ``m2``
-            in float64.
+            (``x.shape`` without the ``axis`` dimensions, after the group
+            dimension with ``by``); mean and ``m2`` in float64.
 
         Raises
         ------
@@ -150,7 +156,8 @@ class Moments:
             (complex, object, strings, datetimes), or if ``axis`` is not an
             int, a tuple of ints or None.
         ValueError
-            If ``axis`` names a dimension twice.
+            If ``axis`` names a dimension twice, or ``by`` is not one
+            integer label per index of the labelled axis.
         numpy.exceptions.AxisError
             If an entry of ``axis`` is out of range for ``x.ndim``.
 
@@ -170,6 +177,9 @@ class Moments:
         """
         if x is None:
             raise TypeError("Moments.of: x is required, got None")
+        if by is not None:
+            from . import _grouped
+            return _grouped.moment_states(x, axis, skipna, by)
         backend, arrays = _router.dispatch(x=x)
         xa = arrays["x"]
         V.float_input(xa, "x", allow_int=True)

@@ -11,7 +11,7 @@ from ._layout import normalize_axis
 from ._moments import Moments
 
 
-def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None):
+def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None, by=None):
     """The standardized values ``z = (x − mean)/√(var + eps)`` of ``x``.
 
     The statistics are taken over ``axis``, one per index of the other axes,
@@ -49,6 +49,11 @@ def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None):
     out : ndarray, optional
         An array of ``x``'s shape and dtype to write ``z`` into (it may be
         ``x`` itself); it must not otherwise share memory with ``x``.
+    by : array_like of int, optional
+        One integer label per index of the labelled axis (``axis``, or its
+        first entry): every element is standardized by the statistics of its
+        own group (standardized anomalies against a climatology by month);
+        elements with a negative label get NaN.  NumPy and Dask arrays.
 
     Returns
     -------
@@ -63,8 +68,11 @@ def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None):
         ``ddof`` or ``eps`` is not a real number, or ``out`` is not an array.
     ValueError
         If ``axis`` names a dimension twice, ``eps`` is negative or not
-        finite, or ``out`` has another shape or dtype, is read-only or
-        shares memory with ``x`` without being ``x``.
+        finite, ``out`` has another shape or dtype, is read-only or
+        shares memory with ``x`` without being ``x``, or ``by`` is not one
+        integer label per index of the labelled axis.
+    NotImplementedError
+        If ``by`` is given for CUDA arrays.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
 
@@ -89,7 +97,15 @@ def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None):
 
     >>> np.round(nbnorm.standardize(np.array([1.0, np.nan, 3.0]), ddof=1, skipna=True), 4)
     array([-0.7071,     nan,  0.7071])
+
+    By the statistics of each element's group along the labelled axis:
+
+    >>> nbnorm.standardize(np.array([1.0, 3.0, 10.0, 30.0]), 0, by=[0, 0, 1, 1])
+    array([-1.,  1., -1.,  1.])
     """
+    if by is not None:
+        from . import _grouped
+        return _grouped.standardize(x, axis, ddof, eps, skipna, out, by)
     backend, _, xa = _setup("standardize", x)
     V.float_input(xa, "x", allow_int=True)
     ddof = V.ddof_value(ddof)

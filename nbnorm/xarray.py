@@ -27,7 +27,7 @@ import nbnorm
 __all__ = ["moments", "standardize"]
 
 
-def moments(obj, dim=None, *, ddof=0, skipna=None):
+def moments(obj, dim=None, *, by=None, ddof=0, skipna=None):
     """Mean and variance of a DataArray or of every data variable of a
     Dataset over the dimensions ``dim``, in one exact pass.
 
@@ -43,6 +43,14 @@ def moments(obj, dim=None, *, ddof=0, skipna=None):
         ``dim``.
     dim : str, sequence of str or None, optional
         The dimensions reduced over; ``None``, the default, reduces over all.
+        With ``by``, the first is the labelled one.
+    by : str or xarray.DataArray, optional
+        Statistics per group along the first of ``dim``, as
+        ``obj.groupby(by).mean(dim)``: a DataArray along that dimension
+        (``da.time.dt.month``) or the name of a coordinate or virtual
+        variable (``"time.month"``).  The results then have a leading
+        dimension named after ``by`` (``month``) with its sorted distinct
+        values as coordinate; missing (NaN) labels are left out.
     ddof : float, optional
         Delta degrees of freedom of the variance (default 0).
     skipna : bool or None, optional
@@ -83,13 +91,15 @@ def moments(obj, dim=None, *, ddof=0, skipna=None):
     (('y',), array([2., 6.]), array([10, 20]))
     """
     def one(da, axes):
+        codes, group = _groups(obj, da, axes, by)
         with _quiet(skipna, da.dtype):
-            return _reduced(da, axes, nbnorm.moments(da.data, axes, ddof=ddof,
-                                                     skipna=_skipna(skipna, da.dtype)))
-    return _each(obj, dim, one, pair=True)
+            res = nbnorm.moments(da.data, axes, ddof=ddof, skipna=_skipna(skipna, da.dtype),
+                                 **({} if codes is None else {"by": codes}))
+        return _reduced(da, axes, res, group)
+    return _each(obj, dim, one, pair=True, by=by)
 
 
-def standardize(obj, dim=None, *, ddof=0, eps=0.0, skipna=None):
+def standardize(obj, dim=None, *, by=None, ddof=0, eps=0.0, skipna=None):
     """Standardized anomalies ``z = (x − mean)/√(var + eps)`` of a DataArray
     or of every data variable of a Dataset, the statistics over ``dim``.
 
@@ -104,7 +114,13 @@ def standardize(obj, dim=None, *, ddof=0, eps=0.0, skipna=None):
         ``dim``.
     dim : str, sequence of str or None, optional
         The dimensions the statistics are taken over; ``None``, the
-        default, means all of them.
+        default, means all of them.  With ``by``, the first is the
+        labelled one.
+    by : str or xarray.DataArray, optional
+        Standardize every element by the statistics of its own group along
+        the first of ``dim`` (``"time.month"``: anomalies against the
+        monthly climatology), as ``obj.groupby(by)`` does; see
+        :func:`moments`.
     ddof : float, optional
         Delta degrees of freedom of the variance (default 0).
     eps : float, optional
@@ -146,11 +162,13 @@ def standardize(obj, dim=None, *, ddof=0, eps=0.0, skipna=None):
            [-0.9806, -0.3922,  1.3728]])
     """
     def one(da, axes):
+        codes, _ = _groups(obj, da, axes, by)
         with _quiet(skipna, da.dtype):
             z = nbnorm.standardize(da.data, axes, ddof=ddof, eps=eps,
-                                   skipna=_skipna(skipna, da.dtype))
+                                   skipna=_skipna(skipna, da.dtype),
+                                   **({} if codes is None else {"by": codes}))
         return da.copy(data=z)
-    return _each(obj, dim, one, pair=False, reduce=False)
+    return _each(obj, dim, one, pair=False, reduce=False, by=by)
 
 
 # ------------------------------------------------------------------ helpers
@@ -188,10 +206,41 @@ def _dims(obj, dim):
     return dims
 
 
-def _reduced(da, axes, results):
-    """``results`` (statistic-shaped arrays) as DataArrays of ``da`` without
-    the dimensions of ``axes``: their coordinates, ``da``'s name, no attrs."""
+def _groups(obj, da, axes, by):
+    """``(codes, group coordinate)``: ``by`` as one integer code per index of
+    the labelled dimension (−1 where the label is missing) and the sorted
+    distinct labels as a DataArray named after ``by``; ``(None, None)``
+    without ``by``."""
+    if by is None:
+        return None, None
+    first = da.dims[axes[0]]
+    if isinstance(by, str):
+        try:
+            by = obj[by]
+        except KeyError:
+            raise ValueError(f"by: {by!r} is not a coordinate or variable of the data") from None
+    if not isinstance(by, xr.DataArray):
+        raise TypeError(f"by: expected a DataArray or the name of a coordinate, got "
+                        f"{type(by).__name__}")
+    if by.dims != (first,):
+        raise ValueError(f"by: expected labels along {first!r} (the first of dim), got "
+                         f"dimensions {by.dims}")
+    values = by.values
+    missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
+    labels, codes = np.unique(values[~missing], return_inverse=True)
+    full = np.full(values.shape, -1, np.int64)
+    full[~missing] = codes
+    name = by.name if by.name is not None else "group"
+    return full, xr.DataArray(labels, dims=(name,), name=name)
+
+
+def _reduced(da, axes, results, group=None):
+    """``results`` (statistic-shaped arrays, after a group dimension with
+    ``group``) as DataArrays of ``da`` without the dimensions of ``axes``:
+    their coordinates, ``da``'s name, attrs as xarray keeps them."""
     template = da.isel({da.dims[a]: 0 for a in axes}, drop=True)
+    if group is not None:
+        template = template.expand_dims({group.name: group.values})
     out = []
     for r in results:
         o = template.copy(data=r)
@@ -201,7 +250,7 @@ def _reduced(da, axes, results):
     return tuple(out)
 
 
-def _each(obj, dim, fn, pair, reduce=True):
+def _each(obj, dim, fn, pair, reduce=True, by=None):
     """``fn(data_array, axes)`` on a DataArray, or on every data variable of a
     Dataset (assembled back into one, or two for ``pair`` results)."""
     if isinstance(obj, xr.DataArray):

@@ -119,3 +119,54 @@ def test_accessor_and_errors():
         nbx.moments(da, ("time", "time"))
     with pytest.raises(TypeError, match="DataArray or Dataset"):
         nbx.moments(da.values, "time")
+
+
+def monthly_field():
+    pd = pytest.importorskip("pandas")
+    da = field(years=3)
+    return da.assign_coords(time=pd.date_range("2001-01-01", periods=da.sizes["time"],
+                                               freq="D")).drop_vars("month")
+
+
+@pytest.mark.parametrize("by", ["time.month", "da.time.dt.month"])
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_climatology_by_month_is_xarrays_groupby(by, ddof):
+    da = monthly_field()
+    by = da.time.dt.month if by.startswith("da.") else by
+    mean, var = nbx.moments(da, "time", by=by, ddof=ddof)
+    g = as64(da).groupby("time.month")
+    want_m, want_v = g.mean("time"), g.var("time", ddof=ddof)
+    for got, want in ((mean, want_m), (var, want_v)):
+        assert got.dims == want.dims == ("month", "lat", "lon") and got.name == "t2m"
+        np.testing.assert_array_equal(got.month.values, np.arange(1, 13))
+        xr.testing.assert_allclose(got.astype(np.float64), want, rtol=2e-6)
+        assert got.attrs == want.attrs
+
+
+def test_anomalies_against_the_monthly_climatology():
+    da = monthly_field()
+    z = da.nbnorm.standardize("time", by="time.month", ddof=1)
+    g = as64(da).groupby("time.month")
+    anomaly = g - g.mean("time")
+    want = (anomaly.groupby("time.month") / g.std("time", ddof=1)).drop_vars("month")
+    want = want.transpose(*da.dims)
+    assert z.dims == da.dims and z.attrs == da.attrs and z.name == da.name
+    np.testing.assert_array_equal(np.isnan(z.values), np.isnan(want.values))
+    ok = ~np.isnan(want.values)
+    assert (np.abs(z.values[ok] - want.values[ok]) <= 4e-7 * (np.abs(want.values[ok]) + 1)).all()
+
+
+def test_grouped_dask_and_dataset():
+    pytest.importorskip("dask.array")
+    import dask
+    da = monthly_field()
+    ds = xr.Dataset({"t2m": da, "sst": da - 1})
+    lazy = ds.chunk({"time": 200})
+    calls = []
+    with dask.config.set(scheduler=lambda dsk, keys, **kw: calls.append(1)):
+        mean, _ = nbx.moments(lazy, "time", by="time.month")
+    assert not calls
+    with dask.config.set(scheduler="sync"):
+        xr.testing.assert_allclose(mean.compute(), nbx.moments(ds, "time", by="time.month")[0])
+    with pytest.raises(ValueError, match="by: expected labels along 'time'"):
+        nbx.moments(da, "time", by=da.lat)

@@ -28,6 +28,7 @@ from .passes import SERIAL_ELEMENTS, _affine, _dual_sums, _plan, _raw_state
 name = "cpu"
 remembers_calls = True     # see nbnorm._contract.Backend
 wrap_reads_like = False
+array_module = "numpy"
 stat_dtype = _welford.stat_dtype    # one definition for every backend
 
 

@@ -45,6 +45,7 @@ from .launch import (
 name = "cuda"
 remembers_calls = False     # see nbnorm._contract.Backend
 wrap_reads_like = True
+array_module = None
 SIM = K.SIM
 TPB = K.TPB
 

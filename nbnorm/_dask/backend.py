@@ -62,6 +62,7 @@ from .._layout import stat_shape
 name = "dask"
 remembers_calls = False     # see nbnorm._contract.Backend
 wrap_reads_like = False
+array_module = "dask.array"
 
 F64 = np.dtype(np.float64)
 I64 = np.dtype(np.int64)

@@ -1,0 +1,203 @@
+"""Statistics per group of a labelled axis (``by=``): climatologies and
+standardized anomalies by month, season, station.
+
+One integer label per index of the labelled axis (the first entry of
+``axis``); negative labels are left out (pandas' and flox's codes).  The
+axis is cut into *runs* of equal labels (daily data by month: one run per
+month of each year) and each run, a view of ``x`` (no copy), is reduced by
+:meth:`Moments.of` — one exact pass over every element — and the runs of a
+group merged by Chan's formula; where labels change so often that runs
+would be many and short, each group is gathered first (one copy).  Results
+have a leading dimension of the sorted distinct non-negative labels.
+Backends with an array module (NumPy, Dask) take ``by``; CUDA arrays not yet.
+"""
+from __future__ import annotations
+
+import importlib
+import operator
+from functools import reduce
+
+import numpy as np
+
+from ._layout import normalize_axis
+from ._moments import Moments
+
+
+def labelled_axis(axis, ndim):
+    """``(labelled axis, all reduced axes)``: the labelled one is ``axis`` or
+    its first entry, as given."""
+    if axis is None:
+        raise ValueError("axis: with by, expected the labelled axis (an int, or a tuple "
+                         "whose first entry is the labelled axis), got None")
+    first = axis[0] if isinstance(axis, (tuple, list)) and len(axis) else axis
+    return normalize_axis(first, ndim)[0], normalize_axis(axis, ndim)
+
+
+def labels_of(by, length, axis):
+    """``by`` as a 1-D int64 NumPy array of ``length`` labels."""
+    try:
+        lab = np.asarray(by)
+    except Exception as e:
+        raise TypeError(f"by: expected an array of integer labels, got {type(by).__name__} "
+                        f"({type(e).__name__}: {e})") from None
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"by: expected integer labels (one per index of axis {axis}), got "
+                        f"dtype {lab.dtype}")
+    if lab.ndim != 1 or lab.shape[0] != length:
+        raise ValueError(f"by: expected {length} labels (one per index of axis {axis}), got "
+                         f"shape {lab.shape}")
+    return lab.astype(np.int64)
+
+
+def array_module(backend):
+    """The module whose ``stack``, ``concatenate``, ``full_like`` and ``sqrt``
+    work on the backend's arrays (:attr:`nbnorm._contract.Backend.array_module`):
+    ``by`` needs one."""
+    if backend.array_module is None:
+        raise NotImplementedError(f"by: grouped statistics are not implemented for "
+                                  f"{backend.name} arrays yet (NumPy and Dask arrays take by)")
+    return importlib.import_module(backend.array_module)
+
+
+def runs(labels):
+    """``[(start, stop, label)]``: the maximal runs of equal labels."""
+    if labels.size == 0:
+        return []
+    cut = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [labels.size]])
+    return [(int(a), int(b), int(labels[a])) for a, b in zip(starts, stops)]
+
+
+def _take(x, a, start, stop):
+    return x[(slice(None),) * a + (slice(start, stop),)]
+
+
+def grouped_states(x, axis, by, skipna):
+    """``(groups, [Moments per group])`` of ``x`` (a backend array) over the
+    reduced axes, per distinct non-negative label of ``by``."""
+    a, ax = labelled_axis(axis, x.ndim)
+    lab = labels_of(by, x.shape[a], a)
+    groups = np.unique(lab[lab >= 0])
+    pieces = [r for r in runs(lab) if r[2] >= 0]
+    states = {g: [] for g in groups.tolist()}
+    if len(pieces) > 8 * max(len(groups), 1) + 64:     # many short runs: gather each group
+        for g in groups.tolist():
+            idx = np.flatnonzero(lab == g)
+            states[g].append(Moments.of(x[(slice(None),) * a + (idx,)], ax, skipna=skipna))
+    else:
+        for start, stop, g in pieces:
+            states[g].append(Moments.of(_take(x, a, start, stop), ax, skipna=skipna))
+    return groups, [reduce(operator.add, states[g]) for g in groups.tolist()], a, ax, lab
+
+
+def stack_states(xp, groups, states, backend, like):
+    """One :class:`Moments` with a leading group dimension."""
+    fields = [xp.stack([getattr(s, f) for s in states]) if states else None
+              for f in ("_count", "_mean", "_m2", "_mean_lo")]
+    return Moments(*fields, _backend=backend, _like=like if backend.wrap_reads_like else None)
+
+
+def standardize_groups(xp, x, states, groups, a, ax, lab, ddof, eps, out, inference):
+    """``z`` of every element by its group's statistics (NaN where the label
+    is negative): per run, ``(x − hi)·α − lo·α`` with the group's mean
+    ``hi + lo`` and ``α = 1/√(var + eps)``."""
+    coef = {}
+    for g, s in zip(groups.tolist(), states):
+        var = s.var(ddof)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = 1.0 / xp.sqrt(var + eps)
+        coef[g] = (s._mean, var, -(s._mean_lo * alpha))
+    parts = []
+    for start, stop, g in runs(lab):
+        xs = _take(x, a, start, stop)
+        os_ = None if out is None else _take(out, a, start, stop)
+        if g < 0:
+            if os_ is not None:
+                os_[...] = np.nan
+            else:
+                parts.append(xp.full_like(xs, np.nan))
+            continue
+        mean, var, bias = coef[g]
+        parts.append(inference(xs, mean, var, None, bias, axis=ax, eps=eps, out=os_))
+    if out is not None:
+        return out
+    if not parts:
+        return xp.empty_like(x)
+    return xp.concatenate(parts, axis=a)
+
+
+# ------------------------------------------------------------------ the API's entries
+def moments(x, axis, ddof, keepdims, skipna, by):
+    """:func:`nbnorm.moments` with ``by``: ``(mean, var)`` with a leading
+    group dimension."""
+    from . import _validate as V
+    from ._api import _setup
+    backend, _, xa = _setup("moments", x)
+    V.float_input(xa, "x", allow_int=True)
+    ddof = V.ddof_value(ddof)
+    if keepdims:
+        raise ValueError("keepdims: not supported with by (the statistics have a leading "
+                         "group dimension instead of the labelled axis)")
+    xp = array_module(backend)
+    if np.dtype(xa.dtype).kind in "iub":
+        xa = backend.astype(xa, np.float64)
+    groups, states, a, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    sd = backend.stat_dtype(xa.dtype)
+    if not states:
+        shape = (0,) + tuple(s for d, s in enumerate(xa.shape) if d not in ax)
+        return tuple(backend.wrap(xp.zeros(shape, sd), x) for _ in range(2))
+    mean = xp.stack([backend.astype(s._mean, sd) for s in states])
+    var = xp.stack([backend.astype(s.var(ddof), sd) for s in states])
+    return backend.wrap(mean, x), backend.wrap(var, x)
+
+
+def moment_states(x, axis, skipna, by):
+    """:meth:`nbnorm.Moments.of` with ``by``: grouped states."""
+    from ._api import _setup
+    from . import _validate as V
+    backend, _, xa = _setup("Moments.of", x)
+    V.float_input(xa, "x", allow_int=True)
+    xp = array_module(backend)
+    if np.dtype(xa.dtype).kind in "iub":
+        xa = backend.astype(xa, np.float64)
+    groups, states, a, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    if not states:
+        shape = (0,) + tuple(s for d, s in enumerate(xa.shape) if d not in ax)
+        return Moments(xp.zeros(shape, np.int64), xp.zeros(shape), xp.zeros(shape),
+                       xp.zeros(shape), _backend=backend)
+    return stack_states(xp, groups, states, backend, x)
+
+
+def standardize(x, axis, ddof, eps, skipna, out, by):
+    """:func:`nbnorm.standardize` with ``by``: every element by its own
+    group's statistics, NaN where its label is negative."""
+    from . import _validate as V
+    from ._api import _setup, batch_norm_inference
+    backend, _, xa = _setup("standardize", x)
+    V.float_input(xa, "x", allow_int=True)
+    ddof = V.ddof_value(ddof)
+    eps = V.eps_value(eps)
+    xp = array_module(backend)
+    if np.dtype(xa.dtype).kind in "iub":
+        xa = backend.astype(xa, np.float64)
+    if out is not None:
+        _check_out(out, xa, x)
+    groups, states, a, ax, lab = grouped_states(xa, axis, by, bool(skipna))
+    z = standardize_groups(xp, xa, states, groups, a, ax, lab, ddof, eps, out,
+                           batch_norm_inference)
+    return z if out is not None else backend.wrap(z, x)
+
+
+def _check_out(out, xa, x):
+    """``out`` is checked whole before any run writes into it."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a NumPy array (it is written in place), got "
+                        f"{type(out).__module__}.{type(out).__qualname__}")
+    if out.shape != xa.shape or out.dtype != xa.dtype:
+        raise ValueError(f"out: expected shape {xa.shape} and dtype {xa.dtype} (x's), got "
+                         f"{out.shape} {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out: the array is read-only")
+    if out is not x and np.shares_memory(out, xa):
+        raise ValueError("out: shares memory with x without being x")
