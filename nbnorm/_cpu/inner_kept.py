@@ -213,15 +213,18 @@ def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_
         for j in range(nt):
             shift[j] = finite_or_zero(x, load(x, o0 + j * sj))
         tile_columns(shift, nt)
+        nan_seen = False
         for blk in range(a, b, rows):
             e = min(blk + rows, b)
             nb = e - blk
-            block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
+            nan_seen = block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj, shift,
+                                  group, q, nan_seen)
             if not shift_near_mean(t0, t1, t2, nb):
                 for j in range(nt):
                     shift[j] = finite_or_zero(x, shift[j] + t1[j] / column_count(t0, j, nb))
                 tile_columns(shift, nt)
-                block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj, shift, group, q)
+                nan_seen = block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, r0, blk, e, sj,
+                                      shift, group, q, nan_seen)
             for j in range(nt):
                 n_j = float(column_count(t0, j, nb))
                 mb, m2b = shifted_moments(n_j, float(shift[j]) - pivot[j], t1[j], t2[j])
@@ -238,14 +241,21 @@ def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_
 
 
 @_jit
-def block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q):
-    """:func:`rows_shifted` into zeroed ``t0`` (unless None), ``t1``, ``t2``.
+def block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q, nan_seen):
+    """:func:`rows_shifted` into zeroed ``t0`` (unless None), ``t1``, ``t2``;
+    returns whether NaNs were skipped (``nan_seen`` of the next block).
 
     NaNs are looked for only where they are: the plain sums first, and when
     counting (``t0`` not None) the block again with NaN skipping only if a
-    column's sum came out NaN; otherwise every column counts ``b − a``."""
+    column's sum came out NaN; otherwise every column counts ``b − a``.  Once
+    a work item has met NaNs (a land mask: the same columns in every block)
+    its later blocks are summed with NaN skipping straight away."""
     t1[:] = 0.0
     t2[:] = 0.0
+    if t0 is not None and nan_seen:
+        t0[:] = 0.0
+        rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
+        return True
     rows_shifted(None, t1, t2, None, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
     if t0 is not None:
         t0[:] = b - a
@@ -254,6 +264,8 @@ def block_sums(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, 
             t1[:] = 0.0
             t2[:] = 0.0
             rows_shifted(t0, t1, t2, s0, s1, s2, x, xb, rsz, rstr, a, b, sj, shift, rows, q)
+            return True
+    return False
 
 
 @_jit
