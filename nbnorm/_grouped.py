@@ -108,6 +108,8 @@ def standardize_groups(xp, x, states, groups, a, ax, lab, ddof, eps, out, infere
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha = 1.0 / xp.sqrt(var + eps)
         coef[g] = (s._mean, var, -(s._mean_lo * alpha))
+    if out is None and xp is np:     # one output, written run by run (no concatenation)
+        out = np.empty_like(x)
     parts = []
     for start, stop, g in runs(lab):
         xs = _take(x, a, start, stop)
