@@ -230,8 +230,6 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
         ``x`` has no element; if ``axis`` is empty or names a dimension twice.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -331,8 +329,6 @@ def layer_norm_backward(dy, x, mean, invstd, weight=None, *, axis=-1, out=None):
         if ``axis`` is empty or names a dimension twice.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -425,8 +421,6 @@ def group_norm(x, num_groups, weight=None, bias=None, *, channel_axis=1, eps=1e-
         than being exactly ``x``); if ``eps`` is negative or not finite.
     numpy.exceptions.AxisError
         If ``channel_axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -527,8 +521,6 @@ def group_norm_backward(dy, x, mean, invstd, num_groups, weight=None, *, channel
         exactly ``dy`` or ``x``).
     numpy.exceptions.AxisError
         If ``channel_axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -637,8 +629,6 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
         negative or not finite or ``momentum`` outside ``[0, 1]``.
     numpy.exceptions.AxisError
         If ``channel_axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     Warns
     -----
@@ -762,8 +752,6 @@ def instance_norm_backward(dy, x, mean, invstd, weight=None, *, channel_axis=1, 
         than being exactly ``dy`` or ``x``).
     numpy.exceptions.AxisError
         If ``channel_axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -843,8 +831,6 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
         no element; if ``axis`` is empty or names a dimension twice.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------
@@ -925,8 +911,6 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
         ``axis`` is empty or names a dimension twice.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        For Dask arrays (the family is not implemented on that backend).
 
     See Also
     --------

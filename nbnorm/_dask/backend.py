@@ -565,3 +565,4 @@ def update_running(running, batch, momentum, scale):
     if count is not None and not np.all(np.isfinite(scale)):
         scale = count / (count - 1.0)      # count ≥ 2: checked by forward_with_running
     return _cpu().update_running(running, np.asarray(batch), momentum, scale)
+from .family import norm_backward, norm_forward  # noqa: E402,F401  (the family: lazy, per chunk)
