@@ -44,6 +44,6 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": [],
 }
-html_static_path = []
+html_static_path = []     # (docs/_static holds figures the pages include)
 # the site is read offline too: no fonts or scripts from elsewhere
 html_theme_options["icon_links"] = []

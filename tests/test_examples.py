@@ -80,3 +80,16 @@ def test_digits_network_matches_pytorch_step_for_step():
                               ours.state_dict().items()})   # nbnorm → torch
         for k, v in ours.state_dict().items():
             np.testing.assert_array_equal(back.state_dict()[k].numpy(), v)
+
+
+def test_anomalies_example_matches_xarray_and_finds_the_warm_spell():
+    pytest.importorskip("xarray")
+    pytest.importorskip("pandas")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "anomalies.py")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    line = p.stdout.strip().splitlines()[-1]
+    err = float(line.split("max |z − xarray's| = ")[1].split(";")[0])
+    peak = float(line.split("warm spell peak z = ")[1].split(";")[0])
+    assert err < 1e-6 and peak > 3, line
