@@ -16,24 +16,19 @@ Skips, saying why, without asv, selenium, Chromium/ChromeDriver (Debian:
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from browser import served, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "asv_results" / "benchmarks.json"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 COLUMNS = ["result", "params", "version", "started_at", "duration", "stats_ci_99_a",
            "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number", "stats_repeat",
            "samples", "profile"]
@@ -114,47 +109,15 @@ def test_no_page_loads_anything_from_the_internet(dashboard):
 
 @pytest.fixture(scope="module")
 def browser(dashboard):
-    webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is not installed (pip install selenium)")
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("no Chromium/ChromeDriver (Debian: apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
     html, modules = dashboard
-    handler = functools.partial(_QuietHandler, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver, f"http://127.0.0.1:{server.server_address[1]}", modules
-    finally:
-        driver.quit()
-        server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def _wait(driver, script, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.25)
-    return driver.execute_script(script)
+    with served(html) as (driver, base):
+        yield driver, base, modules
 
 
 def test_grid_lists_every_benchmark_module_offline(browser):
     driver, base, modules = browser
     driver.get(base + "/index.html")
-    ids = _wait(driver, "var g = document.querySelectorAll('[id^=\"group-\"]');"
+    ids = wait(driver, "var g = document.querySelectorAll('[id^=\"group-\"]');"
                         "return g.length ? Array.from(g).map(e => e.id) : null;")
     assert "error.html" not in driver.current_url, driver.current_url
     assert "swallow" not in driver.execute_script("return document.body.innerText")
@@ -164,7 +127,7 @@ def test_grid_lists_every_benchmark_module_offline(browser):
 def test_a_benchmark_graph_draws(browser):
     driver, base, _ = browser
     driver.get(base + "/index.html#bench_ops.Moments.time_moments")
-    points = _wait(driver, """
+    points = wait(driver, """
         var n = 0;
         $('.flot-base').each(function () {
             var plot = $(this).parent().data('plot');
@@ -204,7 +167,7 @@ def test_unrewritten_dashboard_fails_offline(browser, dashboard, tmp_path):
     try:
         original.write_text(cdn)
         driver.get(base + "/index.html")
-        url = _wait(driver, "return location.href.indexOf('error.html') >= 0 ? location.href "
+        url = wait(driver, "return location.href.indexOf('error.html') >= 0 ? location.href "
                             ": null;", timeout=20)
         assert url and "error.html" in url
     finally:

@@ -12,26 +12,21 @@ Skips, saying why, without Sphinx and its extensions (``pip install
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import nbnorm
+from browser import served
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = [n for n in nbnorm.__all__ if n not in ("__version__", "AxisError")]
 DOC_MODULES = ("sphinx", "pydata_sphinx_theme", "numpydoc", "myst_parser")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def _python_block(path, heading):
@@ -86,30 +81,8 @@ def test_no_page_loads_anything_from_the_internet(site):
 
 @pytest.fixture(scope="module")
 def browser(site):
-    webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is not installed (pip install selenium)")
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("no Chromium/ChromeDriver (Debian: apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        driver.quit()
-        server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    with served(site) as (driver, base):
+        yield driver, base
 
 
 def _article(driver, timeout=20):
