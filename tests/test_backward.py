@@ -1,16 +1,17 @@
-"""nbnorm.batch_norm_backward against the float64 reference and finite differences."""
+"""nbnorm.batch_norm_backward against the float64 reference and finite differences,
+on every backend, with the checks of ``checks.py``; its Hypothesis sweep is in
+``test_sweep.py``."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import nbnorm
 from nbnorm import reference as R
 
-from helpers import (CPU, FLOATS, eps, all_axis_subsets, assert_within, backward_bounds, channels_last,
-                     named_layouts, norm_axis, normal, relayout, stat_dtype, stat_shape)
-from strategies import arrays, layouts, reduction_cases
+from checks import check_backward
+from helpers import (FLOATS, eps, all_axis_subsets, assert_within, channels_last, named_layouts,
+                     norm_axis, normal, stat_dtype, stat_shape)
 
 
 def setup(x, axis, seed, with_weight=True):
@@ -21,36 +22,6 @@ def setup(x, axis, seed, with_weight=True):
     w = rng.standard_normal(sshape).astype(stat_dtype(x.dtype)) if with_weight else None
     _, mean, invstd = nbnorm.batch_norm_forward(x, axis=axis)
     return dy, w, mean, invstd
-
-
-def check_backward(dy, x, mean, invstd, w, axis, training=True, out=None, bk=CPU):
-    """The backward on backend ``bk`` (``out`` may be ``dy`` or ``x``: in
-    place) against the reference; returns (dx, dweight, dbias) as NumPy."""
-    saved = [a.copy() for a in (dy, x, mean, invstd)]
-    args = bk.on(dy, x, mean, invstd, w)
-    outd = {id(dy): args[0], id(x): args[1]}.get(id(out), None) if out is not None else None
-    if out is not None and outd is None:
-        outd = bk.put(out)
-    got = nbnorm.batch_norm_backward(*args, axis=axis, training=training, out=outd)
-    if outd is not None:
-        assert got[0] is outd
-    dx, dw, db = bk.back(got)
-    dy0, x0 = saved[0], saved[1]
-    dxr, dwr, dbr = R.batch_norm_backward(dy0, x0, mean, invstd, w, axis=axis,
-                                          training=training)
-    what = f"{x.dtype} {x.shape} x strides {x.strides} dy strides {dy.strides} axis={axis}"
-    assert dx.dtype == x.dtype and dx.shape == x.shape
-    sd = stat_dtype(x.dtype)
-    assert dw.dtype == sd and db.dtype == sd
-    assert dw.shape == stat_shape(x.shape, norm_axis(axis, x.ndim))
-    dxb, dwb, dbb = backward_bounds(dy0, x0, axis, mean, invstd, w, training, dxr)
-    assert_within(dx, dxr, dxb, "dx " + what)
-    assert_within(dw, dwr, dwb, "dweight " + what)
-    assert_within(db, dbr, dbb, "dbias " + what)
-    for a, s in zip(args, saved):
-        if a is not outd:
-            np.testing.assert_array_equal(bk.get(a), s)
-    return dx, dw, db
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -80,24 +51,6 @@ def test_chunked_fused_and_channels_last_paths(shape, axis, dtype, training, lar
     if len(shape) == 4:
         check_backward(channels_last(dy), channels_last(x), mean, invstd, w, axis, training,
                        bk=backend)
-
-
-@settings(max_examples=50, deadline=None)
-@given(case=reduction_cases(min_n=2), training=st.booleans(), with_weight=st.booleans(),
-       seed=st.integers(0, 99), data=st.data())
-def test_random_views_and_out(case, training, with_weight, seed, data):
-    x, ax = case
-    dy, w, mean, invstd = setup(x, ax, seed, with_weight)
-    dy = relayout(dy, **data.draw(layouts(x.ndim)))
-    check_backward(dy, x, mean, invstd, w, ax, training)
-    target = data.draw(st.sampled_from(["new", "dy", "x"]))
-    if target == "new":
-        out = data.draw(arrays(x.shape, x.dtype))
-    elif target == "dy":
-        out = dy = dy.copy()
-    else:
-        out = x = x.copy()
-    check_backward(dy, x, mean, invstd, w, ax, training, out=out)
 
 
 @pytest.mark.parametrize("dtype,loc", [(np.float32, 1e4), (np.float64, 1e8)])

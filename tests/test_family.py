@@ -3,7 +3,8 @@ float64 references of ``nbnorm.reference``, finite differences and, where
 installed, PyTorch CPU; over layouts, axes, groups, dtypes and adversarial
 data.  Error bounds: ``k·eps·scale`` with ``eps`` of the accumulation type
 (of the storage type for rounded outputs) and ``scale`` the magnitude of the
-terms (see ``bound``).
+terms (see ``bound``).  The Hypothesis sweep over random members, shapes and
+layouts (``run_forward``/``run_backward`` below) is in ``test_sweep.py``.
 """
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import nbnorm
 from nbnorm import reference as R
 
 from helpers import (CPU, FLOATS, Backend, channels_last, eps, named_layouts, normal, relayout,
                      stat_dtype)
-from strategies import layouts
 
 MEMBERS = ("layer", "group", "instance", "rms")
 
@@ -279,30 +278,6 @@ def test_rms_eps_default_is_the_dtype_epsilon():
     np.testing.assert_allclose(rstd[1], 1 / np.sqrt(np.finfo(np.float32).eps), rtol=1e-6)
     _, rstd16 = nbnorm.rms_norm(x.astype(np.float16))
     np.testing.assert_allclose(rstd16[1], 1 / np.sqrt(np.finfo(np.float16).eps), rtol=1e-6)
-
-
-@settings(max_examples=30)
-@given(st.data())
-def test_property_members_over_shapes_and_layouts(data):
-    name = data.draw(st.sampled_from(MEMBERS))
-    dtype = data.draw(st.sampled_from(FLOATS))
-    nd = data.draw(st.integers(2, 4))
-    shape = tuple(data.draw(st.integers(1, 5)) for _ in range(nd))
-    if name in ("layer", "rms"):
-        ax = data.draw(st.lists(st.integers(0, nd - 1), min_size=1, max_size=nd, unique=True))
-        m = Member(name, shape, axis=tuple(a - nd if data.draw(st.booleans()) else a for a in ax))
-    else:
-        ca = data.draw(st.integers(1, nd - 1))
-        c = shape[ca]
-        groups = data.draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
-        m = Member(name, shape, groups=groups, channel_axis=ca - nd if data.draw(st.booleans())
-                   else ca)
-    x0 = normal(shape, dtype, seed=data.draw(st.integers(0, 2**16)),
-                loc=data.draw(st.sampled_from([0.0, 3.0, 1e3])))
-    x = relayout(x0, **data.draw(layouts(nd)))
-    w, b = params(m, dtype, seed=1, with_bias=data.draw(st.booleans()))
-    run_forward(m, x, w, b)
-    run_backward(m, x, w, seed=2)
 
 
 # ------------------------------------------------------------------ PyTorch

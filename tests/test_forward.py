@@ -1,61 +1,20 @@
-"""nbnorm.batch_norm_forward (training) against the float64 reference."""
+"""nbnorm.batch_norm_forward (training) against the float64 reference, on every
+backend, with the checks of ``checks.py``; its Hypothesis sweep is in
+``test_sweep.py``."""
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import nbnorm
 from nbnorm import reference as R
 
+from checks import check_forward, params
 from helpers import (CPU, FLOATS, affine_bound, all_axis_subsets, assert_within, channels_last,
                      eps, moments_bound, named_layouts, norm_axis, normal, relayout, stat_dtype,
-                     stat_eps, stat_shape)
-from strategies import arrays, reduction_cases
-
-
-def params(x, axis, seed, kinds=("weight", "bias")):
-    """Random statistic-shaped weight and bias (float32, or float64 for f64 x)."""
-    sshape = stat_shape(x.shape, norm_axis(axis, x.ndim))
-    rng = np.random.default_rng(seed)
-    sd = stat_dtype(x.dtype)
-    w = (rng.standard_normal(sshape) * 2).astype(sd) if "weight" in kinds else None
-    b = (rng.standard_normal(sshape) * 3).astype(sd) if "bias" in kinds else None
-    return w, b
-
-
-def check_forward(x, axis, weight=None, bias=None, eps_=1e-5, out=None, bk=CPU):
-    """Run the forward on backend ``bk`` (``out=x``: in place), compare
-    y/mean/invstd with the reference; returns them as NumPy arrays."""
-    before = x.copy()
-    wb = None if weight is None else weight.copy()
-    xd, wd, bd = bk.on(x, weight, bias)
-    outd = xd if out is x else bk.put(out)
-    got = nbnorm.batch_norm_forward(xd, wd, bd, axis=axis, eps=eps_, out=outd)
-    if outd is not None:
-        assert got[0] is outd
-    y, mean, invstd = bk.back(got)
-    src = before if out is x else x
-    yr, mr, ir = R.batch_norm_forward(src, weight, bias, axis=axis, eps=eps_)
-    ax = norm_axis(axis, x.ndim)
-    n = int(np.prod([x.shape[d] for d in ax]))
-    what = f"{bk} {x.dtype} {x.shape} strides {x.strides} axis={axis}"
-    assert y.dtype == x.dtype and y.shape == x.shape, what
-    assert mean.dtype == stat_dtype(x.dtype) and invstd.dtype == stat_dtype(x.dtype)
-    assert mean.shape == stat_shape(x.shape, ax)
-    vr = np.var(src.astype(np.float64), axis=ax)
-    mb, vb = moments_bound(src, ax, mr, vr)
-    assert_within(mean, mr, mb, "mean " + what)
-    es = stat_eps(x.dtype)
-    assert_within(invstd, ir, ir * (es + 0.5 * vb / (vr + eps_)), "invstd " + what)
-    assert_within(y, yr, affine_bound(src, ax, yr, mr, ir, weight, bias, n), "y " + what)
-    if out is not x:
-        np.testing.assert_array_equal(bk.get(xd), before)
-    if weight is not None:
-        np.testing.assert_array_equal(bk.get(wd), wb)
-    return y, mean, invstd
+                     stat_shape)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -83,31 +42,6 @@ def test_chunked_fused_and_channels_last_paths(shape, axis, dtype, large_backend
     check_forward(x0, axis, w, b, bk=backend)
     if len(shape) == 4:
         check_forward(channels_last(x0), axis, w, b, bk=backend)
-
-
-@settings(max_examples=50, deadline=None)
-@given(case=reduction_cases(min_n=2), kinds=st.sampled_from([(), ("weight",), ("bias",),
-                                                               ("weight", "bias")]),
-       eps_=st.sampled_from([1e-5, 0.0, 1e-3, 0.5]), seed=st.integers(0, 100))
-def test_random_views_match_reference(case, kinds, eps_, seed):
-    x, ax = case
-    w, b = params(x, ax, seed, kinds)
-    if eps_ == 0.0:
-        x = x + np.asarray(np.arange(x.size).reshape(x.shape) % 3, x.dtype)  # var > 0
-    check_forward(x, ax, w, b, eps_)
-
-
-@settings(max_examples=30, deadline=None)
-@given(case=reduction_cases(min_n=2), data=st.data())
-def test_out_and_in_place(case, data):
-    """out= receives y (any layout of its own), and out=x overwrites x."""
-    x, ax = case
-    w, b = params(x, ax, seed=1)
-    out = data.draw(arrays(x.shape, x.dtype))
-    check_forward(x, ax, w, b, out=out)
-    xi = x.copy() if data.draw(st.booleans()) else relayout(x, step=2, flip=(0,))
-    y, m, i = check_forward(xi, ax, w, b, out=xi)
-    assert y is xi
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

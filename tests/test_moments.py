@@ -1,34 +1,18 @@
-"""nbnorm.moments against the float64 NumPy reference."""
+"""nbnorm.moments against the float64 NumPy reference, on every backend, with the
+checks of ``checks.py``; its Hypothesis sweep is in ``test_sweep.py``."""
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import nbnorm
 from nbnorm import reference as R
 
-from helpers import (CPU, FLOATS, all_axis_subsets, assert_within, channels_last, moments_bound,
+from checks import check_moments
+from helpers import (FLOATS, all_axis_subsets, assert_within, channels_last, moments_bound,
                      named_layouts, norm_axis, normal, relayout, stat_dtype, stat_shape)
-from strategies import reduction_cases
-
-
-def check_moments(x, axis, ddof=0, keepdims=False, bk=CPU):
-    """moments on backend ``bk`` against the reference; returns (mean, var)."""
-    before = x.copy()
-    xd = bk.put(x)
-    mean, var = bk.back(nbnorm.moments(xd, axis, ddof=ddof, keepdims=keepdims))
-    mr, vr = R.moments(x, axis, ddof=ddof, keepdims=keepdims)
-    what = f"{bk} {x.dtype} {x.shape} strides {x.strides} axis={axis}"
-    assert mean.dtype == stat_dtype(x.dtype) and var.dtype == stat_dtype(x.dtype), what
-    mb, vb = moments_bound(x, axis, mr, vr, ddof)
-    assert_within(mean, mr, mb, "mean " + what)
-    assert_within(var, vr, vb, "var " + what)
-    assert mean.shape == np.shape(mr), what
-    np.testing.assert_array_equal(bk.get(xd), before)   # input unchanged
-    return mean, var
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -56,20 +40,6 @@ def test_size_one_and_two_dims_all_subsets(shape, dtype, backend):
              for ax in all_axis_subsets(len(shape), include_empty=True)]
     for x, ax in backend.sample(cases, 1, salt=len(shape) + FLOATS.index(dtype)):
         check_moments(x, ax, bk=backend)
-
-
-@settings(max_examples=60, deadline=None)
-@given(case=reduction_cases(allow_none=True, allow_empty=True),
-       ddof=st.sampled_from([0, 1]), keepdims=st.booleans())
-def test_random_views_match_reference(case, ddof, keepdims):
-    x, ax = case
-    n = x.size if ax is None else int(np.prod([x.shape[d] for d in
-                                               ((ax,) if isinstance(ax, int) else ax)]))
-    with warnings.catch_warnings():
-        if n - ddof <= 0:
-            warnings.simplefilter("ignore", RuntimeWarning)
-        mean, var = check_moments(x, ax, ddof=ddof, keepdims=keepdims)
-    assert mean.shape == np.mean(x, axis=ax, keepdims=keepdims).shape
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

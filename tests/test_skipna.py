@@ -3,7 +3,9 @@ on every backend (the ``backend`` fixture: CPU, CUDA).
 
 NaNs are left out and counted per statistic; infinities are not skipped
 (NumPy's nan-functions give ±inf / NaN for them, and so do these); a
-statistic with no value left has mean and variance NaN with a warning.
+statistic with no value left has mean and variance NaN with a warning.  The
+Hypothesis sweep over random NaN masks and layouts (``check`` below) is in
+``test_sweep.py``.
 """
 from __future__ import annotations
 
@@ -11,15 +13,12 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import nbnorm
 from nbnorm import Moments
 
 from exact import exact_moments, relative_error
 from helpers import FLOATS, channels_last, relayout
-from strategies import layouts, reduction_cases
 
 CASES = [((6, 5, 7, 9), (0, 2, 3)), ((4, 3, 64, 64), (0, 2, 3)),   # NCHW, fused-size
          ((3000, 8), 0), ((20001, 8), 0),                          # narrow channels-last rows
@@ -113,14 +112,3 @@ def test_exact_at_large_offset_with_nans(backend, dtype, loc, bound, lead):
         row = x[k][~np.isnan(x[k])]
         _, exact = exact_moments(row, 0)
         assert relative_error(var[k:k + 1], exact.reshape(1)) < bound
-
-
-@settings(max_examples=40)
-@given(st.data())
-def test_property_nan_masks_over_layouts(data):
-    x, axis = data.draw(reduction_cases(allow_none=True))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-    mask = rng.random(x.shape) < data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
-    values = np.array(x, copy=True)
-    values[mask] = np.nan
-    check(relayout(values, **data.draw(layouts(x.ndim))), axis)
