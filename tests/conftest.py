@@ -6,17 +6,13 @@ pytest's ``--hypothesis-profile=<name>``; the default is ``ci``):
 
 ``ci``
     What CI runs: every property test runs ``5 ×`` its base count of
-    examples: 3,100 examples in 10 tests (measured on the 2-core CI
-    machine: about 20 s of the whole suite's 6 minutes).
+    examples (the run's last line says how many that was).
 ``long``
-    A soak: ``200 ×`` the base counts, 124,000 examples (measured: about
-    11 minutes for the 10 property tests on two cores, 7 of them for the 4
-    in ``test_properties.py``; the rest of the suite adds its usual few
-    minutes).  Run it as
-    ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py``
-    or over the whole suite.
+    A soak: ``200 ×`` the base counts.  The numerics' sweep is one file:
+    ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_sweep.py``, or
+    the whole suite.
 ``dev``
-    ``1 ×`` the base counts (620 examples), for quick local iterations.
+    ``1 ×`` the base counts, for quick local iterations.
 
 The *base count* of a test is the ``max_examples`` of its own
 ``@settings(...)`` (Hypothesis' default, 100, for a test without one).  A
@@ -37,7 +33,7 @@ strategy that needs fixing.
 At the end of a run one line reports the examples executed (counted by
 wrapping each test's body, ``test.hypothesis.inner_test``)::
 
-    hypothesis: 3100 examples in 10 tests (profile ci, 5 × base counts, 91 rejected)
+    hypothesis: 5260 examples in 19 tests (profile ci, 5 × base counts, 182 rejected)
 
 ("rejected": bodies stopped by ``assume`` or an invalid ``data.draw``; the
 count was checked against ``--hypothesis-show-statistics``' passing +

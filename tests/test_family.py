@@ -376,15 +376,6 @@ def test_bad_arguments_raise_named_errors_and_change_nothing():
             np.testing.assert_array_equal(a, s)
 
 
-def test_backends_without_the_family_say_so():
-    """Dask arrays raise NotImplementedError naming the function, before
-    anything is computed."""
-    da = pytest.importorskip("dask.array")
-    x = da.from_array(normal((2, 4, 3), np.float32, seed=40), chunks=1)
-    with pytest.raises(NotImplementedError, match="group_norm: not implemented yet for dask"):
-        nbnorm.group_norm(x, 2)
-
-
 @pytest.mark.cuda
 def test_device_arrays_property_and_running_statistics():
     """CUDA (simulator without a GPU): random members, shapes and layouts
