@@ -19,6 +19,7 @@ from functools import reduce
 
 import numpy as np
 
+from . import _router
 from ._layout import normalize_axis
 from ._moments import Moments
 
@@ -108,8 +109,8 @@ def standardize_groups(xp, x, states, groups, a, ax, lab, ddof, eps, out, infere
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha = 1.0 / xp.sqrt(var + eps)
         coef[g] = (s._mean, var, -(s._mean_lo * alpha))
-    if out is None and xp is np:     # one output, written run by run (no concatenation)
-        out = np.empty_like(x)
+    if out is None and xp is np:     # one output, written run by run (no concatenation),
+        out = _router.load("cpu").empty_like(x)     # from the pool of large outputs
     parts = []
     for start, stop, g in runs(lab):
         xs = _take(x, a, start, stop)
