@@ -20,7 +20,7 @@ from functools import reduce
 import numpy as np
 
 from . import _router
-from ._layout import normalize_axis
+from ._layout import normalize_axis, stat_shape
 from ._moments import Moments
 
 
@@ -92,7 +92,7 @@ def grouped_states(x, axis, by, skipna):
     return groups, [reduce(operator.add, states[g]) for g in groups.tolist()], a, ax, lab
 
 
-def stack_states(xp, groups, states, backend, like):
+def stack_states(xp, states, backend, like):
     """One :class:`Moments` with a leading group dimension."""
     fields = [xp.stack([getattr(s, f) for s in states]) if states else None
               for f in ("_count", "_mean", "_m2", "_mean_lo")]
@@ -131,25 +131,33 @@ def standardize_groups(xp, x, states, groups, a, ax, lab, ddof, eps, out, infere
 
 
 # ------------------------------------------------------------------ the API's entries
+def _setup(fname, x):
+    """``(backend, array module, x as the backend's float array)``: the
+    checks and the integer promotion of the functions without ``by``."""
+    from . import _validate as V
+    from ._api import _setup as route
+    backend, _, xa = route(fname, x)
+    V.float_input(xa, "x", allow_int=True)
+    xp = array_module(backend)
+    if np.dtype(xa.dtype).kind in "iub":
+        xa = backend.astype(xa, np.float64)
+    return backend, xp, xa
+
+
 def moments(x, axis, ddof, keepdims, skipna, by):
     """:func:`nbnorm.moments` with ``by``: ``(mean, var)`` with a leading
     group dimension."""
     from . import _validate as V
-    from ._api import _setup
-    backend, _, xa = _setup("moments", x)
-    V.float_input(xa, "x", allow_int=True)
     ddof = V.ddof_value(ddof)
     if keepdims:
         raise ValueError("keepdims: not supported with by (the statistics have a leading "
                          "group dimension instead of the labelled axis)")
-    xp = array_module(backend)
-    if np.dtype(xa.dtype).kind in "iub":
-        xa = backend.astype(xa, np.float64)
-    groups, states, a, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    backend, xp, xa = _setup("moments", x)
+    _, states, _, ax, _ = grouped_states(xa, axis, by, bool(skipna))
     sd = backend.stat_dtype(xa.dtype)
     if not states:
-        shape = (0,) + tuple(s for d, s in enumerate(xa.shape) if d not in ax)
-        return tuple(backend.wrap(xp.zeros(shape, sd), x) for _ in range(2))
+        empty = xp.zeros((0,) + stat_shape(xa.shape, ax), sd)
+        return backend.wrap(empty, x), backend.wrap(empty.copy(), x)
     mean = xp.stack([backend.astype(s._mean, sd) for s in states])
     var = xp.stack([backend.astype(s.var(ddof), sd) for s in states])
     return backend.wrap(mean, x), backend.wrap(var, x)
@@ -157,50 +165,31 @@ def moments(x, axis, ddof, keepdims, skipna, by):
 
 def moment_states(x, axis, skipna, by):
     """:meth:`nbnorm.Moments.of` with ``by``: grouped states."""
-    from ._api import _setup
-    from . import _validate as V
-    backend, _, xa = _setup("Moments.of", x)
-    V.float_input(xa, "x", allow_int=True)
-    xp = array_module(backend)
-    if np.dtype(xa.dtype).kind in "iub":
-        xa = backend.astype(xa, np.float64)
-    groups, states, a, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    backend, xp, xa = _setup("Moments.of", x)
+    _, states, _, ax, _ = grouped_states(xa, axis, by, bool(skipna))
     if not states:
-        shape = (0,) + tuple(s for d, s in enumerate(xa.shape) if d not in ax)
+        shape = (0,) + stat_shape(xa.shape, ax)
         return Moments(xp.zeros(shape, np.int64), xp.zeros(shape), xp.zeros(shape),
                        xp.zeros(shape), _backend=backend)
-    return stack_states(xp, groups, states, backend, x)
+    return stack_states(xp, states, backend, x)
 
 
 def standardize(x, axis, ddof, eps, skipna, out, by):
     """:func:`nbnorm.standardize` with ``by``: every element by its own
     group's statistics, NaN where its label is negative."""
     from . import _validate as V
-    from ._api import _setup, batch_norm_inference
-    backend, _, xa = _setup("standardize", x)
-    V.float_input(xa, "x", allow_int=True)
+    from ._api import batch_norm_inference
     ddof = V.ddof_value(ddof)
     eps = V.eps_value(eps)
-    xp = array_module(backend)
-    if np.dtype(xa.dtype).kind in "iub":
-        xa = backend.astype(xa, np.float64)
-    if out is not None:
-        _check_out(out, xa, x)
+    backend, xp, xa = _setup("standardize", x)
+    if out is not None:      # checked whole before any run writes into it
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out: expected a NumPy array (it is written in place), got "
+                            f"{type(out).__module__}.{type(out).__qualname__}")
+        V.out_array(out, xa)
+        if out is not x and np.shares_memory(out, xa):
+            raise ValueError("out: shares memory with x without being x")
     groups, states, a, ax, lab = grouped_states(xa, axis, by, bool(skipna))
     z = standardize_groups(xp, xa, states, groups, a, ax, lab, ddof, eps, out,
                            batch_norm_inference)
     return z if out is not None else backend.wrap(z, x)
-
-
-def _check_out(out, xa, x):
-    """``out`` is checked whole before any run writes into it."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a NumPy array (it is written in place), got "
-                        f"{type(out).__module__}.{type(out).__qualname__}")
-    if out.shape != xa.shape or out.dtype != xa.dtype:
-        raise ValueError(f"out: expected shape {xa.shape} and dtype {xa.dtype} (x's), got "
-                         f"{out.shape} {out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out: the array is read-only")
-    if out is not x and np.shares_memory(out, xa):
-        raise ValueError("out: shares memory with x without being x")

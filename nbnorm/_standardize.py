@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _validate as V
 from ._api import _setup, batch_norm_forward, batch_norm_inference
-from ._layout import normalize_axis
+from ._layout import normalize_axis, stat_shape
 from ._moments import Moments
 
 
@@ -130,7 +130,6 @@ def _ddof_weight(backend, x, axis, n, ddof):
     for ``ddof = 0``)."""
     if ddof == 0:
         return None
-    shape = tuple(s for d, s in enumerate(x.shape) if d not in axis)
-    w = np.full(shape, np.sqrt((n - ddof) / n))
+    w = np.full(stat_shape(x.shape, axis), np.sqrt((n - ddof) / n))
     to_backend = getattr(backend, "from_host", None)     # a device backend's constant
     return w if to_backend is None else to_backend(w)
