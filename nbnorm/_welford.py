@@ -118,6 +118,21 @@ def backward_coefficients(n, invstd, weight, sum_dy, sum_dy_xmu, training):
     return a, -a * invstd * invstd * sum_dy_xmu / n, -a * sum_dy / n
 
 
+def host_backward_coefficients(m, n, invstd, weight, sum_dy, sum_dy_xmu, training):
+    """:func:`backward_coefficients` of ``m`` statistics as host float64
+    vectors ``(a, b, c)``, from host arguments that are numbers or hold ``m``
+    values in any shape (keepdims included; None: weight 1).  A statistic
+    with no values gets NaN coefficients, which no element uses."""
+    def vec(v, fill):
+        v = np.asarray(fill if v is None else v, np.float64)
+        return np.full(m, v) if v.ndim == 0 else np.ascontiguousarray(v).reshape(m)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b, c = backward_coefficients(vec(n, 1.0), vec(invstd, 0.0), vec(weight, 1.0),
+                                        vec(sum_dy, 0.0), vec(sum_dy_xmu, 0.0), training)
+    return vec(a, 0.0), vec(b, 0.0), vec(c, 0.0)
+
+
 # ----------------------------------------------- statistics near float64's top
 # A statistic whose sums about the pivot overflow is recomputed from values
 # scaled by powers of two (exact): ``x·2^-k`` with ``k = mean_shift(max|x|, n)``

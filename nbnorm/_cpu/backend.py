@@ -22,7 +22,6 @@ from .family import (norm_backward, norm_forward, prepare_norm_backward,  # noqa
                      prepare_norm_forward)
 from .ops import (prepare_backward, prepare_forward, prepare_inference,  # noqa: F401
                   prepare_moments, update_running)
-from .arrays import _stat_vector
 from .passes import SERIAL_ELEMENTS, _affine, _dual_sums, _plan, _raw_state
 
 name = "cpu"
@@ -134,16 +133,9 @@ def backward_apply(dy, x, mean, invstd, weight, s1, s2, n, axis, training):
     dx = empty_like(dy)
     if dy.size == 0:
         return dx
-    def vec(a):   # a number, or per statistic in any shape of m elements (keepdims)
-        a = np.asarray(0.0 if a is None else a, np.float64)
-        return np.full(m, a) if a.ndim == 0 else np.ascontiguousarray(a).reshape(m)
-
-    with np.errstate(divide="ignore", invalid="ignore"):   # a chunk with no values: unused
-        a, b, c = _welford.backward_coefficients(vec(n), _stat_vector(invstd, m, 0.0),
-                                                 _stat_vector(weight, m, 1.0), vec(s1), vec(s2),
-                                                 training)
+    a, b, c = _welford.host_backward_coefficients(m, n, invstd, weight, s1, s2, training)
     zero = np.zeros(m)
     mu = (np.ascontiguousarray(mean, dtype=stat_dtype(dy.dtype)).reshape(m).astype(np.float64)
           if training else zero)
-    _affine(dx, dy, x if training else None, axis, zero, vec(a), mu, vec(b), vec(c))
+    _affine(dx, dy, x if training else None, axis, zero, a, mu, b, c)
     return dx

@@ -256,18 +256,9 @@ def backward_apply(dy, x, mean, invstd, weight, s1, s2, n, axis, training):
     m = prod(shape)
     if dy.size == 0:
         return dx
-    acc = acc_dtype(dy)
-
-    def vec(a):   # a number, or per statistic in any shape of m elements (keepdims)
-        a = np.asarray(0.0 if a is None else a, np.float64)
-        return np.full(m, a) if a.ndim == 0 else a.reshape(m)
-
-    w = 1.0 if weight is None else _on_host(weight)
-    with np.errstate(divide="ignore", invalid="ignore"):   # a chunk with no values: unused
-        a, b, c = _welford.backward_coefficients(vec(n), vec(_on_host(invstd)), vec(w), vec(s1),
-                                                 vec(s2), training)
-    ca, cb, cc = (cuda.to_device(np.ascontiguousarray(vec(v), acc), stream=stream)
-                  for v in (a, b, c))
+    a, b, c = _welford.host_backward_coefficients(
+        m, n, _on_host(invstd), None if weight is None else _on_host(weight), s1, s2, training)
+    ca, cb, cc = (cuda.to_device(v.astype(acc_dtype(dy)), stream=stream) for v in (a, b, c))
     src = x if training else dy
     dp = DevPlan(dy.shape, axis, strides_of(dy, src, dx) + [_layout.statistic_strides(dy.shape,
                                                                                       axis)],
