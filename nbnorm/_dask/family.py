@@ -83,9 +83,8 @@ def _block_forward(xb, geo, weight, bias, eps, rms):
 
 def _block_backward(dyb, xb, cb, ib, geo, weight, rms):
     be = _router.backend_of(xb)
-    dx, dw, db = be.norm_backward(dyb, xb, _on(be, xb, cb), _on(be, xb, ib),
-                                  _chunk_geometry(geo, xb.shape), _on(be, xb, weight), rms, None)
-    return dx, dw, db
+    return tuple(be.norm_backward(dyb, xb, _on(be, xb, cb), _on(be, xb, ib),
+                                  _chunk_geometry(geo, xb.shape), _on(be, xb, weight), rms, None))
 
 
 def _stat_chunks(geo, xr):
@@ -130,7 +129,7 @@ def norm_forward(x, geo, weight, bias, eps, rms, out):
             _field(parts, xr, geo, 3, sd, f"nbnorm-norm-inv-{token}"))
 
 
-def _stats_like(s, geo, xr, name):
+def _stats_like(s, geo, xr):
     """A statistic (NumPy or Dask) chunked as the statistics of ``xr``."""
     chunks = _stat_chunks(geo, xr)
     if _router.is_dask_array(s):
@@ -147,8 +146,8 @@ def norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     stat_inds = tuple(inds[o] if o is not None else x.ndim + i
                       for i, o in enumerate(_stat_dims(geo)))
     w = _host(weight)
-    inv = _stats_like(invstd, geo, xr, "invstd")
-    c = None if centre is None else _stats_like(centre, geo, xr, "centre")
+    inv = _stats_like(invstd, geo, xr)
+    c = None if centre is None else _stats_like(centre, geo, xr)
     token = tokenize(dyr, xr, c, inv, geo, w, rms)
     parts = da.blockwise(_block_backward, inds, dyr, inds, xr, inds,
                          c, None if c is None else stat_inds, inv, stat_inds,
