@@ -20,7 +20,7 @@ import operator
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.highlevelgraph import HighLevelGraph
 
 from .. import _router
 from .._welford import stat_dtype
