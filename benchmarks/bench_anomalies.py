@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 
-import nbnorm
 
 from .skips import have, skip
 
