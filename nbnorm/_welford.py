@@ -133,6 +133,46 @@ def host_backward_coefficients(m, n, invstd, weight, sum_dy, sum_dy_xmu, trainin
     return vec(a, 0.0), vec(b, 0.0), vec(c, 0.0)
 
 
+# ------------------------------------------- the elementwise map in float32
+# ``out = (u − cu)·ca + (v − cv)·cb + cc`` is computed in float32 for float16
+# and float32 storage (twice the vector width of float64) with the centres
+# split as ``cu = hi + lo``: ``hi`` is cu rounded to float32 and ``lo·ca``
+# moves into the constant, so ``u − hi`` stays exact where it cancels and y
+# keeps no rounding of the mean.  Only where every float32 value is far from
+# the ends of float32's range; other statistics are computed in float64.
+NARROW_TOP = 2.0 ** 64       # |centre|, |scale|, |constant| ≤ this (u − hi cannot overflow)
+NARROW_LOW = 2.0 ** -64      # a non-zero scale ≥ this (keeps 24 bits: not subnormal)
+
+
+def narrow_coefficients(cu, ca, cv, cb, cc, has_v):
+    """``(ok, cu', ca', cv', cb', cc')``: the coefficients of
+    ``out = (u − cu)·ca + (v − cv)·cb + cc`` as float32 (``cc' = cc −
+    (cu − cu')·ca − (cv − cv')·cb`` in float64, then rounded; without
+    ``v`` (``has_v`` false) ``cv'``, ``cb'`` are 0) and whether the float32
+    map may stand in for the float64 one: every centre and the constant at
+    most 2⁶⁴ in magnitude (so ``u − cu'`` cannot overflow for any float32
+    ``u``), every scale 0 or within [2⁻⁶⁴, 2⁶⁴] (neither overflows nor loses
+    bits to the subnormal range).  The float32 map is then within
+    ``ε₃₂·(|(u − cu)·ca| + |(v − cv)·cb| + |cc|)`` (ε₃₂ = 2⁻²³) of the
+    exact one, besides the output's own rounding."""
+    u32 = np.float32(cu)
+    a32 = np.float32(ca)
+    c = cc - (cu - float(u32)) * ca
+    v32 = np.float32(0.0)
+    b32 = np.float32(0.0)
+    # (each test is false for NaN; written out: a backend compiles this
+    # function alone, no helper)
+    ok = abs(u32) <= NARROW_TOP and (ca == 0 or NARROW_LOW <= abs(a32) <= NARROW_TOP)
+    if has_v:
+        v32 = np.float32(cv)
+        b32 = np.float32(cb)
+        c -= (cv - float(v32)) * cb
+        ok = (ok and abs(v32) <= NARROW_TOP
+              and (cb == 0 or NARROW_LOW <= abs(b32) <= NARROW_TOP))
+    c32 = np.float32(c)
+    return ok and abs(c32) <= NARROW_TOP, u32, a32, v32, b32, c32
+
+
 # ----------------------------------------------- statistics near float64's top
 # A statistic whose sums about the pivot overflow is recomputed from values
 # scaled by powers of two (exact): ``x·2^-k`` with ``k = mean_shift(max|x|, n)``

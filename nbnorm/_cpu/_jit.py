@@ -48,6 +48,7 @@ two_sum = _strict(_welford.two_sum)
 invstd_of = _strict(_welford.invstd_of)
 forward_scale = _strict(_welford.forward_scale)
 backward_coefficients = _strict(_welford.backward_coefficients)
+narrow_coefficients = _strict(_welford.narrow_coefficients)
 
 
 @_strict

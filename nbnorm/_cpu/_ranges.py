@@ -7,7 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from ._access import acc_cast, acc_zero, load
-from ._jit import BLOCK, _exact, _inline, _jit, _strict, chan_merge, shifted_moments
+from numba import types
+from numba.extending import overload
+
+from ._jit import (_EXACT, BLOCK, _exact, _inline, _jit, _strict, chan_merge,
+                   narrow_coefficients, shifted_moments)
 from ._memory import LINE, prefetch, prefetch_l2, store_fence
 from ._runs import affine_at, dual_at, finite_or_zero, run_at, sums_at
 
@@ -212,3 +216,32 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
         pos += m
     if stream:
         store_fence()
+
+
+def map_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+              stream, ahead):
+    """:func:`affine_range` with float64 coefficients, computed in float32
+    for float16/float32 storage where :func:`nbnorm._welford.narrow_coefficients`
+    allows (decided per call, i.e. per statistic), else in float64."""
+
+
+@overload(map_range, jit_options={"fastmath": _EXACT, "error_model": "numpy"})
+def _map_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+               stream, ahead):
+    if u.dtype == types.float64:
+        def wide(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+                 stream, ahead):
+            affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b,
+                         cu, ca, cv, cb, cc, stream, ahead)
+        return wide
+
+    def narrow(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, ca, cv, cb, cc,
+               stream, ahead):
+        ok, u32, a32, v32, b32, c32 = narrow_coefficients(cu, ca, cv, cb, cc, v is not None)
+        if ok:
+            affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b,
+                         u32, a32, v32, b32, c32, stream, ahead)
+        else:
+            affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b,
+                         cu, ca, cv, cb, cc, stream, ahead)
+    return narrow

@@ -4,9 +4,10 @@ order, and the page-touching of fresh outputs.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
-from ._jit import _exact, _pjit_exact
+from ._jit import _exact, _pjit_exact, narrow_coefficients
 from ._runs import _count, offset
 from ._memory import store_fence
 from .inner_kept import _super_rows, rows_affine, tile_columns
@@ -37,8 +38,11 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
     one coefficient set when it is reduced, per-element ones when it is kept;
     runs between two carries of the odometer go to :func:`rows_affine` in
     one call.  ``stream``: write long runs with streaming stores
-    (:func:`._runs.affine_at`).
+    (:func:`._runs.affine_at`).  Computed in float32 for float16/float32
+    storage where :func:`nbnorm._welford.narrow_coefficients` allows it,
+    statistic by statistic (:func:`arithmetic`), as the fused kernels do.
     """
+    (nu, na, nv, nb, nc), wide, mixed = arithmetic(u, v, cu, ca, cv, cb, cc)
     sizes, sstr, st, bases = dims
     st0 = st[0]
     st1 = st[1]
@@ -60,7 +64,7 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
     # with coefficients tiled q times, rebuilt at each carry, hence long runs only
     q = _super_rows(inner, nd >= 2 and ss == 1 and rs == 0 and so == 1 and su == 1 and sv == 1
                     and ro == inner and ru == inner and rv == inner)
-    if n2 < 16 * q:
+    if n2 < 16 * q or mixed:
         q = 1
     w = q * inner
     for i_ in prange(n_chunks):
@@ -73,7 +77,7 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
         oo = bases[0] + offset(o, sizes, st0, nd - 1)
         ou = bases[1] + offset(o, sizes, st1, nd - 1)
         ov = bases[2] + offset(o, sizes, st2, nd - 1)
-        tiles = np.empty((5, w if q > 1 else 0))
+        tiles = np.empty((5, w if q > 1 else 0), nu.dtype)
         tiled = -1
         while pos < b:
             m = min(inner - i, b - pos)
@@ -83,14 +87,14 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
             done = 0
             if q > 1 and nr >= q:
                 if tiled != s:
-                    tile_coefficients(tiles, s, inner, cu, ca, cv, cb, cc)
+                    tile_coefficients(tiles, s, inner, nu, na, nv, nb, nc)
                     tiled = s
                 done = nr - nr % q
                 rows_affine(out, oo, 1, w, u, ou, 1, w, v, ov, 1, w, w, done // q, 0, 1, 0,
-                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], False)
+                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], False, None, False)
             rows_affine(out, oo + i * so + done * ro, so, ro, u, ou + i * su + done * ru, su, ru,
                         v, ov + i * sv + done * rv, sv, rv, m, nr - done, s + i * ss, ss, rs,
-                        cu, ca, cv, cb, cc, stream)
+                        nu, na, nv, nb, nc, stream, wide, mixed)
             pos += nr * m
             o += nr
             i = 0
@@ -108,6 +112,33 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
                 ov += nr * rv
         if stream:
             store_fence()
+
+
+def arithmetic(u, v, cu, ca, cv, cb, cc):
+    """``((cu', ca', cv', cb', cc'), wide, mixed)``: the coefficients the
+    elementwise pass computes with.  float64 storage: the given ones
+    (``wide`` None).  float16/float32 storage: their float32 forms from
+    :func:`nbnorm._welford.narrow_coefficients`, ``wide = (ok, cu, ca, cv,
+    cb, cc)`` and ``mixed`` whether any statistic must stay in float64 (its
+    ``ok`` false: it takes the float64 ones, see :func:`.inner_kept.wide_at`)."""
+
+
+@overload(arithmetic, jit_options={"fastmath": False, "error_model": "numpy"})
+def _arithmetic(u, v, cu, ca, cv, cb, cc):
+    if u.dtype == types.float64:
+        return lambda u, v, cu, ca, cv, cb, cc: ((cu, ca, cv, cb, cc), None, False)
+
+    def narrow(u, v, cu, ca, cv, cb, cc):
+        n = cu.size
+        c32 = np.empty((5, n), np.float32)
+        ok = np.empty(n, np.bool_)
+        n_ok = 0
+        for i in range(n):
+            ok[i], c32[0, i], c32[1, i], c32[2, i], c32[3, i], c32[4, i] = (
+                narrow_coefficients(cu[i], ca[i], cv[i], cb[i], cc[i], v is not None))
+            n_ok += ok[i]
+        return (c32[0], c32[1], c32[2], c32[3], c32[4]), (ok, cu, ca, cv, cb, cc), n_ok < n
+    return narrow
 
 
 @_pjit_exact

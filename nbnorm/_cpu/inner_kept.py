@@ -6,7 +6,8 @@ at a time.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from ._access import acc_zero, load, maybe_window, store, plus_term, window
 from ._jit import (BLOCK, GROUP_ROWS, ROWS_BLOCK, SUPER_ROW, _exact, _inline_exact, _jit, _pjit,
@@ -92,18 +93,44 @@ def row_affine(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc
               + plus_term(v, ov + j * sv, cv[k], cb[k], cc[k]))
 
 
+def wide_at(wide, k):
+    """``(use, cu, ca, cv, cb, cc)``: whether statistic ``k`` is computed in
+    float64 (:func:`nbnorm._welford.narrow_coefficients` refused float32)
+    and its float64 coefficients; ``wide`` None (every statistic in the
+    coefficients' own type) gives a constant False."""
+
+
+@overload(wide_at, inline="always")
+def _wide_at(wide, k):
+    if isinstance(wide, types.NoneType):
+        return lambda wide, k: (False, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return lambda wide, k: (not wide[0][k], wide[1][k], wide[2][k], wide[3][k], wide[4][k],
+                            wide[5][k])
+
+
 @_exact
 def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, rs,
-                cu, ca, cv, cb, cc, stream):
+                cu, ca, cv, cb, cc, stream, wide, mixed):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` over ``nr`` runs of ``m``
     elements; run ``r`` starts at ``oo + r·ro`` (``ou + r·ru``, ``ov + r·rv``)
     and its element ``j`` belongs to statistic ``cs + r·rs + j·css``
-    (``stream``: see :func:`._runs.affine_at`; runs of one statistic only)."""
+    (``stream``: see :func:`._runs.affine_at`; runs of one statistic only).
+    Statistics that ``wide`` (:func:`wide_at`) marks take its float64
+    coefficients instead of ``cu … cc`` (``mixed``: whether any does)."""
     if css == 0:
         for r in range(nr):
             k = cs + r * rs
-            affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
-                      cu[k], ca[k], cv[k], cb[k], cc[k], stream)
+            use, wu, wa, wv, wb, wc = wide_at(wide, k)
+            if use:
+                affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                          wu, wa, wv, wb, wc, stream)
+            else:
+                affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                          cu[k], ca[k], cv[k], cb[k], cc[k], stream)
+    elif mixed:
+        for r in range(nr):
+            row_mixed(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                      cs + r * rs, css, cu, ca, cv, cb, cc, wide)
     elif so == 1 and su == 1 and sv == 1 and css == 1:
         for r in range(nr):
             k = cs + r * rs
@@ -115,6 +142,23 @@ def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, r
         for r in range(nr):
             row_affine(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
                        cs + r * rs, css, cu, ca, cv, cb, cc)
+
+
+@_exact
+def row_mixed(out, oo, so, u, ou, su, v, ov, sv, m, cs, css, cu, ca, cv, cb, cc, wide):
+    """:func:`row_affine` where some statistics take ``wide``'s float64
+    coefficients (a scalar loop: only data near the ends of float32's range
+    get here)."""
+    for j in range(m):
+        k = cs + j * css
+        use, wu, wa, wv, wb, wc = wide_at(wide, k)
+        if use:
+            store(out, oo + j * so,
+                  (load(u, ou + j * su) - wu) * wa + plus_term(v, ov + j * sv, wv, wb, wc))
+        else:
+            store(out, oo + j * so,
+                  (load(u, ou + j * su) - cu[k]) * ca[k]
+                  + plus_term(v, ov + j * sv, cv[k], cb[k], cc[k]))
 
 
 @_exact

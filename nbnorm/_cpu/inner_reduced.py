@@ -9,7 +9,7 @@ from numba import prange
 
 from ._jit import (_jit, _pjit, backward_coefficients, exact_ratio, forward_scale, invstd_of,
                    two_sum)
-from ._ranges import affine_range, dual_sums_range, welford_range
+from ._ranges import dual_sums_range, map_range, welford_range
 from ._runs import _count, offset, pivot_at
 
 
@@ -91,10 +91,10 @@ def forward_fused(x, out, p, weight, bias, eps, mean_out, var_out, invstd_out, s
             var = exact_ratio(m2, float(n))
             invstd = invstd_of(var, eps)
             alpha = forward_scale(invstd, weight[s])
-            affine_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
-                         rsz, rstr[1], rstr[0], rstr[0], 0, n,
-                         mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream,
-                         next_base(k, mean_out.size, ksz, kstr[0], bases[0]) if ahead else -1)
+            map_range(out, bases[1] + offset(k, ksz, kstr[1], ksz.size), x, xb, None, 0,
+                      rsz, rstr[1], rstr[0], rstr[0], 0, n,
+                      mean, alpha, 0.0, 0.0, bias[s] - lo * alpha, stream,
+                      next_base(k, mean_out.size, ksz, kstr[0], bases[0]) if ahead else -1)
         else:
             # an inf/NaN value or an overflow: y is left unwritten, the
             # statistic NaN, for the backend to redo (nbnorm._extremes)
@@ -120,8 +120,8 @@ def backward_fused(dy, x, x_dx, out, p, mean, invstd, weight, training, dweight,
         s1, s2 = dual_sums_range(dy, db, x, xb, rsz, rstr[0], rstr[1], 0, n, mean[s])
         ca, cb, cc = backward_coefficients(float(n), float(invstd[s]), float(weight[s]),
                                            s1, s2, training)
-        affine_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
-                     rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc,
-                     stream, -1)
+        map_range(out, bases[2] + offset(k, ksz, kstr[2], ksz.size), dy, db, x_dx, xb,
+                  rsz, rstr[2], rstr[0], rstr[1], 0, n, 0.0, ca, float(mean[s]), cb, cc,
+                  stream, -1)
         dweight[s] = s2 * invstd[s]
         dbias[s] = s1
