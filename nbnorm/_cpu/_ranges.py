@@ -13,7 +13,7 @@ from numba.extending import overload
 from ._jit import (_EXACT, BLOCK, _exact, _inline, _jit, _strict, chan_merge,
                    narrow_coefficients, shifted_moments)
 from ._memory import LINE, prefetch, prefetch_l2, store_fence
-from ._runs import affine_at, dual_at, finite_or_zero, run_at, sums_at
+from ._runs import affine_at, dual_at, finite_or_zero, run_after, run_at, run_cursor, sums_at
 
 
 # ------------------------------------------------------------------ blocks
@@ -38,12 +38,15 @@ def prefetch_range(x, xb, rsz, rstr, a, b, to_l2):
         return
     step = max(LINE // x.itemsize, 1)
     pos = a
+    if pos < b:
+        base, r2, off, m = run_cursor(pos, b, rsz, rstr)
     while pos < b:
-        off, m = run_at(pos, b, rsz, rstr)
         for q in range(0, m, step):
             line_hint(x, xb + off + q, to_l2)
         line_hint(x, xb + off + m - 1, to_l2)
         pos += m
+        if pos < b:
+            base, r2, off, m = run_after(pos, b, rsz, rstr, base, r2)
 
 
 @_inline
@@ -80,13 +83,16 @@ def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
     s2 = acc_zero(x)
     n = 0
     pos = a
+    if pos < b:
+        base, r2, off, m = run_cursor(pos, b, rsz, rstr)
     while pos < b:
-        off, m = run_at(pos, b, rsz, rstr)
         t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
         s1 += t1
         s2 += t2
         n += k
         pos += m
+        if pos < b:
+            base, r2, off, m = run_after(pos, b, rsz, rstr, base, r2)
     return s1, s2, n
 
 
@@ -183,13 +189,16 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
         s1 = acc_zero(x)
         s2 = acc_zero(x)
         pos = blk
+        bd, rd, od, m = run_cursor(pos, e, rsz, rstr_dy)
+        bx, rx, ox, _ = run_cursor(pos, e, rsz, rstr_x)
         while pos < e:
-            od, m = run_at(pos, e, rsz, rstr_dy)
-            ox, _ = run_at(pos, e, rsz, rstr_x)
             u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
             s1 += u1
             s2 += u2
             pos += m
+            if pos < e:
+                bd, rd, od, m = run_after(pos, e, rsz, rstr_dy, bd, rd)
+                bx, rx, ox, _ = run_after(pos, e, rsz, rstr_x, bx, rx)
         t1 += s1
         t2 += s2
         blk = e
@@ -205,15 +214,20 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
     fused forward reads the next statistic from memory while it writes this
     one from cache (both must fit in L2)."""
     pos = a
+    if pos < b:
+        bo, ro, oo, m = run_cursor(pos, b, rsz, rstr_o)
+        bu, ru, ou, _ = run_cursor(pos, b, rsz, rstr_u)
+        bv, rv, ov, _ = run_cursor(pos, b, rsz, rstr_v)
     while pos < b:
-        oo, m = run_at(pos, b, rsz, rstr_o)
-        ou, _ = run_at(pos, b, rsz, rstr_u)
-        ov, _ = run_at(pos, b, rsz, rstr_v)
         affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
                   m, cu, ca, cv, cb, cc, stream)
         if ahead >= 0:
             prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m, True)
         pos += m
+        if pos < b:
+            bo, ro, oo, m = run_after(pos, b, rsz, rstr_o, bo, ro)
+            bu, ru, ou, _ = run_after(pos, b, rsz, rstr_u, bu, ru)
+            bv, rv, ov, _ = run_after(pos, b, rsz, rstr_v, bv, rv)
     if stream:
         store_fence()
 
