@@ -153,13 +153,18 @@ def test_stream_threshold_from_the_environment(env, expected):
     assert expected in run.stdout + run.stderr
 
 
-def test_l2_size_is_read_from_sysfs(tmp_path):
-    """The fused forward prefetches the next statistic only when two fit in L2."""
+def test_cache_sizes_are_read_from_sysfs(tmp_path):
+    """The fused forward prefetches the next statistic only when two fit in
+    L2; in-cache data (L3) with many short runs per statistic is not fused."""
     for i, (level, size) in enumerate([("1", "48K"), ("1", "32K"), ("2", "2048K"), ("3", "32M")]):
         (tmp_path / f"index{i}").mkdir()
         (tmp_path / f"index{i}" / "level").write_text(level + "\n")
         (tmp_path / f"index{i}" / "size").write_text(size + "\n")
     assert _memory._l2_bytes(str(tmp_path)) == 2 << 20
+    assert _memory._l3_bytes(str(tmp_path)) == 32 << 20
+    (tmp_path / "index3" / "size").write_text("96M\n")
+    assert _memory._l3_bytes(str(tmp_path)) == 96 << 20
     (tmp_path / "index2" / "size").write_text("garbage")
     assert _memory._l2_bytes(str(tmp_path)) == 1 << 20
     assert _memory._l2_bytes(str(tmp_path / "absent")) == 1 << 20
+    assert _memory._l3_bytes(str(tmp_path / "absent")) == 32 << 20

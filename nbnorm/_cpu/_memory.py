@@ -58,13 +58,13 @@ def _stream_bytes():
 STREAM_BYTES = _stream_bytes()
 
 
-def _l2_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
-    """The level-2 cache size of CPU 0 from Linux's sysfs (1 MiB where it
-    cannot be read)."""
+def _cache_bytes(level, fallback, caches="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of CPU 0's cache of ``level`` from Linux's sysfs
+    (``fallback`` where it cannot be read)."""
     for index in sorted(glob.glob(os.path.join(caches, "index*"))):
         try:
             with open(os.path.join(index, "level")) as f:
-                if f.read().strip() != "2":
+                if f.read().strip() != str(level):
                     continue
             with open(os.path.join(index, "size")) as f:
                 text = f.read().strip()
@@ -72,10 +72,21 @@ def _l2_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
                 else int(text)
         except (OSError, ValueError, KeyError, IndexError):
             break
-    return 1 << 20
+    return fallback
+
+
+def _l2_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
+    """The level-2 cache size (1 MiB where it cannot be read)."""
+    return _cache_bytes(2, 1 << 20, caches)
+
+
+def _l3_bytes(caches="/sys/devices/system/cpu/cpu0/cache"):
+    """The last-level (level-3) cache size (32 MiB where it cannot be read)."""
+    return _cache_bytes(3, 32 << 20, caches)
 
 
 L2_BYTES = _l2_bytes()
+L3_BYTES = _l3_bytes()
 
 
 def streamed(out):

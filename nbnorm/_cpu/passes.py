@@ -19,6 +19,7 @@ from .arrays import _flat
 MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
+FUSE_RUNS = 16            # runs per statistic up to which in-cache passes are fused
 SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
 
 
@@ -77,8 +78,17 @@ def _split(plan):
 
 
 def _fusable(plan, itemsize, n_inputs):
+    """Whether reduction and elementwise pass run fused, statistic by
+    statistic.  Fusing saves a read of the inputs from memory, which pays
+    when they do not fit in the last-level cache; in cache, a statistic made
+    of many short runs far apart (NCHW with N > 16) is faster in two passes,
+    the elementwise one in memory order (NCHW float32 forward, (64, 256, 16,
+    16): 1.5 ms against 2.7 fused; (256, 256, 7, 7): 1.9 against 3.6).
+    The choice never changes a result's bits."""
     return (not plan.inner_kept and plan.n_stats >= MIN_ITEMS
-            and plan.n * itemsize * n_inputs <= FUSE_BYTES)
+            and plan.n * itemsize * n_inputs <= FUSE_BYTES
+            and (plan.n <= FUSE_RUNS * plan.inner_len
+                 or plan.n * plan.n_stats * itemsize > _memory.L3_BYTES))
 
 
 def _raw_moments(x, plan):
