@@ -40,9 +40,26 @@ count was checked against ``--hypothesis-show-statistics``' passing +
 failing examples.)
 """
 import os
+import shutil
+import tempfile
 
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+# Each xdist worker compiles into a Numba cache of its own, empty at the start
+# of the run (unless NUMBA_CACHE_DIR is set).  A process that compiles a kernel
+# and a process that loads the same kernel from the cache can get different
+# last bits (both within the error bounds; see docs/testing.md), so a worker
+# that loaded some kernels from another worker's cache and compiled others
+# could see two paths of one operation disagree in the last bit: every worker
+# process compiles all it runs.
+_WORKER_CACHE = None
+if "PYTEST_XDIST_WORKER" in os.environ and "NUMBA_CACHE_DIR" not in os.environ:
+    _WORKER_CACHE = os.path.join(
+        tempfile.gettempdir(), "nbnorm-tests-numba-{}-{}".format(
+            os.environ.get("PYTEST_XDIST_TESTRUNUID", os.getpid()),
+            os.environ["PYTEST_XDIST_WORKER"]))
+    os.environ["NUMBA_CACHE_DIR"] = _WORKER_CACHE
 
 from collections import Counter  # noqa: E402
 from functools import wraps  # noqa: E402
@@ -188,3 +205,9 @@ def large_backend(request):
     runs each GPU thread in Python."""
     from helpers import Backend
     return Backend(request.param)
+
+
+def pytest_unconfigure(config):
+    """Remove this worker's Numba cache (see the top of this module)."""
+    if _WORKER_CACHE is not None:
+        shutil.rmtree(_WORKER_CACHE, ignore_errors=True)
