@@ -37,6 +37,24 @@ def offset(lin, sizes, strides, nd):
 
 
 @_inline
+def run_base(o, rsz, rstr):
+    """Offset of the first element of run ``o`` (C-order index over all but
+    the innermost reduced dimension): :func:`offset` without its last
+    division — ``o`` is a valid run index, so the outermost dimension needs
+    no wrap (no division at all for a two-dimensional reduction, where runs
+    are short and many)."""
+    nd = rsz.size
+    off = 0
+    for d in range(nd - 2, 0, -1):
+        q = o // rsz[d]
+        off += (o - q * rsz[d]) * rstr[d]
+        o = q
+    if nd >= 2:
+        off += o * rstr[0]
+    return off
+
+
+@_inline
 def run_at(pos, end, rsz, rstr):
     """(offset, length) of the contiguous run starting at reduction index ``pos``.
     Inlined into the run loops (integer arithmetic: no value depends on it);
@@ -45,17 +63,7 @@ def run_at(pos, end, rsz, rstr):
     inner = rsz[nd - 1]
     o = pos // inner
     i = pos - o * inner
-    # offset(o, rsz, rstr, nd − 1) without its last division: o is a valid
-    # run index, so the outermost dimension needs no wrap (one division per
-    # run for a two-dimensional reduction, where runs are short and many)
-    off = i * rstr[nd - 1]
-    for d in range(nd - 2, 0, -1):
-        q = o // rsz[d]
-        off += (o - q * rsz[d]) * rstr[d]
-        o = q
-    if nd >= 2:
-        off += o * rstr[0]
-    return off, min(inner - i, end - pos)
+    return run_base(o, rsz, rstr) + i * rstr[nd - 1], min(inner - i, end - pos)
 
 
 @_inline
@@ -64,10 +72,12 @@ def run_cursor(pos, end, rsz, rstr):
     ``pos``: ``base`` the offset of the run's first element, ``r2`` its
     index along the second-innermost reduced dimension (see :func:`run_after`)."""
     nd = rsz.size
-    off, m = run_at(pos, end, rsz, rstr)
-    o = pos // rsz[nd - 1]
-    base = off - (pos - o * rsz[nd - 1]) * rstr[nd - 1]
-    return base, o % rsz[nd - 2] if nd >= 2 else 0, off, m
+    inner = rsz[nd - 1]
+    o = pos // inner
+    i = pos - o * inner
+    base = run_base(o, rsz, rstr)
+    r2 = o % rsz[nd - 2] if nd >= 2 else 0
+    return base, r2, base + i * rstr[nd - 1], min(inner - i, end - pos)
 
 
 @_inline
