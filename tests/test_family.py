@@ -415,21 +415,56 @@ def test_device_arrays_property_and_running_statistics():
     np.testing.assert_array_equal(bk.get(xd), saved)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape, axis, order", [
+    ((300, 1000), -1, "C"),         # short rows: the one-run path, threads
+    ((5, 4097), -1, "C"),           # rows beyond one block: the fused walk
+    ((3, 70000), -1, "C"),          # few long statistics: the chunked reduction
+    ((40, 30, 20), 1, "C"),         # innermost dimension kept: by columns
+    ((64, 3, 40), (0, 2), "F"),
+    ((300, 1000), -1, "F"),
+])
+def test_layer_norm_is_batch_norm_on_every_path(shape, axis, order, dtype):
+    """Without weight and bias, layer norm's statistics and ``y`` are
+    ``batch_norm_forward``'s over the same axes bit for bit, at a large
+    offset (where a rounded mean would show), on each of its paths; with
+    per-element weight and bias ``y`` is batch norm's ``y·w + b`` to the
+    rounding of that map."""
+    x = np.asarray(normal(shape, dtype, seed=7, loc=2000.0), order=order)
+    got = nbnorm.layer_norm(x, axis=axis)
+    expect = nbnorm.batch_norm_forward(x, axis=axis)
+    for g, e in zip(got, expect):
+        np.testing.assert_array_equal(g, e)
+    ax = tuple(sorted(a % x.ndim for a in np.atleast_1d(axis)))
+    pshape = tuple(shape[a] for a in ax)
+    rng = np.random.default_rng(3)
+    w, b = (rng.standard_normal(pshape).astype(stat_dtype(dtype)) for _ in range(2))
+    y = nbnorm.layer_norm(x, w, b, axis=axis)[0].astype(np.float64)
+    expand = tuple(slice(None) if d in ax else None for d in range(x.ndim))
+    scaled = expect[0].astype(np.float64) * w[expand]
+    ref = scaled + b[expand]
+    # the map's float32 rounding, then the rounding of batch norm's y (in
+    # the reference) and of layer norm's y, each half an ulp of x's dtype
+    tol = (4 * eps(stat_dtype(dtype)) * (np.abs(scaled) + np.abs(b[expand]))
+           + eps(dtype) * (np.abs(scaled) + np.abs(ref)))
+    assert np.all(np.abs(y - ref) <= tol)
+
+
 @pytest.mark.parametrize("name", ["layer", "rms"])
 def test_short_rows_exact_at_large_offsets(name):
-    """Short contiguous rows (the tokens × hidden case) take their own kernel;
-    its float64 y at mean/std = 10⁸ is exact to a few ulp of y, not of the
+    """Short contiguous rows (the tokens × hidden case) take the one-run path
+    of the fused kernel; its float64 y at mean/std = 10⁸ is exact to a few ulp of y, not of the
     mean (a rounded mean would leave errors of ulp(10⁸)·invstd ≈ 1.5·10⁻⁸)."""
     from fractions import Fraction
 
     from nbnorm._cpu import backend  # noqa: F401  (loads the CPU backend and its family)
     from nbnorm._cpu import family as F
-    from nbnorm._cpu.norm_rows import short_rows
+    from nbnorm._cpu.norms import one_run
     from nbnorm import _geometry
     from exact import exact_moments
     x = normal((6, 64), np.float64, seed=50, loc=1e8 if name == "layer" else 3.0)
     geo = _geometry.over_axes(x.shape, -1)
-    assert short_rows(F._plan(geo, x, np.empty_like(x)))
+    assert one_run(F._plan(geo, x, np.empty_like(x)))
     y = (nbnorm.layer_norm(x) if name == "layer" else nbnorm.rms_norm(x, eps=1e-5))[0]
     mean, var = exact_moments(x, -1)
     for k in range(x.shape[0]):

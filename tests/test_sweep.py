@@ -3,8 +3,8 @@ adversarial data, the normalization family and the NaN-aware statistics,
 each against its float64 reference.
 
 Swept (in parentheses each test's ``max_examples``: a base count, which
-``conftest.py`` multiplies by the Hypothesis profile's factor; 390 in all,
-so the ``ci`` profile, 5 ×, runs 1,950 examples here;
+``conftest.py`` multiplies by the Hypothesis profile's factor; 430 in all,
+so the ``ci`` profile, 5 ×, runs 2,150 examples here;
 ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_sweep.py`` soaks):
 
 ``test_moments`` (80), ``test_forward`` (80), ``test_inference`` (80), ``test_backward`` (80)
@@ -30,6 +30,9 @@ so the ``ci`` profile, 5 ×, runs 1,950 examples here;
     Layer, group, instance and RMS norm, forward and backward, over random
     shapes, axes, channel axes, groups, offsets and layouts (the checks of
     ``test_family.py``).
+``test_layer_norm_is_batch_norm`` (40)
+    Layer norm without weight and bias against ``batch_norm_forward`` over
+    the same axes, bit for bit, on the adversarial cases above.
 ``test_skipna_nan_masks`` (40)
     ``moments(skipna=True)`` with random NaN masks, over random layouts,
     against ``np.nanmean``/``np.nanvar`` and the per-statistic counts (the
@@ -257,6 +260,28 @@ def test_family_members(data):
     w, b = member_params(m, dtype, seed=1, with_bias=data.draw(st.booleans()))
     run_forward(m, x, w, b)
     run_backward(m, x, w, seed=2)
+
+
+@settings(max_examples=BASE // 2)
+@given(case=adversarial_cases(min_n=2), data=st.data())
+@quiet
+def test_layer_norm_is_batch_norm(case, data):
+    """Layer norm runs on batch norm's kernels: without weight and bias its
+    statistics and ``y`` are ``batch_norm_forward``'s over the same axes,
+    bit for bit, on every layout, dtype and kind of data (the one-run path
+    of short rows, the fused walk, the chunked and the column reductions),
+    also into an ``out`` of another layout.  With per-element weight and
+    bias ``y`` is that map's: ``y_bn·w + b`` within the float rounding."""
+    x, ax, kind = case
+    label(x, kind)
+    axis = tuple(range(x.ndim)) if ax is None else ax
+    got = nbnorm.layer_norm(x, axis=axis)
+    expect = nbnorm.batch_norm_forward(x, axis=axis)
+    identical(got, expect, f"layer_norm vs batch_norm_forward, {kind}")
+    out = data.draw(arrays(x.shape, x.dtype), label="out")
+    y, mean, invstd = nbnorm.layer_norm(x, axis=axis, out=out)
+    assert y is out
+    identical((mean, invstd), expect[1:], "statistics with out= in another layout")
 
 
 # ------------------------------------------------------------------- skipna

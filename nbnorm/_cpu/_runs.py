@@ -24,15 +24,19 @@ def _count(rsz):
     return n
 
 
-@_jit
+@_inline
 def offset(lin, sizes, strides, nd):
-    """Offset of C-order linear index ``lin`` over the first ``nd`` of ``sizes``
-    with ``strides`` (no slicing: views would touch a shared refcount)."""
+    """Offset of C-order linear index ``lin`` (``0 ≤ lin <`` the product of
+    the first ``nd`` of ``sizes``) with ``strides``: no division for the
+    outermost dimension, which needs no wrap (none at all for one
+    dimension).  No slicing: views would touch a shared refcount."""
     off = 0
-    for d in range(nd - 1, -1, -1):
+    for d in range(nd - 1, 0, -1):
         q = lin // sizes[d]
         off += (lin - q * sizes[d]) * strides[d]
         lin = q
+    if nd >= 1:
+        off += lin * strides[0]
     return off
 
 

@@ -81,11 +81,12 @@ def _flat(a):
     return as_strided(lo, shape=(span,), strides=(a.dtype.itemsize,))
 
 
-def _stat_vector(a, n_stats, fill):
-    """A statistic-shaped parameter as a flat float64 vector (``fill`` if None)."""
+def _stat_vector(a, n_stats, fill, dtype=np.float64):
+    """A statistic-shaped parameter as a flat vector in ``dtype`` (float64
+    unless given; ``fill`` if None)."""
     if a is None:
-        return np.full(n_stats, fill)
-    return np.ascontiguousarray(a, dtype=np.float64).reshape(n_stats)
+        return np.full(n_stats, fill, dtype)
+    return np.ascontiguousarray(a, dtype=dtype).reshape(n_stats)
 
 
 def _fresh_block(nbytes):

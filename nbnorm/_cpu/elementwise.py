@@ -7,6 +7,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
+from ._access import unowned
 from ._jit import _exact, _pjit_exact, narrow_coefficients
 from ._runs import _count, offset
 from ._memory import store_fence
@@ -42,6 +43,8 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
     storage where :func:`nbnorm._welford.narrow_coefficients` allows it,
     statistic by statistic (:func:`arithmetic`), as the fused kernels do.
     """
+    out, u, v, dims = unowned(out), unowned(u), unowned(v), unowned(dims)
+    cu, ca, cv, cb, cc = unowned(cu), unowned(ca), unowned(cv), unowned(cb), unowned(cc)
     (nu, na, nv, nb, nc), wide, mixed = arithmetic(u, v, cu, ca, cv, cb, cc)
     sizes, sstr, st, bases = dims
     st0 = st[0]

@@ -11,14 +11,14 @@ import numpy as np
 from .. import _layout, _welford
 from .._welford import stat_dtype
 from . import kernels as K
-from . import norm_rows as NR
 from . import norms as N
 from . import _threads
 from .arrays import _flat, empty_like
 from .passes import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
-                     _centre, _chunking, _dual_sums, _kernel_args, _raw_moments, _refit,
+                     _chunking, _dual_sums, _kernel_args, _refit,
                      _relative_moments, _split, _stats_of)
-from .merge import group_backward_coefficients, group_forward_coefficients, per_channel
+from .merge import (forward_coefficients, group_backward_coefficients, group_forward_coefficients,
+                    per_channel)
 from .ops import _Outputs, _strides, _vector
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
@@ -39,8 +39,10 @@ def _args(plan):
             plan.red_strides, plan.bases)
 
 
-def _fused(plan, itemsize, n_inputs):
-    return plan.n_stats >= MIN_ITEMS and plan.n * itemsize * n_inputs <= FUSE_BYTES
+def _fused(plan, itemsize, n_inputs, serial=False):
+    """One work item per statistic: enough statistics to share among the
+    threads (any number on one thread), each small enough to stay in cache."""
+    return (plan.n_stats >= MIN_ITEMS or serial) and plan.n * itemsize * n_inputs <= FUSE_BYTES
 
 
 # ------------------------------------------- group/instance, per channel
@@ -96,6 +98,41 @@ def _plans(geo, *arrays):
         geo.view_strides(_layout.element_strides(y, "array")), geo.param_strides))
 
 
+def _same_runs(plan, x_plan):
+    """``x_plan`` if ``plan`` (over x, out and the parameters) walks each
+    statistic of x in the same runs as ``x_plan`` (over x alone), else None."""
+    same = (plan.inner_kept == x_plan.inner_kept
+            and np.array_equal(plan.red_sizes, x_plan.red_sizes)
+            and np.array_equal(plan.red_strides[0], x_plan.red_strides[0]))
+    return x_plan if same else None
+
+
+def _forward_per_statistic(x, xf, yf, plan, same_runs, x_plan, w, b, eps, rms, serial):
+    """Layer and RMS norm: statistics and ``y`` in one work item per
+    statistic, or batch norm's reduction kernels (chunked, or by columns when
+    the innermost dimension is kept) and then the map; ``(c, var, invstd)``
+    flat float64.  Either way the statistics, and ``y`` without weight and
+    bias, are batch norm's over the same axes, bit for bit."""
+    if same_runs is not None and not plan.inner_kept and _fused(plan, x.dtype.itemsize, 1,
+                                                                 serial):
+        c, var, inv = (np.empty(plan.n_stats) for _ in range(3))
+        N.norm_forward_fused(xf, yf, _args(plan), w, b, eps, rms, N.one_run(plan), c, var, inv)
+        return c, var, inv
+    _, mean_rel, m2, pivots = _relative_moments(x, x_plan)
+    n = plan.n_stats
+    c, var, inv, centre, alpha, shift = (np.empty(n) for _ in range(6))
+    if rms:     # y = x·invstd·w + b, invstd = 1/√(M2/n + mean² + eps)
+        N.rms_statistics(pivots, mean_rel, m2, float(plan.n), eps, var, inv)
+        c[:] = centre[:] = shift[:] = 0.0
+        alpha[:] = inv
+    else:       # batch norm's map (weight 1, bias 0): the same bits
+        forward_coefficients(pivots, mean_rel, m2, float(plan.n), eps, np.ones(n), np.zeros(n),
+                             c, var, inv, centre, alpha, shift)
+    chunk, n_chunks = _chunking(n, plan.n)
+    N.norm_apply(xf, yf, _args(plan), w, b, centre, alpha, shift, chunk, n_chunks)
+    return c, var, inv
+
+
 def norm_forward(x, geo, weight, bias, eps, rms, out):
     """See :func:`prepare_norm_forward`."""
     return prepare_norm_forward(x, geo, weight, bias, eps, rms, out)(x, weight, bias, out)
@@ -109,50 +146,37 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     eps, rms = float(eps), bool(rms)
     serial = x.size < SERIAL_ELEMENTS
     w_of, b_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 0.0)
+    # the per-element passes take the parameters in the statistics' type
+    wn_of, bn_of = _vector(geo.n_params, 1.0, sd), _vector(geo.n_params, 0.0, sd)
     view_plans = _plans(geo, x)
-    x_plan = _plans(geo)(x)     # (x, the parameter map): the statistics' plan
-    itemsize, shape = x.dtype.itemsize, geo.stat_shape
+    # the statistics' plan: over x alone, as batch norm's (out and the
+    # parameters do not change how the statistics are summed)
+    x_plan = _cached_plan(geo.view_shape, geo.axis,
+                          (geo.view_strides(_layout.element_strides(x, "array")),))
+    shape = geo.stat_shape
     if geo.split > 0:           # group/instance: statistics per (n, c) first
         xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
         stat_plan = _cached_plan(xshape, spatial, (xs,))
         stat_args = (_kernel_args(stat_plan, [0]), _split(stat_plan))
         outputs = _Outputs(lambda y: (view_plans(y),
                                       _cached_plan(xshape, spatial, (xs, _strides(y), xs))))
-    else:
-        outputs = _Outputs(lambda y: (view_plans(y), None))
+    else:       # the second plan: x_plan when the fused walk sums as it does, else None
+        outputs = _Outputs(lambda y: (view_plans(y), _same_runs(view_plans(y), x_plan)))
 
     def run(x, weight, bias, out):
         before = _threads.enter_serial(serial)
         try:
             y = empty_like(x) if out is None else out
             plan, affine_plan = outputs.get(y)
-            w, b = w_of(weight), b_of(bias)
             xf, yf = _flat(x), _flat(y)
             if _per_channel(geo, plan, True):
+                w, b = w_of(weight), b_of(bias)
                 c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
                                                    affine_plan)
-            elif NR.short_rows(plan):
-                c = np.empty(plan.n_stats)
-                var = np.empty(plan.n_stats)
-                inv = np.empty(plan.n_stats)
-                NR.rows_forward(xf, yf, _args(plan), w, b, eps, rms, c, var, inv)
-            elif _fused(plan, itemsize, 1):
-                c = np.empty(plan.n_stats)
-                var = np.empty(plan.n_stats)
-                inv = np.empty(plan.n_stats)
-                N.norm_forward_fused(xf, yf, _args(plan), w, b, eps, rms, c, var, inv)
             else:
-                mean, m2 = _raw_moments(x, x_plan)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    var = m2 / plan.n
-                    if rms:
-                        c = np.zeros(plan.n_stats)
-                        var += mean * mean
-                    else:
-                        c = mean
-                    inv = _welford.invstd_of(var, eps)
-                chunk, n_chunks = _chunking(plan.n_stats, plan.n)
-                N.norm_apply(xf, yf, _args(plan), w, b, _centre(c, inv), inv, chunk, n_chunks)
+                w, b = wn_of(weight), bn_of(bias)
+                c, var, inv = _forward_per_statistic(x, xf, yf, plan, affine_plan, x_plan, w,
+                                                     b, eps, rms, serial)
             if not K.all_finite(var, var):
                 _refit(x, y, plan, eps, rms, c, var, inv,
                        lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
@@ -177,7 +201,7 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     sd = stat_dtype(x.dtype)
     rms = bool(rms)
     serial = 2 * x.size < SERIAL_ELEMENTS
-    w_of = _vector(geo.n_params, 1.0)
+    w_of, wn_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
@@ -196,17 +220,16 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
             c = (np.zeros(plan.n_stats) if centre is None
                  else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
             inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
-            w = w_of(weight)
             if _per_channel(geo, plan, False):
-                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan,
-                                                       dual_args, affine_plan)
+                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w_of(weight), sd,
+                                                       dual_plan, dual_args, affine_plan)
                 return (dx, dweight.astype(sd).reshape(geo.param_shape),
                         dbias.astype(sd).reshape(geo.param_shape))
             n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
             gw = np.zeros(n_parts * geo.n_params, sd)
             gb = np.zeros(n_parts * geo.n_params, sd)
-            N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), w, c, inv, rms,
-                                  NR.short_rows(plan), n_parts, gw, gb)
+            N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), wn_of(weight), c,
+                                  inv, rms, N.one_run(plan), n_parts, gw, gb)
             dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
             dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
             return (dx, dweight.astype(sd).reshape(geo.param_shape),

@@ -30,41 +30,48 @@ afterwards, in order: the result does not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
-from ._access import load, store, window
-from ._jit import (BLOCK, _exact, _inline, _inline_exact, _jit, _pjit, backward_coefficients,
-                   exact_ratio, invstd_of)
+from ._access import acc_cast, acc_zero, load, store, unowned, window
+from ._jit import (_EXACT, BLOCK, _exact, _inline, _inline_exact, _jit, _pjit, _strict,
+                   backward_coefficients, exact_ratio, invstd_of, narrow_coefficients,
+                   shifted_moments, two_sum)
 from ._ranges import welford_range
-from ._runs import _count, affine_at, centred, dual_at, offset, pivot_at, run_at
+from ._runs import (_count, affine_at, centred, dual_at, finite_or_zero, offset, pivot_at, run_at,
+                    sums_at)
 from .inner_reduced import statistic_chunk_item
 
 
 # ------------------------------------------------------------------ runs
 @_inline_exact
-def run_scaled(out, oo, so, x, ox, sx, w, b, ow, sw, m, c, inv):
-    """``out = (x − c)·inv·w[j] + b[j]`` over a run, ``j = ow + i·sw``."""
+def run_scaled(out, oo, so, x, ox, sx, w, b, ow, sw, m, cu, ca, cc):
+    """``out = ((x − cu)·ca + cc)·w[j] + b[j]`` over a run, ``j = ow + i·sw``,
+    in the type of the coefficients (float32 where :func:`scaled_map`
+    narrows them, with float32 ``w``/``b``)."""
     for i in range(m):
         j = ow + i * sw
-        store(out, oo + i * so, (load(x, ox + i * sx) - c) * inv * w[j] + b[j])
+        store(out, oo + i * so, ((load(x, ox + i * sx) - cu) * ca + cc) * w[j] + b[j])
 
 
 @_exact
-def scaled_at(out, oo, so, x, ox, sx, w, b, ow, sw, m, c, inv):
+def scaled_at(out, oo, so, x, ox, sx, w, b, ow, sw, m, cu, ca, cc):
     if so == 1 and sx == 1 and sw == 1:
         run_scaled(window(out, oo, m), 0, 1, window(x, ox, m), 0, 1,
-                   window(w, ow, m), window(b, ow, m), 0, 1, m, c, inv)
+                   window(w, ow, m), window(b, ow, m), 0, 1, m, cu, ca, cc)
     else:
-        run_scaled(out, oo, so, x, ox, sx, w, b, ow, sw, m, c, inv)
+        run_scaled(out, oo, so, x, ox, sx, w, b, ow, sw, m, cu, ca, cc)
 
 
 @_inline
 def run_weighted(dy, od, sd, x, ox, sx, w, ow, sw, gw, gb, og, m, c, inv):
     """Over a run, with ``g = dy·w[j]``, ``j = ow + i·sw``: returns
     ``(Σ g, Σ g·(x − c))`` and adds ``dy·(x − c)·inv`` to ``gw[og + i·sw]``,
-    ``dy`` to ``gb[…]``."""
-    s1 = 0.0
-    s2 = 0.0
+    ``dy`` to ``gb[…]``; in the block-accumulator type (float32 for
+    float16/float32 data, with ``c``, ``inv``, ``w`` of that type), as batch
+    norm's dual sums."""
+    s1 = acc_zero(x)
+    s2 = acc_zero(x)
     for i in range(m):
         d = load(dy, od + i * sd)
         xc = centred(load(x, ox + i * sx), c)
@@ -93,7 +100,8 @@ def weighted_at(dy, od, sd, x, ox, sx, w, ow, sw, gw, gb, og, m, c, inv):
 
 @_inline_exact
 def run_dx(dx, oo, so, dy, od, sd, x, ox, sx, w, ow, sw, m, c, inv, cb, cc):
-    """``dx = dy·w[j]·inv + (x − c)·cb + cc`` over a run."""
+    """``dx = dy·w[j]·inv + (x − c)·cb + cc`` over a run, in the
+    coefficients' type (see :func:`dx_pass`)."""
     for i in range(m):
         store(dx, oo + i * so, load(dy, od + i * sd) * w[ow + i * sw] * inv
               + (load(x, ox + i * sx) - c) * cb + cc)
@@ -110,30 +118,158 @@ def dx_at(dx, oo, so, dy, od, sd, x, ox, sx, w, ow, sw, m, c, inv, cb, cc):
         run_dx(dx, oo, so, dy, od, sd, x, ox, sx, w, ow, sw, m, c, inv, cb, cc)
 
 
-# ---------------------------------------------------------- per statistic
-@_jit
-def statistic(x, xb, rsz, rx, n, eps, rms):
-    """``(c, var, invstd)`` of one statistic (see the module docstring;
-    ``var`` is mean(x²) for RMS)."""
-    pivot = pivot_at(x, xb, rsz, rx, None)
-    _, mean, m2 = welford_range(x, xb, rsz, rx, 0, n, pivot, None)
-    mean += pivot
-    var = exact_ratio(m2, float(n))
-    if rms:
-        var += mean * mean
-        return 0.0, var, invstd_of(var, eps)
-    return mean, var, invstd_of(var, eps)
+def dx_pass(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc, one_run):
+    """``dx = dy·w[j]·inv + (x − c)·cb + cc`` over one statistic (``one_run``:
+    one unit-stride run of ``n`` values in every operand): in float32 for
+    float16/float32 data where :func:`nbnorm._welford.narrow_coefficients`
+    allows (batch norm's backward map with the parameter read per element),
+    else in float64."""
 
 
 @_exact
-def scaled_range(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, c, inv):
+def dx_either(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc, one_run):
+    if one_run:
+        dx_at(dx, ob, 1, dy, db, 1, x, xb, 1, w, pb, 1, n, c, inv, cb, cc)
+    else:
+        dx_range(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc)
+
+
+@overload(dx_pass, jit_options={"fastmath": _EXACT, "error_model": "numpy"})
+def _dx_pass(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc, one_run):
+    if x.dtype == types.float64:
+        def wide(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc, one_run):
+            dx_either(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc,
+                      one_run)
+        return wide
+
+    def narrow(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc, one_run):
+        ok, _, a32, v32, b32, c32 = narrow_coefficients(0.0, inv, c, cb, cc, True)
+        if ok:
+            dx_either(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, v32, a32, b32, c32,
+                      one_run)
+        else:
+            dx_either(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, cc,
+                      one_run)
+    return narrow
+
+
+# ---------------------------------------------------------- per statistic
+@_jit
+def statistic(x, xb, rsz, rx, n, eps, rms):
+    """``(hi, lo, var, invstd)`` of one statistic by batch norm's Welford/Chan
+    blocks (:func:`~nbnorm._cpu._ranges.welford_range`, the same bits as
+    batch norm's statistic over the same values): the mean is ``hi + lo``
+    (``hi`` rounded, ``lo`` its error); for RMS norm ``hi = lo = 0`` and
+    ``var`` is mean(x²) ``= M2/n + mean²``.  NaN where the sums are not
+    finite (``family._refit`` redoes those)."""
+    pivot = pivot_at(x, xb, rsz, rx, None)
+    _, rel, m2 = welford_range(x, xb, rsz, rx, 0, n, pivot, None)
+    if not (np.isfinite(rel) and np.isfinite(m2)):
+        return np.nan, np.nan, np.nan, np.nan
+    hi, lo = two_sum(pivot, rel)
+    if rms:
+        var = mean_square(m2, float(n), hi)
+        return 0.0, 0.0, var, invstd_of(var, eps)
+    var = exact_ratio(m2, float(n))
+    return hi, lo, var, invstd_of(var, eps)
+
+
+@_strict
+def run_statistic(x, xb, n, eps, rms):
+    """:func:`statistic` of one unit-stride run of ``n ≤ BLOCK`` values,
+    without the block walk: the steps of ``_ranges.welford_block`` for a
+    first block that is one run (its shift the first finite value, a
+    shifted sum for the mean, a second pass about it), so the same bits as
+    :func:`statistic` and batch norm.  Without fast-math flags: LLVM would
+    fold ``(pivot + s1/nb) − pivot`` into ``s1/nb``, which is not the offset
+    of the rounded shift."""
+    c = finite_or_zero(x, load(x, xb))
+    pivot = float(c)
+    s1, _, nb = sums_at(x, xb, 1, n, c, None)
+    c = acc_cast(x, c + s1 / nb)
+    s1, s2, _ = sums_at(x, xb, 1, n, c, None)
+    rel, m2 = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+    if not (np.isfinite(rel) and np.isfinite(m2)):
+        return np.nan, np.nan, np.nan, np.nan
+    hi, lo = two_sum(pivot, rel)
+    if rms:
+        var = mean_square(m2, float(n), hi)
+        return 0.0, 0.0, var, invstd_of(var, eps)
+    var = exact_ratio(m2, float(n))
+    return hi, lo, var, invstd_of(var, eps)
+
+
+@_strict
+def mean_square(m2, n, mean):
+    """RMS norm's ``var``: mean(x²) ``= M2/n + mean²`` (two non-negative
+    terms: no cancellation), one formula for every path."""
+    return m2 / n + mean * mean
+
+
+@_strict
+def rms_statistics(pivots, mean_rel, m2, n, eps, var, inv):
+    """:func:`mean_square` and ``invstd`` per statistic from the reduction
+    kernels' ``(mean − pivot, M2)`` (the unfused path)."""
+    for i in range(pivots.size):
+        hi, _ = two_sum(pivots[i], mean_rel[i])
+        var[i] = mean_square(m2[i], n, hi)
+        inv[i] = invstd_of(var[i], eps)
+
+
+@_exact
+def scaled_range(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc):
     pos = a
     while pos < e:
         oo, m = run_at(pos, e, rsz, ro)
         ox, _ = run_at(pos, e, rsz, rx)
         op, _ = run_at(pos, e, rsz, rp)
-        scaled_at(out, ob + oo, ro[-1], x, xb + ox, rx[-1], w, b, pb + op, rp[-1], m, c, inv)
+        scaled_at(out, ob + oo, ro[-1], x, xb + ox, rx[-1], w, b, pb + op, rp[-1], m, cu, ca, cc)
         pos += m
+
+
+def scaled_map(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc):
+    """``y = ((x − cu)·ca + cc)·w[j] + b[j]`` over reduction indices
+    ``[a, e)`` of one statistic (``rsz`` None: one unit-stride run of
+    ``e − a`` values in every operand): in float32 for float16/float32 ``x`` where
+    :func:`nbnorm._welford.narrow_coefficients` allows (the coefficients as
+    batch norm's map rounds them: the centre's rounding moves into ``cc``),
+    else in float64."""
+
+
+@overload(scaled_map, jit_options={"fastmath": _EXACT, "error_model": "numpy"})
+def _scaled_map(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc):
+    if x.dtype == types.float64:
+        def wide(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc):
+            scaled_range(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc)
+        return wide
+
+    def narrow(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc):
+        ok, u32, a32, _, _, c32 = narrow_coefficients(cu, ca, 0.0, 0.0, cc, False)
+        if ok:
+            scaled_range(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, u32, a32, c32)
+        else:
+            scaled_range(out, ob, x, xb, pb, rsz, ro, rx, rp, a, e, w, b, cu, ca, cc)
+    return narrow
+
+
+def scaled_run(out, ob, x, xb, pb, m, w, b, cu, ca, cc):
+    """:func:`scaled_map` over one unit-stride run of ``m`` values."""
+
+
+@overload(scaled_run, jit_options={"fastmath": _EXACT, "error_model": "numpy"})
+def _scaled_run(out, ob, x, xb, pb, m, w, b, cu, ca, cc):
+    if x.dtype == types.float64:
+        def wide(out, ob, x, xb, pb, m, w, b, cu, ca, cc):
+            scaled_at(out, ob, 1, x, xb, 1, w, b, pb, 1, m, cu, ca, cc)
+        return wide
+
+    def narrow(out, ob, x, xb, pb, m, w, b, cu, ca, cc):
+        ok, u32, a32, _, _, c32 = narrow_coefficients(cu, ca, 0.0, 0.0, cc, False)
+        if ok:
+            scaled_at(out, ob, 1, x, xb, 1, w, b, pb, 1, m, u32, a32, c32)
+        else:
+            scaled_at(out, ob, 1, x, xb, 1, w, b, pb, 1, m, cu, ca, cc)
+    return narrow
 
 
 @_jit
@@ -171,9 +307,24 @@ def dx_range(dx, ob, dy, db, x, xb, pb, rsz, ro, rd, rx, rp, n, w, c, inv, cb, c
 
 
 # ------------------------------------------------------------------ kernels
+def one_run(plan):
+    """Is every statistic of ``plan`` one run of at most ``BLOCK`` values
+    (so float32 sums stay short) with unit stride in every operand (forward
+    ``x, out, params``; backward ``dy, x, dx, params``)?  The tokens ×
+    hidden case of layer and RMS norm."""
+    return (plan.red_sizes.size == 1 and plan.red_sizes[0] <= BLOCK
+            and not plan.inner_kept and all(int(s) == 1 for s in plan.red_strides[:, 0]))
+
+
 @_pjit
-def norm_forward_fused(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_out):
-    """Statistics and ``y`` of each statistic in one work item."""
+def norm_forward_fused(x, out, p, w, b, eps, rms, one_run, centre_out, var_out, invstd_out):
+    """Statistics and ``y`` of each statistic in one work item; ``w``/``b``
+    in the statistics' type.  ``y = (x − hi)·invstd·w + (b − lo·invstd·w)``:
+    ``x − hi`` is exact at |mean| ≫ std, so ``y`` keeps no rounding of the
+    mean (as batch norm's).  ``one_run``: every statistic is one unit-stride
+    run of at most ``BLOCK`` values in every operand (:func:`one_run`), taken
+    without the run and block walks."""
+    x, out, p, w, b = unowned(x), unowned(out), unowned(p), unowned(w), unowned(b)
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     nk = ksz.size
@@ -181,30 +332,38 @@ def norm_forward_fused(x, out, p, w, b, eps, rms, centre_out, var_out, invstd_ou
         k = np.int64(i_)
         s = offset(k, ksz, kstat, nk)
         xb = bases[0] + offset(k, ksz, kstr[0], nk)
-        c, var, inv = statistic(x, xb, rsz, rstr[0], n, eps, rms)
-        if np.isfinite(var):
-            scaled_range(out, bases[1] + offset(k, ksz, kstr[1], nk), x, xb,
-                         bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0],
-                         rstr[2], 0, n, w, b, c, inv)
-        else:   # an inf/NaN value or an overflow: redone by family._refit
-            c = var = inv = np.nan
-        centre_out[s] = c
+        ob = bases[1] + offset(k, ksz, kstr[1], nk)
+        pb = bases[2] + offset(k, ksz, kstr[2], nk)
+        if one_run:
+            hi, lo, var, inv = run_statistic(x, xb, n, eps, rms)
+        else:
+            hi, lo, var, inv = statistic(x, xb, rsz, rstr[0], n, eps, rms)
+        if not np.isfinite(var):   # an inf/NaN value or an overflow: redone by family._refit
+            hi = var = inv = np.nan
+        elif one_run:
+            scaled_run(out, ob, x, xb, pb, n, w, b, hi, inv, -lo * inv)
+        else:
+            scaled_map(out, ob, x, xb, pb, rsz, rstr[1], rstr[0], rstr[2], 0, n, w, b,
+                       hi, inv, -lo * inv)
+        centre_out[s] = hi
         var_out[s] = var
         invstd_out[s] = inv
 
 
 @_pjit
-def norm_apply(x, out, p, w, b, centre, invstd, chunk, n_chunks):
-    """``y`` from given statistics, over (statistic, chunk) work items."""
+def norm_apply(x, out, p, w, b, centre, scale, shift, chunk, n_chunks):
+    """``y = ((x − centre)·scale + shift)·w + b`` with per-statistic
+    coefficients, over (statistic, chunk) work items."""
+    x, out, p, w, b = unowned(x), unowned(out), unowned(p), unowned(w), unowned(b)
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     nk = ksz.size
-    for i_ in prange(invstd.size * n_chunks):
+    for i_ in prange(scale.size * n_chunks):
         k, s, _, a, e = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
-        scaled_range(out, bases[1] + offset(k, ksz, kstr[1], nk), x,
-                     bases[0] + offset(k, ksz, kstr[0], nk),
-                     bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0], rstr[2],
-                     a, e, w, b, centre[s], invstd[s])
+        scaled_map(out, bases[1] + offset(k, ksz, kstr[1], nk), x,
+                   bases[0] + offset(k, ksz, kstr[0], nk),
+                   bases[2] + offset(k, ksz, kstr[2], nk), rsz, rstr[1], rstr[0], rstr[2],
+                   a, e, w, b, float(centre[s]), float(scale[s]), float(shift[s]))
 
 
 @_pjit
@@ -213,8 +372,10 @@ def norm_backward_fused(dy, x, dx, p, w, centre, invstd, rms, one_run, n_parts, 
     ``[q·S/n_parts, (q+1)·S/n_parts)`` (plan order) and sums into row ``q``
     of the flat ``(n_parts, n_params)`` ``gw``/``gb``.  ``one_run``: every
     statistic is one unit-stride run of at most ``BLOCK`` values in all
-    operands (short rows, :func:`.norm_rows.short_rows`), taken whole without
-    the run bookkeeping."""
+    operands (:func:`one_run`), taken whole without the run bookkeeping.
+    ``w``, ``gw``, ``gb`` in the statistics' type."""
+    dy, x, dx, p, w = unowned(dy), unowned(x), unowned(dx), unowned(p), unowned(w)
+    gw, gb = unowned(gw), unowned(gb)
     ksz, kstat, kstr, rsz, rstr, bases = p
     n = _count(rsz)
     nk = ksz.size
@@ -230,17 +391,15 @@ def norm_backward_fused(dy, x, dx, p, w, centre, invstd, rms, one_run, n_parts, 
             pb = bases[3] + offset(k, ksz, kstr[3], nk)
             c = float(centre[s])
             inv = float(invstd[s])
+            ca, ia = acc_cast(x, c), acc_cast(x, inv)
             if one_run:
                 s1, s2 = weighted_at(dy, db, 1, x, xb, 1, w, pb, 1, gw, gb, q * n_params + pb,
-                                     n, c, inv)
+                                     n, ca, ia)
             else:
                 s1, s2 = weighted_sums(dy, db, x, xb, pb, gw, gb, q * n_params, rsz, rstr[0],
-                                       rstr[1], rstr[3], n, w, c, inv)
+                                       rstr[1], rstr[3], n, w, ca, ia)
             if rms:
                 s1 = 0.0
-            _, cb, cc = backward_coefficients(float(n), inv, 1.0, s1, s2, True)
-            if one_run:
-                dx_at(dx, ob, 1, dy, db, 1, x, xb, 1, w, pb, 1, n, c, inv, cb, cc)
-            else:
-                dx_range(dx, ob, dy, db, x, xb, pb, rsz, rstr[2], rstr[0], rstr[1], rstr[3], n,
-                         w, c, inv, cb, cc)
+            _, cb, cc = backward_coefficients(float(n), inv, 1.0, float(s1), float(s2), True)
+            dx_pass(dx, ob, dy, db, x, xb, pb, rsz, rstr[2], rstr[0], rstr[1], rstr[3], n, w,
+                    c, inv, cb, cc, one_run)

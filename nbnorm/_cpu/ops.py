@@ -23,14 +23,14 @@ from .merge import (backward_coefficient_vectors, forward_coefficients, inferenc
                     update_running as _update_running)
 
 
-def _vector(n, fill):
-    """``vector(a)``: a parameter as a flat float64 vector of ``n``
+def _vector(n, fill, dtype=np.float64):
+    """``vector(a)``: a parameter as a flat vector of ``n`` in ``dtype``
     (:func:`.arrays._stat_vector`), one constant vector of ``fill`` shared by
     the calls of a signature when absent.  Never written, it is not flagged
     read-only: Numba would compile another specialization of every kernel
     that reads it."""
-    const = np.full(n, fill)
-    return lambda a: const if a is None else _stat_vector(a, n, fill)
+    const = np.full(n, fill, dtype)
+    return lambda a: const if a is None else _stat_vector(a, n, fill, dtype)
 
 
 def _strides(a):
