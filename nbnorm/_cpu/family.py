@@ -99,24 +99,29 @@ def _plans(geo, *arrays):
 
 
 def _same_runs(plan, x_plan):
-    """``x_plan`` if ``plan`` (over x, out and the parameters) walks each
-    statistic of x in the same runs as ``x_plan`` (over x alone), else None."""
-    same = (plan.inner_kept == x_plan.inner_kept
+    """Whether ``plan`` (over x, out and the parameters) walks each statistic
+    of x in the same runs as ``x_plan`` (over x alone)."""
+    return (plan.inner_kept == x_plan.inner_kept
             and np.array_equal(plan.red_sizes, x_plan.red_sizes)
             and np.array_equal(plan.red_strides[0], x_plan.red_strides[0]))
-    return x_plan if same else None
 
 
-def _forward_per_statistic(x, xf, yf, plan, same_runs, x_plan, w, b, eps, rms, serial):
+def _forward_plans(plan, x_plan):
+    """``(plan, same runs as x_plan, one run per statistic, None)``: what the
+    forward of a layout of ``y`` needs, made once per layout."""
+    return plan, _same_runs(plan, x_plan), N.one_run(plan), None
+
+
+def _forward_per_statistic(x, xf, yf, plan, same_runs, one_run, x_plan, w, b, eps, rms,
+                           serial):
     """Layer and RMS norm: statistics and ``y`` in one work item per
     statistic, or batch norm's reduction kernels (chunked, or by columns when
     the innermost dimension is kept) and then the map; ``(c, var, invstd)``
     flat float64.  Either way the statistics, and ``y`` without weight and
     bias, are batch norm's over the same axes, bit for bit."""
-    if same_runs is not None and not plan.inner_kept and _fused(plan, x.dtype.itemsize, 1,
-                                                                 serial):
+    if same_runs and not plan.inner_kept and _fused(plan, x.dtype.itemsize, 1, serial):
         c, var, inv = (np.empty(plan.n_stats) for _ in range(3))
-        N.norm_forward_fused(xf, yf, _args(plan), w, b, eps, rms, N.one_run(plan), c, var, inv)
+        N.norm_forward_fused(xf, yf, _args(plan), w, b, eps, rms, one_run, c, var, inv)
         return c, var, inv
     _, mean_rel, m2, pivots = _relative_moments(x, x_plan)
     n = plan.n_stats
@@ -158,16 +163,16 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
         xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
         stat_plan = _cached_plan(xshape, spatial, (xs,))
         stat_args = (_kernel_args(stat_plan, [0]), _split(stat_plan))
-        outputs = _Outputs(lambda y: (view_plans(y),
+        outputs = _Outputs(lambda y: (view_plans(y), False, False,
                                       _cached_plan(xshape, spatial, (xs, _strides(y), xs))))
-    else:       # the second plan: x_plan when the fused walk sums as it does, else None
-        outputs = _Outputs(lambda y: (view_plans(y), _same_runs(view_plans(y), x_plan)))
+    else:
+        outputs = _Outputs(lambda y: _forward_plans(view_plans(y), x_plan))
 
     def run(x, weight, bias, out):
         before = _threads.enter_serial(serial)
         try:
             y = empty_like(x) if out is None else out
-            plan, affine_plan = outputs.get(y)
+            plan, same_runs, one_run, affine_plan = outputs.get(y)
             xf, yf = _flat(x), _flat(y)
             if _per_channel(geo, plan, True):
                 w, b = w_of(weight), b_of(bias)
@@ -175,8 +180,8 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
                                                    affine_plan)
             else:
                 w, b = wn_of(weight), bn_of(bias)
-                c, var, inv = _forward_per_statistic(x, xf, yf, plan, affine_plan, x_plan, w,
-                                                     b, eps, rms, serial)
+                c, var, inv = _forward_per_statistic(x, xf, yf, plan, same_runs, one_run, x_plan,
+                                                     w, b, eps, rms, serial)
             if not K.all_finite(var, var):
                 _refit(x, y, plan, eps, rms, c, var, inv,
                        lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
@@ -207,16 +212,16 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
         dual_plan = _cached_plan(xshape, spatial, (dys, xs))
         dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
-        outputs = _Outputs(lambda dx: (view_plans(dx),
+        outputs = _Outputs(lambda dx: (view_plans(dx), N.one_run(view_plans(dx)),
                                        _cached_plan(xshape, spatial, (dys, _strides(dx), xs))))
     else:
-        outputs = _Outputs(lambda dx: (view_plans(dx), None))
+        outputs = _Outputs(lambda dx: (view_plans(dx), N.one_run(view_plans(dx)), None))
 
     def run(dy, x, centre, invstd, weight, out):
         before = _threads.enter_serial(serial)
         try:
             dx = empty_like(x) if out is None else out
-            plan, affine_plan = outputs.get(dx)
+            plan, one_run, affine_plan = outputs.get(dx)
             c = (np.zeros(plan.n_stats) if centre is None
                  else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
             inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
@@ -229,7 +234,7 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
             gw = np.zeros(n_parts * geo.n_params, sd)
             gb = np.zeros(n_parts * geo.n_params, sd)
             N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), wn_of(weight), c,
-                                  inv, rms, N.one_run(plan), n_parts, gw, gb)
+                                  inv, rms, one_run, n_parts, gw, gb)
             dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
             dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
             return (dx, dweight.astype(sd).reshape(geo.param_shape),
