@@ -164,14 +164,7 @@ def statistic(x, xb, rsz, rx, n, eps, rms):
     finite (``family._refit`` redoes those)."""
     pivot = pivot_at(x, xb, rsz, rx, None)
     _, rel, m2 = welford_range(x, xb, rsz, rx, 0, n, pivot, None)
-    if not (np.isfinite(rel) and np.isfinite(m2)):
-        return np.nan, np.nan, np.nan, np.nan
-    hi, lo = two_sum(pivot, rel)
-    if rms:
-        var = mean_square(m2, float(n), hi)
-        return 0.0, 0.0, var, invstd_of(var, eps)
-    var = exact_ratio(m2, float(n))
-    return hi, lo, var, invstd_of(var, eps)
+    return finished(pivot, rel, m2, n, eps, rms)
 
 
 @_strict
@@ -189,6 +182,12 @@ def run_statistic(x, xb, n, eps, rms):
     c = acc_cast(x, c + s1 / nb)
     s1, s2, _ = sums_at(x, xb, 1, n, c, None)
     rel, m2 = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+    return finished(pivot, rel, m2, n, eps, rms)
+
+
+@_strict
+def finished(pivot, rel, m2, n, eps, rms):
+    """``(hi, lo, var, invstd)`` from a statistic's ``(mean − pivot, M2)``."""
     if not (np.isfinite(rel) and np.isfinite(m2)):
         return np.nan, np.nan, np.nan, np.nan
     hi, lo = two_sum(pivot, rel)
