@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _layout, _welford
+from .. import _layout
 from .._welford import stat_dtype
 from . import kernels as K
 from . import norms as N
