@@ -2,26 +2,32 @@
 
 Operands of the plan (``_layout.Plan`` of the geometry's view): forward
 ``(x, out, params)``, backward ``(dy, x, dx, params)``, where ``params`` is
-the parameter map (element offsets into the flat float64 ``weight``/``bias``
-vectors, stride 0 where they do not vary).  Per statistic ``k`` over its
-``n`` values ``r``:
+the parameter map (element offsets into the flat ``weight``/``bias``
+vectors, in the statistics' type, stride 0 where they do not vary).  Per
+statistic ``k`` over its ``n`` values ``r``:
 
-- forward: ``(n, mean, M2)`` by the Welford/Chan blocks of
-  :func:`~nbnorm._cpu._ranges.welford_range` (about a pivot; never
-  E[x²] − E[x]²), ``c = mean``, ``invstd = 1/√(M2/n + eps)`` — or for RMS
-  norm ``c = 0``, ``invstd = 1/√(M2/n + mean² + eps)`` (a sum of two
-  non-negative terms: no cancellation) — then
-  ``y = (x − c)·invstd·w[j] + b[j]``;
+- forward: ``(mean − pivot, M2)`` by batch norm's Welford/Chan blocks
+  (:func:`~nbnorm._cpu._ranges.welford_range`, or their first-block steps
+  for a statistic that is one short run: :func:`run_statistic`), the mean
+  as ``hi + lo``, ``invstd = 1/√(M2/n + eps)`` — or for RMS norm
+  ``c = 0``, ``invstd = 1/√(M2/n + mean² + eps)`` (two non-negative
+  terms: no cancellation) — then ``y = ((x − hi)·invstd − lo·invstd)·w[j]
+  + b[j]``, in float32 for float16/float32 data where batch norm's map is
+  (:func:`scaled_map`): the statistics and, without weight and bias, ``y``
+  are batch norm's over the same axes, bit for bit;
 - backward, with ``g = dy·w[j]``, ``x̂ = (x − c)·invstd``: a reduction
   pass (``Σg``, ``Σg·(x − c)``; ``dweight[j] += dy·x̂``, ``dbias[j] += dy``)
   and an elementwise one, ``dx = invstd·(g − Σg/n − x̂·Σ(g·x̂)/n)`` (RMS:
-  without the ``Σg/n`` term, ``dx = r·g − (r³/n)·x·Σ(g·x)``).
+  without the ``Σg/n`` term, ``dx = r·g − (r³/n)·x·Σ(g·x)``); sums in the
+  block-accumulator type over runs of at most ``BLOCK`` values, ``dx`` as
+  batch norm's backward map (:func:`dx_pass`).
 
 One work item is one statistic, whose data stay in cache between the
-reduction and the elementwise pass (``*_fused``); few or huge statistics
-take the chunked reduction of :mod:`.kernels` and then :func:`norm_apply`
-over (statistic, chunk) items.  (Group and instance norm forward go through
-batch norm's kernels instead, see :mod:`.family`.)  Parameter gradients are summed per *part*
+reduction and the elementwise pass (``*_fused``); few or huge statistics,
+and layouts whose innermost dimension is kept, take batch norm's reduction
+kernels and then :func:`norm_apply` over (statistic, chunk) items.  (Group
+and instance norm forward go through batch norm's kernels per channel, see
+:mod:`.family`.)  Parameter gradients are summed per *part*
 (a fixed, shape-given range of statistics) into ``(n_parts, n_params)``
 rows in the statistics' type (float32 for float16/float32 data: half the
 cache traffic of the per-element updates) and the rows are added in float64
