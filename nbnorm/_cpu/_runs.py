@@ -42,20 +42,10 @@ def offset(lin, sizes, strides, nd):
 
 @_inline
 def run_base(o, rsz, rstr):
-    """Offset of the first element of run ``o`` (C-order index over all but
-    the innermost reduced dimension): :func:`offset` without its last
-    division — ``o`` is a valid run index, so the outermost dimension needs
-    no wrap (no division at all for a two-dimensional reduction, where runs
-    are short and many)."""
-    nd = rsz.size
-    off = 0
-    for d in range(nd - 2, 0, -1):
-        q = o // rsz[d]
-        off += (o - q * rsz[d]) * rstr[d]
-        o = q
-    if nd >= 2:
-        off += o * rstr[0]
-    return off
+    """Offset of the first element of run ``o``: :func:`offset` of the run
+    index over all but the innermost reduced dimension (no division at all
+    for a two-dimensional reduction, where runs are short and many)."""
+    return offset(o, rsz, rstr, rsz.size - 1)
 
 
 @_inline
