@@ -6,7 +6,8 @@ See :mod:`.kernels` for the overview of the CPU kernels.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.registry import CPUDispatcher
 
 from .. import _welford
 from ._threads import kernel
@@ -26,8 +27,31 @@ ROWS_BLOCK = 8 * BLOCK  # elements per channels-last block: one pass each, so it
 # Neither set assumes away NaN or inf.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 _EXACT = {"contract"}
-_jit = njit(cache=True, fastmath=_FAST, error_model="numpy")
-_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy")
+
+
+class _OneBuildPerType(CPUDispatcher):
+    """A callee compiled once per argument *type*: Numba types an integer or
+    boolean constant at a call site as a literal (``Literal[int](1)``) and
+    would compile the callee once more for every literal, e.g. a stride 1
+    written out in one caller and a stride variable in another."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
+def _callee(**options):
+    """``njit(**options)`` for functions called from other kernels (see
+    :class:`_OneBuildPerType`)."""
+    def build(fn):
+        dispatcher = njit(**options)(fn)
+        dispatcher.__class__ = _OneBuildPerType
+        return dispatcher
+    return build
+
+
+_jit = _callee(cache=True, fastmath=_FAST, error_model="numpy")
+_exact = _callee(cache=True, fastmath=_EXACT, error_model="numpy")
 # run/row bodies are inlined at each call site so that LLVM sees the literal
 # offset 0 and stride 1 of the contiguous call and vectorizes that copy
 _inline = njit(cache=True, fastmath=_FAST, error_model="numpy", inline="always")
@@ -39,7 +63,7 @@ _pjit = kernel(cache=True, fastmath=_FAST, error_model="numpy")
 _pjit_exact = kernel(cache=True, fastmath=_EXACT, error_model="numpy")
 # A callee compiled without its own fastmath option inherits its caller's
 # flags, so the merge formulas state theirs: none at all.
-_strict = njit(cache=True, fastmath=False, error_model="numpy")
+_strict = _callee(cache=True, fastmath=False, error_model="numpy")
 
 chan_merge = _strict(_welford.chan_merge)
 shifted_moments = _strict(_welford.shifted_moments)
