@@ -9,7 +9,9 @@ or ``NUMBA_CACHE_DIR``).  :func:`compile_all` makes the calls that reach
 every build the public functions use: each operation on NCHW and
 channels-last data, fused and not, small (serial build) and at the parallel
 size, with and without parameters, running statistics, ``skipna`` and
-``out=x``.  A later process loads these instead of compiling.
+``out=x``, and the builds with streaming stores and with float64
+coefficients that only large outputs and extreme data reach
+(:func:`_rare_builds`).  A later process loads these instead of compiling.
 """
 from __future__ import annotations
 
@@ -53,6 +55,37 @@ def _calls(x):
     nbnorm.instance_norm_backward(dy, x, im, ii, w)
 
 
+def _rare_builds():
+    """Compile the builds the calls above do not reach: every kernel build
+    whose ``stream`` or ``widen`` argument was None (no streaming stores, no
+    float64 coefficients for float32 data) also with each of them True, as a
+    large output or data near the ends of float32's range launch it."""
+    import inspect
+    from itertools import product
+
+    from numba import types
+
+    from ._cpu import kernels
+    from ._cpu._threads import Kernel
+
+    for kernel in vars(kernels).values():
+        if not isinstance(kernel, Kernel):
+            continue
+        for build in (kernel.parallel, kernel.serial):
+            names = list(inspect.signature(build.py_func).parameters)
+            rare = [i for i, name in enumerate(names) if name in ("stream", "widen")]
+            for sig in list(build.signatures):
+                # float64 data never need float64 coefficients widened
+                wide = "u" in names and sig[names.index("u")].dtype == types.float64
+                at = [i for i in rare if sig[i] == types.none
+                      and not (wide and names[i] == "widen")]
+                for choice in product((types.none, types.boolean), repeat=len(at)):
+                    args = list(sig)
+                    for i, t in zip(at, choice):
+                        args[i] = t
+                    build.compile(tuple(args))
+
+
 def compile_all(dtypes=("float16", "float32", "float64"), report=print):
     """Compile (or load from the cache) every CPU kernel build for ``dtypes``;
     returns the number of builds that had to be compiled."""
@@ -66,6 +99,7 @@ def compile_all(dtypes=("float16", "float32", "float64"), report=print):
                 x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
                 _calls(x)                                              # NCHW
                 _calls(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
+            _rare_builds()
             built = (len(rec.buffer) - before) // 2
             report(f"{dtype}: {built} builds compiled in {time.perf_counter() - t0:.1f} s")
     return len(rec.buffer) // 2

@@ -90,9 +90,12 @@ L3_BYTES = _l3_bytes()
 
 
 def streamed(out):
-    """Whether the kernels write ``out`` with streaming stores: it is far
-    larger than what the caches keep for the next operation anyway."""
-    return STREAM_BYTES is not None and out.nbytes >= STREAM_BYTES
+    """The kernels' ``stream`` argument for ``out``: True when they write it
+    with streaming stores (it is far larger than what the caches keep for
+    the next operation anyway), else None — a type of its own, so that a
+    kernel launched with None is compiled without the streaming code
+    (a small problem never compiles it)."""
+    return True if STREAM_BYTES is not None and out.nbytes >= STREAM_BYTES else None
 
 
 def two_fit_in_l2(nbytes):

@@ -228,7 +228,7 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
             bo, ro, oo, m = run_after(pos, b, rsz, rstr_o, bo, ro)
             bu, ru, ou, _ = run_after(pos, b, rsz, rstr_u, bu, ru)
             bv, rv, ov, _ = run_after(pos, b, rsz, rstr_v, bv, rv)
-    if stream:
+    if stream is not None:
         store_fence()
 
 

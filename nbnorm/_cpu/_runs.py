@@ -211,9 +211,10 @@ def _stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc):
 def affine_at(out, oo, so, u, ou, su, v, ov, sv, m, cu, ca, cv, cb, cc, stream):
     """``out = (u − cu)·ca + (v − cv)·cb + cc`` over a run (see
     :func:`run_affine`); unit-stride runs of ≥ ``STREAM_RUN`` elements with
-    ``stream`` set are written by :func:`stream_run`."""
+    ``stream`` True are written by :func:`stream_run` (``stream`` None: that
+    code is not compiled, see :func:`._memory.streamed`)."""
     if so == 1 and su == 1 and sv == 1:
-        if stream and m >= STREAM_RUN:
+        if stream is not None and m >= STREAM_RUN:   # pruned when None
             stream_run(out, oo, u, ou, v, ov, m, cu, ca, cv, cb, cc)
         else:
             run_affine(window(out, oo, m), 0, 1, window(u, ou, m), 0, 1, maybe_window(v, ov, m),

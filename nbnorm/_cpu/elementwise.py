@@ -8,7 +8,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from ._access import unowned
-from ._jit import _exact, _pjit_exact, narrow_coefficients
+from ._jit import _exact, _pjit_exact, _strict, narrow_coefficients
 from ._runs import _count, offset
 from ._memory import store_fence
 from .inner_kept import _super_rows, rows_affine, tile_columns
@@ -29,7 +29,7 @@ def tile_coefficients(tiles, s, inner, cu, ca, cv, cb, cc):
 
 
 @_pjit_exact
-def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
+def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream, widen):
     """``out = (u − cu[s])·ca[s] + (v − cv[s])·cb[s] + cc[s]`` for every
     element, ``s`` its statistic (``v`` may be None); operands (out, u, v).
 
@@ -42,10 +42,17 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
     (:func:`._runs.affine_at`).  Computed in float32 for float16/float32
     storage where :func:`nbnorm._welford.narrow_coefficients` allows it,
     statistic by statistic (:func:`arithmetic`), as the fused kernels do.
+
+    Returns False, having written nothing, when some statistic must be
+    computed in float64 and ``widen`` is None: the caller launches again
+    with ``widen`` True (:func:`.passes._affine_prepared`), so the code of
+    that rare case is compiled only where a call needs it.
     """
     out, u, v, dims = unowned(out), unowned(u), unowned(v), unowned(dims)
     cu, ca, cv, cb, cc = unowned(cu), unowned(ca), unowned(cv), unowned(cb), unowned(cc)
-    (nu, na, nv, nb, nc), wide, mixed = arithmetic(u, v, cu, ca, cv, cb, cc)
+    (nu, na, nv, nb, nc), wide, mixed = arithmetic(u, v, cu, ca, cv, cb, cc, widen)
+    if mixed and widen is None:
+        return False
     sizes, sstr, st, bases = dims
     st0 = st[0]
     st1 = st[1]
@@ -94,7 +101,7 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
                     tiled = s
                 done = nr - nr % q
                 rows_affine(out, oo, 1, w, u, ou, 1, w, v, ov, 1, w, w, done // q, 0, 1, 0,
-                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], False, None, False)
+                            tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], stream, wide, mixed)
             rows_affine(out, oo + i * so + done * ro, so, ro, u, ou + i * su + done * ru, su, ru,
                         v, ov + i * sv + done * rv, sv, rv, m, nr - done, s + i * ss, ss, rs,
                         nu, na, nv, nb, nc, stream, wide, mixed)
@@ -113,35 +120,50 @@ def affine(out, u, v, dims, chunk, n_chunks, cu, ca, cv, cb, cc, stream):
                 oo += nr * ro
                 ou += nr * ru
                 ov += nr * rv
-        if stream:
+        if stream is not None:
             store_fence()
+    return True
 
 
-def arithmetic(u, v, cu, ca, cv, cb, cc):
+@_strict
+def narrowed(two, cu, ca, cv, cb, cc):
+    """Per statistic: the float32 coefficients, whether
+    :func:`nbnorm._welford.narrow_coefficients` allowed them, and whether
+    any statistic was refused."""
+    n = cu.size
+    c32 = np.empty((5, n), np.float32)
+    ok = np.empty(n, np.bool_)
+    n_ok = 0
+    for i in range(n):
+        ok[i], c32[0, i], c32[1, i], c32[2, i], c32[3, i], c32[4, i] = (
+            narrow_coefficients(cu[i], ca[i], cv[i], cb[i], cc[i], two))
+        n_ok += ok[i]
+    return (c32[0], c32[1], c32[2], c32[3], c32[4]), ok, n_ok < n
+
+
+def arithmetic(u, v, cu, ca, cv, cb, cc, widen):
     """``((cu', ca', cv', cb', cc'), wide, mixed)``: the coefficients the
     elementwise pass computes with.  float64 storage: the given ones
     (``wide`` None).  float16/float32 storage: their float32 forms from
-    :func:`nbnorm._welford.narrow_coefficients`, ``wide = (ok, cu, ca, cv,
-    cb, cc)`` and ``mixed`` whether any statistic must stay in float64 (its
-    ``ok`` false: it takes the float64 ones, see :func:`.inner_kept.wide_at`)."""
+    :func:`nbnorm._welford.narrow_coefficients`, ``mixed`` whether any
+    statistic must stay in float64 (its ``ok`` false) and, unless ``widen``
+    is None, ``wide = (ok, cu, ca, cv, cb, cc)``: such a statistic takes
+    those float64 coefficients (see :func:`.inner_kept.wide_at`)."""
 
 
 @overload(arithmetic, jit_options={"fastmath": False, "error_model": "numpy"})
-def _arithmetic(u, v, cu, ca, cv, cb, cc):
+def _arithmetic(u, v, cu, ca, cv, cb, cc, widen):
     if u.dtype == types.float64:
-        return lambda u, v, cu, ca, cv, cb, cc: ((cu, ca, cv, cb, cc), None, False)
+        return lambda u, v, cu, ca, cv, cb, cc, widen: ((cu, ca, cv, cb, cc), None, False)
 
-    def narrow(u, v, cu, ca, cv, cb, cc):
-        n = cu.size
-        c32 = np.empty((5, n), np.float32)
-        ok = np.empty(n, np.bool_)
-        n_ok = 0
-        for i in range(n):
-            ok[i], c32[0, i], c32[1, i], c32[2, i], c32[3, i], c32[4, i] = (
-                narrow_coefficients(cu[i], ca[i], cv[i], cb[i], cc[i], v is not None))
-            n_ok += ok[i]
-        return (c32[0], c32[1], c32[2], c32[3], c32[4]), (ok, cu, ca, cv, cb, cc), n_ok < n
-    return narrow
+    def narrow(u, v, cu, ca, cv, cb, cc, widen):
+        c32, ok, mixed = narrowed(v is not None, cu, ca, cv, cb, cc)
+        return c32, (ok, cu, ca, cv, cb, cc), mixed
+
+    def narrow_only(u, v, cu, ca, cv, cb, cc, widen):
+        c32, _, mixed = narrowed(v is not None, cu, ca, cv, cb, cc)
+        return c32, None, mixed
+    return narrow_only if isinstance(widen, types.NoneType) else narrow
 
 
 @_pjit_exact

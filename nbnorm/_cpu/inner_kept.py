@@ -116,18 +116,25 @@ def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, r
     and its element ``j`` belongs to statistic ``cs + r·rs + j·css``
     (``stream``: see :func:`._runs.affine_at`; runs of one statistic only).
     Statistics that ``wide`` (:func:`wide_at`) marks take its float64
-    coefficients instead of ``cu … cc`` (``mixed``: whether any does)."""
+    coefficients instead of ``cu … cc`` (``mixed``: whether any does); with
+    ``wide`` None that code is not compiled."""
     if css == 0:
-        for r in range(nr):
-            k = cs + r * rs
-            use, wu, wa, wv, wb, wc = wide_at(wide, k)
-            if use:
-                affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
-                          wu, wa, wv, wb, wc, stream)
-            else:
+        if wide is None:
+            for r in range(nr):
+                k = cs + r * rs
                 affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
                           cu[k], ca[k], cv[k], cb[k], cc[k], stream)
-    elif mixed:
+        else:
+            for r in range(nr):
+                k = cs + r * rs
+                use, wu, wa, wv, wb, wc = wide_at(wide, k)
+                if use:
+                    affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                              wu, wa, wv, wb, wc, stream)
+                else:
+                    affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                              cu[k], ca[k], cv[k], cb[k], cc[k], stream)
+    elif wide is not None and mixed:
         for r in range(nr):
             row_mixed(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
                       cs + r * rs, css, cu, ca, cv, cb, cc, wide)

@@ -116,7 +116,7 @@ def run_dx(dx, oo, so, dy, od, sd, x, ox, sx, w, ow, sw, m, c, inv, cb, cc):
 @_exact
 def dx_at(dx, oo, so, dy, od, sd, x, ox, sx, w, ow, sw, m, c, inv, cb, cc):
     if sw == 0:
-        affine_at(dx, oo, so, dy, od, sd, x, ox, sx, m, 0.0, w[ow] * inv, c, cb, cc, False)
+        affine_at(dx, oo, so, dy, od, sd, x, ox, sx, m, 0.0, w[ow] * inv, c, cb, cc, None)
     elif so == 1 and sd == 1 and sx == 1 and sw == 1:
         run_dx(window(dx, oo, m), 0, 1, window(dy, od, m), 0, 1, window(x, ox, m), 0, 1,
                window(w, ow, m), 0, 1, m, c, inv, cb, cc)

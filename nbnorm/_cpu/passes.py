@@ -229,8 +229,10 @@ def _affine(out, u, v, axis, cu, ca, cv, cb, cc):
 def _affine_prepared(out, u, v, plan, cu, ca, cv, cb, cc):
     """:func:`_affine` with its plan over ``(u, out, v or u)`` made already."""
     q, chunk, n_chunks = _affine_args(plan)
-    K.affine(_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
-             cu, ca, cv, cb, cc, _memory.streamed(out))
+    args = (_flat(out), _flat(u), None if v is None else _flat(v), q, chunk, n_chunks,
+            cu, ca, cv, cb, cc, _memory.streamed(out))
+    if not K.affine(*args, None):
+        K.affine(*args, True)   # some statistic needs float64 (compiled on demand)
 
 
 @lru_cache(maxsize=256)
