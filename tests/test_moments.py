@@ -297,3 +297,46 @@ def test_drifting_channels_last_columns_stay_exact(dtype, large_backend):
     tol = 1e-6 if dtype == np.float32 else 1e-12
     assert np.max(np.abs(m - rm)) / np.max(np.abs(rm)) < tol
     assert np.max(np.abs(v - rv)) / np.max(rv) < tol
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("kind", ["normal", "offset", "constant", "signed zeros", "huge",
+                                  "non-finite", "subnormal"])
+@pytest.mark.parametrize("n", [2, 255, 4096])
+def test_every_path_gives_a_statistic_of_one_run_the_same_bits(n, kind, dtype):
+    """A statistic that is one unit-stride run of at most ``BLOCK`` values
+    (rows, per-channel spatial statistics) is summed whole, without the
+    block walk (``_ranges.run_moments``); the walk takes such a range there
+    too.  So ``moments``, batch norm (fused with ≥ 64 statistics, unfused
+    with fewer), layer norm and layer norm into a strided ``out`` (whose
+    statistics take the walk) give the same bits — means, signed zeros,
+    infinities and NaNs — and the moments are within the bounds of the
+    float64 reference."""
+    rng = np.random.default_rng(n)
+    big = float(np.finfo(dtype).max) / 4
+    for rows in (3, 70):
+        shape = (rows, n)
+        x = {"normal": lambda: rng.standard_normal(shape) * 3,
+             "offset": lambda: rng.standard_normal(shape) * 0.01 + 300.0,
+             "constant": lambda: np.full(shape, 7.25),
+             "signed zeros": lambda: np.where(rng.random(shape) < 0.5, -0.0, 0.0),
+             "huge": lambda: rng.choice([big, -big, big / 2], shape),
+             "non-finite": lambda: np.where(rng.random(shape) < 0.1, np.inf, rng.random(shape)),
+             "subnormal": lambda: rng.random(shape) * float(np.finfo(dtype).smallest_subnormal) * 8,
+             }[kind]().astype(dtype)
+        if kind == "non-finite":
+            x[1, n // 2] = np.nan
+            x[2, -1] = -np.inf
+        mean, var = nbnorm.moments(x, 1)
+        _, bm, _ = nbnorm.batch_norm_forward(x, axis=1)
+        _, lm, _ = nbnorm.layer_norm(x, axis=1)
+        out = np.empty((rows, 2 * n), dtype)[:, ::2]
+        _, sm, _ = nbnorm.layer_norm(x, axis=1, out=out)
+        for other in (bm, lm, sm):
+            np.testing.assert_array_equal(np.signbit(other), np.signbit(mean))
+            np.testing.assert_array_equal(other, mean)
+        if kind in ("normal", "offset", "constant"):
+            mref, vref = R.moments(x, 1)
+            mb, vb = moments_bound(x, 1, mref, vref)
+            assert_within(mean, mref, mb, "mean")
+            assert_within(var, vref, vb, "var")

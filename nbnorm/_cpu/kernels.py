@@ -20,7 +20,10 @@ Statistics are computed per block of ≤ ``BLOCK`` elements (whole runs, or
 even pieces of a long run): summed about the mean so far in one pass when
 that is within ``std/√15`` of the block's mean, else with two passes over
 the block while it sits in L1 (shifted sum, then the corrected two-pass
-``M2``); blocks are merged with Chan's formula (:mod:`nbnorm._welford`):
+``M2``); a statistic that is one unit-stride run of ≤ ``BLOCK`` values is
+one block, taken whole (``_ranges.run_moments``, ``run_dual_sums``: no
+block walk, whose bookkeeping costs more than a short run's sums); blocks
+are merged with Chan's formula (:mod:`nbnorm._welford`):
 one read of memory, no division per element; the next block is
 prefetched while one is summed, and large outputs are written with
 streaming stores (:mod:`._memory`).

@@ -41,11 +41,10 @@ from numba.extending import overload
 
 from ._access import acc_cast, acc_zero, load, store, unowned, window
 from ._jit import (_EXACT, BLOCK, _exact, _inline, _inline_exact, _jit, _pjit, _strict,
-                   backward_coefficients, exact_ratio, invstd_of, narrow_coefficients,
-                   shifted_moments, two_sum)
-from ._ranges import welford_range
-from ._runs import (_count, affine_at, centred, dual_at, finite_or_zero, offset, pivot_at, run_at,
-                    sums_at)
+                   backward_coefficients, exact_ratio, invstd_of, narrow_coefficients, two_sum)
+from ._ranges import run_moments, welford_range
+from ._runs import (_count, affine_at, centred, dual_at, finite_or_zero, offset, pivot_at,
+                    run_at)
 from .inner_reduced import statistic_chunk_item
 
 
@@ -176,18 +175,10 @@ def statistic(x, xb, rsz, rx, n, eps, rms):
 @_strict
 def run_statistic(x, xb, n, eps, rms):
     """:func:`statistic` of one unit-stride run of ``n ≤ BLOCK`` values,
-    without the block walk: the steps of ``_ranges.welford_block`` for a
-    first block that is one run (its shift the first finite value, a
-    shifted sum for the mean, a second pass about it), so the same bits as
-    :func:`statistic` and batch norm.  Without fast-math flags: LLVM would
-    fold ``(pivot + s1/nb) − pivot`` into ``s1/nb``, which is not the offset
-    of the rounded shift."""
-    c = finite_or_zero(x, load(x, xb))
-    pivot = float(c)
-    s1, _, nb = sums_at(x, xb, 1, n, c, None)
-    c = acc_cast(x, c + s1 / nb)
-    s1, s2, _ = sums_at(x, xb, 1, n, c, None)
-    rel, m2 = shifted_moments(float(nb), float(c) - pivot, float(s1), float(s2))
+    without the block walk (:func:`~nbnorm._cpu._ranges.run_moments`: the
+    same bits as :func:`statistic` and batch norm)."""
+    pivot = float(finite_or_zero(x, load(x, xb)))    # pivot_at of one run
+    rel, m2 = run_moments(x, xb, n, pivot)
     return finished(pivot, rel, m2, n, eps, rms)
 
 
