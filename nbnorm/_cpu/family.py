@@ -46,11 +46,12 @@ def _fused(plan, itemsize, n_inputs, serial=False):
 
 
 # ------------------------------------------- group/instance, per channel
-# Statistics per group are taken the way batch norm takes them per channel:
-# per (n, c) over the spatial axes by the reduction kernels of :mod:`.kernels`
-# (which stream channels-last rows as vectors), then Chan-merged over each
-# group's C/G channels (compensated means); the elementwise passes are batch
-# norm's, with per-(n, c) coefficients.
+# Statistics per group are taken by batch norm's reduction kernels: per
+# (n, g) directly where a group's values lie in long runs (NCHW: one run of
+# C/G·H·W), else per (n, c) over the spatial axes (which stream
+# channels-last rows as vectors) and Chan-merged over each group's C/G
+# channels (compensated means); the elementwise passes are batch norm's,
+# with per-(n, c) coefficients.
 def _per_channel(geo, plan, forward):
     """Group/instance norm: the forward always (measured: faster than the
     fused pass even for NCHW), the backward when the runs are short."""
@@ -62,16 +63,29 @@ def _spatial(geo):
     return tuple(d for d in range(len(geo.shape)) if d not in (0, geo.split))
 
 
-def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, affine_plan):
-    """Statistics per (n, c) over the spatial axes, merged per group and the
-    affine map per (n, c) in one compiled call, then batch norm's affine pass."""
+def _group_statistics(x, geo, x_plan):
+    """``(plan, kernel arguments, parts per group)`` of group norm's
+    statistics: over each group (``x_plan``) where its runs are long,
+    else per (n, c) over the spatial axes."""
+    if not x_plan.inner_kept and int(x_plan.red_sizes[-1]) >= SHORT_RUN:
+        plan, parts = x_plan, 1
+    else:
+        plan = _cached_plan(x.shape, _spatial(geo), (_strides(x),))
+        parts = geo.shape[geo.split] // geo.groups
+    return plan, (_kernel_args(plan, [0]), _split(plan)), parts
+
+
+def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, parts, affine_plan):
+    """Statistics per group (:func:`_group_statistics`), merged and turned
+    into the affine map per (n, c) in one compiled call, then batch norm's
+    affine pass."""
     _, mean_rel, m2, pivots = _relative_moments(x, stat_plan, False, *stat_args)
-    n_groups, n_c = geo.shape[0] * geo.groups, stat_plan.n_stats
+    n_groups, n_c = geo.shape[0] * geo.groups, geo.shape[0] * geo.shape[geo.split]
     mean, var, inv = (np.empty(n_groups) for _ in range(3))
     centre, alpha, shift = (np.empty(n_c) for _ in range(3))
     group_forward_coefficients(pivots, mean_rel, m2, float(stat_plan.n), geo.groups,
-                               geo.shape[geo.split] // geo.groups, eps, w, b, mean, var, inv,
-                               centre, alpha, shift)
+                               geo.shape[geo.split] // geo.groups, parts, eps, w, b, mean, var,
+                               inv, centre, alpha, shift)
     _affine_prepared(y, x, None, affine_plan, centre, alpha, centre, alpha, shift)
     return mean, var, inv
 
@@ -161,8 +175,7 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     shape = geo.stat_shape
     if geo.split > 0:           # group/instance: statistics per (n, c) first
         xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
-        stat_plan = _cached_plan(xshape, spatial, (xs,))
-        stat_args = (_kernel_args(stat_plan, [0]), _split(stat_plan))
+        stat_plan, stat_args, parts = _group_statistics(x, geo, x_plan)
         outputs = _Outputs(lambda y: (view_plans(y), False, False,
                                       _cached_plan(xshape, spatial, (xs, _strides(y), xs))))
     else:
@@ -177,7 +190,7 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
             if _per_channel(geo, plan, True):
                 w, b = w_of(weight), b_of(bias)
                 c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
-                                                   affine_plan)
+                                                   parts, affine_plan)
             else:
                 w, b = wn_of(weight), bn_of(bias)
                 c, var, inv = _forward_per_statistic(x, xf, yf, plan, same_runs, one_run, x_plan,

@@ -132,32 +132,33 @@ def update_running(running, batch, momentum, scale):
 
 
 @_strict
-def group_forward_coefficients(pivots, mean_rel, m2, n_c, groups, per, eps, w, b, mean_out,
-                               var_out, inv_out, centre, alpha, shift):
-    """Group norm from per-(n, c) moments (flat ``(N·C,)``, ``n_c`` values
-    each): the channels of each group merged in order by Chan's formula with
+def group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts, eps, w, b,
+                               mean_out, var_out, inv_out, centre, alpha, shift):
+    """Group norm from ``parts`` moments per group (flat ``(N·G·parts,)``,
+    ``n_part`` values each: per (n, c), ``parts = per``, or per (n, g),
+    ``parts = 1``): each group's parts merged in order by Chan's formula with
     compensated means (:func:`nbnorm._welford.merge_states`), its biased
     variance and invstd (``(N·G,)``), and the per-(n, c) affine map ``y =
     (x − centre)·alpha + shift`` with ``alpha = invstd·weight[c]``,
     ``centre`` the group's mean (0 where alpha is 0), ``shift = bias[c]``."""
-    C = groups * per
     for s in range(mean_out.size):
-        k0 = (s // groups) * C + (s % groups) * per
-        cnt = n_c
-        hi, lo = two_sum(pivots[k0], mean_rel[k0])
+        p0 = s * parts
+        cnt = n_part
+        hi, lo = two_sum(pivots[p0], mean_rel[p0])
         if not np.isfinite(hi):
             lo = 0.0
-        mm2 = m2[k0]
-        for j in range(1, per):
-            h2, l2 = two_sum(pivots[k0 + j], mean_rel[k0 + j])
+        mm2 = m2[p0]
+        for j in range(1, parts):
+            h2, l2 = two_sum(pivots[p0 + j], mean_rel[p0 + j])
             if not np.isfinite(h2):
                 l2 = 0.0
-            cnt, hi, lo, mm2 = merge_state(cnt, hi, lo, mm2, n_c, h2, l2, m2[k0 + j])
+            cnt, hi, lo, mm2 = merge_state(cnt, hi, lo, mm2, n_part, h2, l2, m2[p0 + j])
         var = mm2 / cnt
         inv = invstd_of(var, eps)
         mean_out[s] = hi
         var_out[s] = var
         inv_out[s] = inv
+        k0 = s * per
         for j in range(per):
             c = (s % groups) * per + j
             a = inv * w[c]
