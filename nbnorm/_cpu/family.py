@@ -12,7 +12,7 @@ from .. import _layout
 from .._welford import stat_dtype
 from . import kernels as K
 from . import norms as N
-from . import _threads
+from . import _memory, _threads
 from .arrays import _flat, empty_like
 from .passes import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
                      _chunking, _dual_sums, _kernel_args, _refit,
@@ -52,13 +52,18 @@ def _fused(plan, itemsize, n_inputs, serial=False):
 # channels-last rows as vectors) and Chan-merged over each group's C/G
 # channels (compensated means); the elementwise passes are batch norm's,
 # with per-(n, c) coefficients.
-def _per_channel(geo):
-    """Group/instance norm, forward and backward: measured faster than the
-    family's fused per-statistic passes, whose parameter map cuts each
-    statistic into per-channel runs (backward, float32, G = 4/32/C:
+def _per_channel(geo, plan, forward, nbytes):
+    """Group/instance norm on batch norm's kernels per group or channel:
+    the forward always, the backward unless the family's fused pass, which
+    reads ``dy`` and ``x`` from memory once instead of twice, can take long
+    runs of data (``nbytes`` each) beyond the last-level cache.  In cache the
+    per-channel passes are faster, the fused pass's parameter map cutting
+    each statistic into per-channel runs (float32, G = 4/32/C:
     (16, 64, 16, 16) 132–245 µs against 99–103; (64, 256, 16, 16)
-    1.9–3.4 ms against 1.5–1.7)."""
-    return geo.split > 0
+    1.9–3.4 ms against 1.5–1.7); beyond it (103 MB) the fused pass is
+    about a tenth faster."""
+    return geo.split > 0 and (forward or plan.inner_kept or int(plan.red_sizes[-1]) < SHORT_RUN
+                              or 2 * nbytes <= _memory.L3_BYTES)
 
 
 def _spatial(geo):
@@ -189,7 +194,7 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
             y = empty_like(x) if out is None else out
             plan, same_runs, one_run, affine_plan = outputs.get(y)
             xf, yf = _flat(x), _flat(y)
-            if _per_channel(geo):
+            if _per_channel(geo, plan, True, x.nbytes):
                 w, b = w_of(weight), b_of(bias)
                 c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
                                                    parts, affine_plan)
@@ -240,7 +245,7 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
             c = (np.zeros(plan.n_stats) if centre is None
                  else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
             inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
-            if _per_channel(geo):
+            if _per_channel(geo, plan, False, x.nbytes):
                 dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w_of(weight), sd,
                                                        dual_plan, dual_args, affine_plan)
                 return (dx, dweight.astype(sd).reshape(geo.param_shape),
