@@ -45,7 +45,7 @@ def _fused(plan, itemsize, n_inputs, serial=False):
     return (plan.n_stats >= MIN_ITEMS or serial) and plan.n * itemsize * n_inputs <= FUSE_BYTES
 
 
-# ------------------------------------------- group/instance, per channel
+# ------------------------------------------- group/instance, per group or channel
 # Statistics per group are taken by batch norm's reduction kernels: per
 # (n, g) directly where a group's values lie in long runs (NCHW: one run of
 # C/G·H·W), else per (n, c) over the spatial axes (which stream
@@ -180,7 +180,7 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     x_plan = _cached_plan(geo.view_shape, geo.axis,
                           (geo.view_strides(_layout.element_strides(x, "array")),))
     shape = geo.stat_shape
-    if geo.split > 0:           # group/instance: statistics per (n, c) first
+    if geo.split > 0:           # group/instance: statistics per (n, g) or (n, c) first
         xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
         stat_plan, stat_args, parts = _group_statistics(x, geo, x_plan)
         outputs = _Outputs(lambda y: (view_plans(y), False, False,
