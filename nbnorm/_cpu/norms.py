@@ -26,8 +26,10 @@ One work item is one statistic, whose data stay in cache between the
 reduction and the elementwise pass (``*_fused``); few or huge statistics,
 and layouts whose innermost dimension is kept, take batch norm's reduction
 kernels and then :func:`norm_apply` over (statistic, chunk) items.  (Group
-and instance norm go through batch norm's kernels, see :mod:`.family`.)  Parameter gradients are summed per *part*
-(a fixed, shape-given range of statistics) into ``(n_parts, n_params)``
+and instance norm go through batch norm's kernels in cache and this
+module's fused backward beyond it, see :mod:`.family`.)  Parameter
+gradients are summed per *part* (a fixed, shape-given range of
+statistics) into ``(n_parts, n_params)``
 rows in the statistics' type (float32 for float16/float32 data: half the
 cache traffic of the per-element updates) and the rows are added in float64
 afterwards, in order: the result does not depend on the thread count.
