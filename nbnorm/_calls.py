@@ -64,17 +64,6 @@ class CallMemo:
         return len(self._calls)
 
 
-def _scalar(v):
-    t = type(v)
-    if t is float:
-        return v.hex()
-    if t is int or t is bool or v is None:
-        return (t, v)
-    if t is tuple and all(type(e) is int for e in v):
-        return v
-    raise TypeError
-
-
 def signature(fname, arrays, scalars):
     """The signature of a call of ``fname`` (see the module's docstring), or
     None when it has none: an array argument that is not an exact
@@ -87,10 +76,16 @@ def signature(fname, arrays, scalars):
             key.append((a.shape, a.strides, a.dtype, a.flags.writeable))
         else:
             return None
-    try:
-        key.extend([_scalar(v) for v in scalars])
-    except TypeError:
-        return None
+    for v in scalars:
+        t = type(v)
+        if t is float:
+            key.append(v.hex())
+        elif t is int or t is bool or v is None:
+            key.append((t, v))
+        elif t is tuple and all(type(e) is int for e in v):
+            key.append(v)
+        else:
+            return None
     return tuple(key)
 
 
@@ -128,16 +123,26 @@ def aliasing_check(names, outputs, exact_ok, full):
     object passes where ``exact_ok`` allows it), and ``full(arrays)``, the
     exact check that names the arguments, where bounds overlap or an
     argument is not a NumPy array."""
-    pairs = [(i, j, (names[i], names[j]) in exact_ok)
-             for i, n in enumerate(names) if n in outputs
-             for j in range(len(names)) if j != i and not (names[j] in outputs and j < i)]
-    may_share, ndarray = np.may_share_memory, np.ndarray
+    others = {}
+    for i, n in enumerate(names):
+        if n in outputs:
+            others[i] = tuple((j, (n, names[j]) in exact_ok) for j in range(len(names))
+                              if j != i and not (names[j] in outputs and j < i))
+    per_output = tuple(others.items())
+    # the C function itself, without NumPy's dispatch wrapper (its bounds test)
+    may_share = getattr(np.may_share_memory, "_implementation", np.may_share_memory)
+    ndarray = np.ndarray
 
     def check(arrays):
-        for i, j, same_ok in pairs:
-            o, a = arrays[i], arrays[j]
-            if o is None or a is None or (same_ok and o is a):
+        for i, pairs in per_output:
+            o = arrays[i]
+            if o is None:
                 continue
-            if type(o) is not ndarray or type(a) is not ndarray or may_share(o, a):
-                return full(arrays)
+            exact = type(o) is ndarray
+            for j, same_ok in pairs:
+                a = arrays[j]
+                if a is None or (same_ok and o is a):
+                    continue
+                if not exact or type(a) is not ndarray or may_share(o, a):
+                    return full(arrays)
     return check

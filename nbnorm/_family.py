@@ -662,7 +662,8 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
     >>> running_var
     array([0.95, 0.95, 1.1 , 1.1 ], dtype=float32)
     """
-    momentum = V.momentum_value(momentum)
+    if type(momentum) is not float or not 0.0 <= momentum <= 1.0:  # else valid as it is
+        momentum = V.momentum_value(momentum)
     return _run("instance_norm", _RUNNING, (x, weight, bias, running_mean, running_var, out),
                 (channel_axis, eps, momentum), _forward, _instances(channel_axis), eps, False,
                 _PER_CHANNEL, lambda *r: _instance_finish(momentum, *r), _check_running)

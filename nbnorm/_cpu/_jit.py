@@ -93,6 +93,14 @@ def invstd_vector(var, eps):
 
 
 @_strict
+def narrow(a, out):
+    """``out`` ← ``a`` rounded to ``out``'s dtype (to nearest, as NumPy's
+    ``astype``; beyond float32's range inf, without NumPy's warning)."""
+    for i in range(a.size):
+        out[i] = a[i]
+
+
+@_strict
 def all_finite(a, b):
     """Whether every entry of the float arrays ``a`` and ``b`` is finite (one
     compiled pass: the common-case gate of ``nbnorm._extremes.repair``)."""

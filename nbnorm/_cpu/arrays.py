@@ -67,12 +67,26 @@ def astype(a, dtype):
         return np.asarray(a, dtype=dtype)
 
 
+def narrowed(a, dtype):
+    """A fresh flat float64 vector ``a`` in ``dtype``: ``a`` itself for
+    float64, else rounded as :func:`astype` rounds (cheaper for short
+    vectors than ``astype`` under ``np.errstate``)."""
+    if dtype == _F64:
+        return a
+    out = np.empty(a.size, dtype)
+    K.narrow(a, out)
+    return out
+
+
+_F64 = np.dtype(np.float64)
+
+
 def _flat(a):
     """1-D view of ``a``'s memory from its lowest address (float16 → uint16 bits)."""
-    if a.dtype == np.float16:
+    if a.dtype.char == "e":         # float16
         a = a.view(np.uint16)
     if a.flags.c_contiguous:
-        return a.reshape(-1)
+        return a.ravel()            # a view
     strides = _layout.element_strides(a, "array")
     span, _ = _layout.flat_extent(a.shape, strides)
     if span == 0:

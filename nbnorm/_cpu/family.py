@@ -13,7 +13,7 @@ from .._welford import stat_dtype
 from . import kernels as K
 from . import norms as N
 from . import _memory, _threads
-from .arrays import _flat, empty_like
+from .arrays import _flat, empty_like, narrowed
 from .passes import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _cached_plan,
                      _chunking, _dual_sums, _kernel_args, _refit,
                      _relative_moments, _split, _stats_of)
@@ -88,8 +88,8 @@ def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, parts, affi
     affine pass."""
     _, mean_rel, m2, pivots = _relative_moments(x, stat_plan, False, *stat_args)
     n_groups, n_c = geo.shape[0] * geo.groups, geo.shape[0] * geo.shape[geo.split]
-    mean, var, inv = (np.empty(n_groups) for _ in range(3))
-    centre, alpha, shift = (np.empty(n_c) for _ in range(3))
+    mean, var, inv = np.empty(n_groups), np.empty(n_groups), np.empty(n_groups)
+    centre, alpha, shift = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     group_forward_coefficients(pivots, mean_rel, m2, float(stat_plan.n), geo.groups,
                                geo.shape[geo.split] // geo.groups, parts, eps, w, b, mean, var,
                                inv, centre, alpha, shift)
@@ -97,17 +97,18 @@ def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, parts, affi
     return mean, var, inv
 
 
-def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, affine_plan):
+def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, affine_plan,
+                          zero):
     n_c, C = dual_plan.n_stats, geo.shape[geo.split]
     per = C // geo.groups
-    mu = np.empty(n_c, sd)
-    per_channel(c, per, mu)
+    mu, mu64 = np.empty(n_c, sd), np.empty(n_c)
+    per_channel(c, per, mu, mu64)
     s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args)
-    a, cb, cc = (np.empty(n_c) for _ in range(3))
+    a, cb, cc = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     dweight, dbias = np.empty(C), np.empty(C)
     group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
                                 dweight, dbias)
-    _affine_prepared(dx, dy, x, affine_plan, np.zeros(n_c), a, mu.astype(np.float64), cb, cc)
+    _affine_prepared(dx, dy, x, affine_plan, zero, a, mu64, cb, cc)
     return dweight, dbias
 
 
@@ -193,22 +194,20 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
         try:
             y = empty_like(x) if out is None else out
             plan, same_runs, one_run, affine_plan = outputs.get(y)
-            xf, yf = _flat(x), _flat(y)
             if _per_channel(geo, plan, True, x.nbytes):
                 w, b = w_of(weight), b_of(bias)
                 c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
                                                    parts, affine_plan)
             else:
                 w, b = wn_of(weight), bn_of(bias)
-                c, var, inv = _forward_per_statistic(x, xf, yf, plan, same_runs, one_run, x_plan,
-                                                     w, b, eps, rms, serial)
+                c, var, inv = _forward_per_statistic(x, _flat(x), _flat(y), plan, same_runs,
+                                                     one_run, x_plan, w, b, eps, rms, serial)
             if not K.all_finite(var, var):
                 _refit(x, y, plan, eps, rms, c, var, inv,
                        lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
                        lambda s: _stats_of(b, plan, [s], 2)[0].reshape(-1))
-            with np.errstate(over="ignore"):
-                return (y, c.astype(sd).reshape(shape), var.reshape(shape),
-                        inv.astype(sd).reshape(shape))
+            return (y, narrowed(c, sd).reshape(shape), var.reshape(shape),
+                    narrowed(inv, sd).reshape(shape))
         finally:
             _threads.leave_serial(before)
     return run
@@ -232,6 +231,7 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
         dual_plan = _cached_plan(xshape, spatial, (dys, xs))
         dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
+        zero = np.zeros(dual_plan.n_stats)      # never written
         outputs = _Outputs(lambda dx: (view_plans(dx), N.one_run(view_plans(dx)),
                                        _cached_plan(xshape, spatial, (dys, _strides(dx), xs))))
     else:
@@ -247,9 +247,9 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
             inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
             if _per_channel(geo, plan, False, x.nbytes):
                 dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w_of(weight), sd,
-                                                       dual_plan, dual_args, affine_plan)
-                return (dx, dweight.astype(sd).reshape(geo.param_shape),
-                        dbias.astype(sd).reshape(geo.param_shape))
+                                                       dual_plan, dual_args, affine_plan, zero)
+                return (dx, narrowed(dweight, sd).reshape(geo.param_shape),
+                        narrowed(dbias, sd).reshape(geo.param_shape))
             n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
             gw = np.zeros(n_parts * geo.n_params, sd)
             gb = np.zeros(n_parts * geo.n_params, sd)
@@ -257,8 +257,8 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
                                   inv, rms, one_run, n_parts, gw, gb)
             dweight = gw.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
             dbias = gb.reshape(n_parts, -1).sum(axis=0, dtype=np.float64)
-            return (dx, dweight.astype(sd).reshape(geo.param_shape),
-                    dbias.astype(sd).reshape(geo.param_shape))
+            return (dx, narrowed(dweight, sd).reshape(geo.param_shape),
+                    narrowed(dbias, sd).reshape(geo.param_shape))
         finally:
             _threads.leave_serial(before)
     return run

@@ -54,7 +54,7 @@ lists the entry points the backend launches.
 """
 from __future__ import annotations
 
-from ._jit import TILE, all_finite, invstd_vector, two_sum  # noqa: F401
+from ._jit import TILE, all_finite, invstd_vector, narrow, two_sum  # noqa: F401
 from .elementwise import affine, touch_pages  # noqa: F401
 from .merge import mean_and_variance, merge_moments, merge_states, merge_sums  # noqa: F401
 from .inner_reduced import (backward_fused, dual_sums_inner_reduced,  # noqa: F401

@@ -196,8 +196,9 @@ def group_backward_coefficients(s1c, s2c, inv, w, groups, per, n_group, a_out, b
 
 
 @_strict
-def per_channel(values, per, out):
+def per_channel(values, per, out, out64):
     """``out[k] = values[k // per]``: a per-(n, g) value for each of the
-    group's ``per`` channels, in ``out``'s dtype."""
+    group's ``per`` channels, in ``out``'s dtype, and that in float64."""
     for k in range(out.size):
         out[k] = values[k // per]
+        out64[k] = out[k]

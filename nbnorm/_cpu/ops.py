@@ -16,7 +16,7 @@ from .. import _layout, _welford
 from .._welford import stat_dtype
 from . import _memory, _threads
 from . import kernels as K
-from .arrays import _flat, _stat_vector, empty_like
+from .arrays import _flat, _stat_vector, empty_like, narrowed
 from .passes import (SERIAL_ELEMENTS, _affine_prepared, _cached_plan, _dual_sums, _fusable,
                      _kernel_args, _plan, _refit, _relative_moments, _split)
 from .merge import (backward_coefficient_vectors, forward_coefficients, inference_scale,
@@ -119,12 +119,12 @@ def prepare_forward(x, weight, bias, axis, eps, out):
                 if not K.all_finite(var, var):
                     _refit(x, y, plan, eps, False, mean, var, invstd, w.__getitem__,
                            b.__getitem__)
-                with np.errstate(over="ignore"):    # a variance beyond float32 is inf
-                    return (y, mean.astype(sd).reshape(shape), var.astype(sd).reshape(shape),
-                            invstd.astype(sd).reshape(shape))
+                # a variance beyond float32 is inf
+                return (y, narrowed(mean, sd).reshape(shape), narrowed(var, sd).reshape(shape),
+                        narrowed(invstd, sd).reshape(shape))
             _, mean_rel, m2, pivots = _relative_moments(x, xplan, False, x_args, x_split)
-            mean, var, invstd = (np.empty(n_stats, sd) for _ in range(3))
-            centre, alpha, shift = (np.empty(n_stats) for _ in range(3))
+            mean, var, invstd = np.empty(n_stats, sd), np.empty(n_stats, sd), np.empty(n_stats, sd)
+            centre, alpha, shift = np.empty(n_stats), np.empty(n_stats), np.empty(n_stats)
             forward_coefficients(pivots, mean_rel, m2, float(n), eps, w, b, mean, var, invstd,
                                  centre, alpha, shift)
             _affine_prepared(y, x, None, affine_plan, centre, alpha, centre, alpha, shift)
@@ -192,9 +192,9 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
                 K.backward_fused(_flat(dy), xf, xf if training else None, _flat(dx),
                                  _kernel_args(plan, [0, 1, 2]), mu, inv, w, training,
                                  dweight, dbias, _memory.streamed(dx))
-                return dx, dweight.astype(sd).reshape(shape), dbias.astype(sd).reshape(shape)
+                return dx, narrowed(dweight, sd).reshape(shape), narrowed(dbias, sd).reshape(shape)
             s1, s2 = _dual_sums(dy, x, dual, mu, dual_args, dual_split)
-            a, b, c = (np.empty(n_stats) for _ in range(3))
+            a, b, c = np.empty(n_stats), np.empty(n_stats), np.empty(n_stats)
             dweight, dbias = np.empty(n_stats, sd), np.empty(n_stats, sd)
             backward_coefficient_vectors(float(n), inv, w, s1, s2, training, a, b, c,
                                          dweight, dbias)
@@ -206,14 +206,17 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
     return run
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def update_running(running, batch, momentum, scale):
     """``running ← (1 − momentum)·running + momentum·scale·batch`` in place,
     for the statistics where ``scale·batch`` is finite (``scale`` a float, or
     one per statistic); returns how many were skipped."""
-    if (isinstance(scale, float) and running.dtype in (np.float32, np.float64)
+    dt = running.dtype
+    if (isinstance(scale, float) and (dt is _F32 or dt is _F64 or dt in (_F32, _F64))
             and running.flags.c_contiguous and batch.flags.c_contiguous):
-        return _update_running(running.reshape(-1), batch.reshape(-1), float(momentum),
-                               float(scale))
+        return _update_running(running.ravel(), batch.ravel(), float(momentum), float(scale))
     batch = batch.astype(np.float64) * scale
     new = (1.0 - momentum) * running.astype(np.float64) + momentum * batch
     ok = np.isfinite(batch)
