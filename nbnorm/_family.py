@@ -46,7 +46,7 @@ def _forward(key, given, fname, names, geo_of, eps, rms, what, finish, check=Non
     """Validate a forward call of arrays ``given`` (named ``names``, ``x``
     first, ``out`` last) and prepare it: returns ``(call, converted)``, with
     ``call(x, out, arrays)`` → ``finish(backend, arrays, geo, y, c, var, inv,
-    x, out)``; ``check(a, xa, geo)`` validates the other arguments before
+    x, out)`` (``arrays`` in ``names`` order); ``check(a, xa, geo)`` validates the other arguments before
     anything is computed."""
     a_given = dict(zip(names, given))
     x = a_given.pop("x")
@@ -69,12 +69,15 @@ def _forward(key, given, fname, names, geo_of, eps, rms, what, finish, check=Non
                          rms, o, fallback=lambda x, w, b, o: op(x, geo, w, b, eps, rms, o))
     check_aliasing = _aliasing(names, [("out", "x")])
 
+    at_w = names.index("weight")
+    at_b = names.index("bias") if "bias" in names else None
+
     def call(x_given, out_given, arrays):
         check_aliasing(arrays)
-        named = dict(zip(names, arrays))
-        o, late_out = _late(named["out"], late)
-        y, c, var, inv = launch(named["x"], named.get("weight"), named.get("bias"), o)
-        return finish(backend, named, geo, _deliver(y, late_out), c, var, inv, x_given,
+        o, late_out = _late(arrays[-1], late)
+        y, c, var, inv = launch(arrays[0], arrays[at_w], None if at_b is None else arrays[at_b],
+                                o)
+        return finish(backend, arrays, geo, _deliver(y, late_out), c, var, inv, x_given,
                       out_given)
     return _remember(key, call, backend, given, tuple(a[k] for k in names), late)
 
@@ -127,11 +130,11 @@ def _run(fname, names, given, scalars, prepare, *args):
     return _prepared_call(fname, given, names.index("x"), scalars, prepare, fname, names, *args)
 
 
-def _y_mean_invstd(backend, named, geo, y, c, var, inv, x, out):
+def _y_mean_invstd(backend, arrays, geo, y, c, var, inv, x, out):
     return _result(backend, y, x, out), backend.wrap(c, x), backend.wrap(inv, x)
 
 
-def _y_rstd(backend, named, geo, y, c, var, inv, x, out):
+def _y_rstd(backend, arrays, geo, y, c, var, inv, x, out):
     return _result(backend, y, x, out), backend.wrap(inv, x)
 
 
@@ -669,19 +672,20 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
                 _PER_CHANNEL, lambda *r: _instance_finish(momentum, *r), _check_running)
 
 
-def _instance_finish(momentum, backend, named, geo, y, mean, var, inv, x, out):
+def _instance_finish(momentum, backend, arrays, geo, y, mean, var, inv, x, out):
     """Results of :func:`instance_norm`, the running statistics updated."""
-    if named["running_mean"] is not None:
+    running_mean, running_var = arrays[3:5]        # _RUNNING's order
+    if running_mean is not None:
         n = geo.n
         skipped = 0
-        for name, stat, scale in (("running_mean", mean, 1.0), ("running_var", var, n / (n - 1))):
+        for running, stat, scale in ((running_mean, mean, 1.0), (running_var, var, n / (n - 1))):
             batch, _ = backend.moments(stat, (0,), 0)       # the batch average, on x's device
-            skipped += backend.update_running(named[name], batch, momentum, scale)
+            skipped += backend.update_running(running, batch, momentum, scale)
         if skipped:
             warnings.warn("instance_norm: non-finite instance statistics; running_mean/"
                           "running_var left unchanged where they occur", RuntimeWarning,
                           stacklevel=5)
-    return _y_mean_invstd(backend, named, geo, y, mean, var, inv, x, out)
+    return _y_mean_invstd(backend, arrays, geo, y, mean, var, inv, x, out)
 
 
 def _check_running(a, xa, geo):

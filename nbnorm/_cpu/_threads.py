@@ -134,7 +134,7 @@ class Kernel:
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args):
-        if not parallel_allowed():
+        if _pool_lost or getattr(_local, "serial", False):     # not parallel_allowed()
             return self.serial(*args)
         _launchers.add(threading.get_ident())
         if _current_layer() in _THREAD_SAFE_LAYERS:
