@@ -12,7 +12,7 @@ from numba.extending import overload
 from ._access import acc_zero, load, maybe_window, store, plus_term, window
 from ._jit import (BLOCK, GROUP_ROWS, ROWS_BLOCK, SUPER_ROW, _exact, _inline_exact, _jit, _pjit,
                    chan_merge, shifted_moments)
-from ._runs import _count, affine_at, finite_or_zero, offset, pivot_at, run_at
+from ._runs import _count, affine_at, finite_or_zero, offset, pivot_at, run_affine, run_at
 from ._skipna import column_count, count_columns, skip_nan_at
 
 
@@ -122,8 +122,15 @@ def rows_affine(out, oo, so, ro, u, ou, su, ru, v, ov, sv, rv, m, nr, cs, css, r
         if wide is None:
             for r in range(nr):
                 k = cs + r * rs
-                affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
-                          cu[k], ca[k], cv[k], cb[k], cc[k], stream)
+                if stream is None and so == 1 and su == 1 and sv == 1:
+                    # affine_at's unit-stride case written out: a call per
+                    # run cost about as much as a short run's arithmetic
+                    run_affine(window(out, oo + r * ro, m), 0, 1, window(u, ou + r * ru, m), 0,
+                               1, maybe_window(v, ov + r * rv, m), 0, 1, m, cu[k], ca[k], cv[k],
+                               cb[k], cc[k])
+                else:
+                    affine_at(out, oo + r * ro, so, u, ou + r * ru, su, v, ov + r * rv, sv, m,
+                              cu[k], ca[k], cv[k], cb[k], cc[k], stream)
         else:
             for r in range(nr):
                 k = cs + r * rs
