@@ -223,6 +223,19 @@ def test_out_and_in_place(name, backend):
             np.testing.assert_array_equal(g, r)
 
 
+@pytest.mark.parametrize("name", ["layer", "rms"])
+@pytest.mark.parametrize("shape", [(8, 16, 16), (300, 7, 20), (64, 32, 32), (2048, 4, 16)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_parameter_gradients_over_part_counts(name, shape, dtype):
+    """The fused backward sums the parameter gradients in parts of the
+    statistics, added up at the end: 1, 2 (uneven), 4 and 8 parts here
+    (``family.PART_ELEMENTS``); every part must count, once."""
+    x = normal(shape, dtype, seed=21, loc=3.0, scale=2.0)
+    m = member(name, shape)
+    w, _ = params(m, dtype, seed=22)
+    run_backward(m, x, w, seed=23)
+
+
 @pytest.mark.parametrize("name", MEMBERS)
 def test_finite_differences(name):
     """dx, dweight, dbias against central differences of L = Σ y·dy (float64)."""

@@ -25,6 +25,8 @@ SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (gr
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
                         # rows accumulate in the statistics' type, parts add in float64
 MAX_PARTS = 64          # parts of the statistics for the parameter gradients
+PART_ELEMENTS = 1 << 14 # elements of x per part at least: adding up the parts'
+                        # rows cost more than a small backward's own work
 
 
 def _plan(geo, *arrays):
@@ -250,7 +252,8 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
                                                        dual_plan, dual_args, affine_plan, zero)
                 return (dx, narrowed(dweight, sd).reshape(geo.param_shape),
                         narrowed(dbias, sd).reshape(geo.param_shape))
-            n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1)))
+            n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1),
+                                 x.size // PART_ELEMENTS))
             gw = np.zeros(n_parts * geo.n_params, sd)
             gb = np.zeros(n_parts * geo.n_params, sd)
             N.norm_backward_fused(_flat(dy), _flat(x), _flat(dx), _args(plan), wn_of(weight), c,
