@@ -46,8 +46,8 @@ def _forward(key, given, fname, names, geo_of, eps, rms, what, finish, check=Non
     """Validate a forward call of arrays ``given`` (named ``names``, ``x``
     first, ``out`` last) and prepare it: returns ``(call, converted)``, with
     ``call(x, out, arrays)`` → ``finish(backend, arrays, geo, y, c, var, inv,
-    x, out)`` (``arrays`` in ``names`` order); ``check(a, xa, geo)`` validates the other arguments before
-    anything is computed."""
+    x, out)`` (``arrays`` in ``names`` order); ``check(a, xa, geo)``
+    validates the other arguments before anything is computed."""
     a_given = dict(zip(names, given))
     x = a_given.pop("x")
     backend, a, xa = _setup(fname, x, **a_given)

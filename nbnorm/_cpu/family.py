@@ -226,7 +226,7 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     gradients of ``geo.param_shape`` in :func:`stat_dtype`."""
     sd = stat_dtype(x.dtype)
     rms = bool(rms)
-    serial = 2 * x.size < SERIAL_ELEMENTS
+    serial = (2 if geo.split == 0 else 1) * x.size < SERIAL_ELEMENTS
     w_of, wn_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:

@@ -167,7 +167,7 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
     training = bool(training)
     dual = _plan(x.shape, axis, dy, x)
     n_stats, n = dual.n_stats, dual.n
-    serial = _serial(2 * x.size)
+    serial = _serial(x.size)
     w_of = _vector(n_stats, 1.0)
     xshape, xs, dys = x.shape, _strides(x), _strides(dy)
     outputs = _Outputs(lambda dx: (_cached_plan(xshape, axis, (dys, xs, _strides(dx))),

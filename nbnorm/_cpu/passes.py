@@ -20,7 +20,13 @@ MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
 FUSE_BYTES = 4 << 20      # per-statistic footprint up to which passes are fused
 FUSE_RUNS = 16            # runs per statistic up to which in-cache passes are fused
-SERIAL_ELEMENTS = 1 << 17 # below this, one thread: waking others costs more than it saves
+# Below this size (elements of x) a call runs on one thread: waking the
+# others costs more than they save.  A backward of batch norm or of group and
+# instance norm (two launches) keeps one thread to the same size, layer and RMS
+# norm's fused backward to half of it.  Measured with ``python -m
+# benchmarks.threads`` (docs/performance.md, "Threads"); the crossing moves
+# between 2^16 and 2^17.5 elements with the load of this shared machine.
+SERIAL_ELEMENTS = 1 << 17
 
 
 def _plan(shape, axis, *arrays):
