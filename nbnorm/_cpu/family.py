@@ -19,7 +19,7 @@ from .passes import (FUSE_BYTES, MIN_ITEMS, SERIAL_ELEMENTS, _affine_prepared, _
                      _relative_moments, _split, _stats_of)
 from .merge import (forward_coefficients, group_backward_coefficients, group_forward_coefficients,
                     per_channel)
-from .ops import _Outputs, _strides, _vector
+from .ops import _float32_as_is, _Outputs, _strides, _vector
 
 SHORT_RUN = 64          # reduction runs shorter than this: per-channel path (group/instance)
 PART_BUDGET = 1 << 21   # entries of the per-part parameter-gradient rows (each of two);
@@ -105,7 +105,8 @@ def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, a
     per = C // geo.groups
     mu, mu64 = np.empty(n_c, sd), np.empty(n_c)
     per_channel(c, per, mu, mu64)
-    s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args)
+    # group_backward_coefficients adds the sums to +0.0: their zeros' signs do not matter
+    s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args, signed_zeros=True)
     a, cb, cc = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     dweight, dbias = np.empty(C), np.empty(C)
     group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
@@ -174,7 +175,8 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     sd = stat_dtype(x.dtype)
     eps, rms = float(eps), bool(rms)
     serial = x.size < SERIAL_ELEMENTS
-    w_of, b_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 0.0)
+    # group/instance norm's per-(n, c) coefficients take the parameters in float64
+    w_of, b_of = _float32_as_is(weight, geo.n_params, 1.0), _float32_as_is(bias, geo.n_params, 0.0)
     # the per-element passes take the parameters in the statistics' type
     wn_of, bn_of = _vector(geo.n_params, 1.0, sd), _vector(geo.n_params, 0.0, sd)
     view_plans = _plans(geo, x)
@@ -227,7 +229,9 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     sd = stat_dtype(x.dtype)
     rms = bool(rms)
     serial = (2 if geo.split == 0 else 1) * x.size < SERIAL_ELEMENTS
-    w_of, wn_of = _vector(geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
+    w_of, wn_of = _float32_as_is(weight, geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
+    n_stats = int(np.prod(geo.stat_shape, dtype=np.int64))
+    c_of = _float32_as_is(centre, n_stats, 0.0)     # per channel: expanded exactly
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
@@ -244,15 +248,16 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
         try:
             dx = empty_like(x) if out is None else out
             plan, one_run, affine_plan = outputs.get(dx)
-            c = (np.zeros(plan.n_stats) if centre is None
-                 else np.ascontiguousarray(centre, dtype=np.float64).reshape(plan.n_stats))
-            inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(plan.n_stats)
+            inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(n_stats)
             if _per_channel(geo, plan, False, x.nbytes):
-                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c, inv, w_of(weight), sd,
-                                                       dual_plan, dual_args, affine_plan, zero)
+                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c_of(centre), inv,
+                                                       w_of(weight), sd, dual_plan, dual_args,
+                                                       affine_plan, zero)
                 return (dx, narrowed(dweight, sd).reshape(geo.param_shape),
                         narrowed(dbias, sd).reshape(geo.param_shape))
-            n_parts = max(1, min(MAX_PARTS, plan.n_stats, PART_BUDGET // max(geo.n_params, 1),
+            c = (np.zeros(n_stats) if centre is None
+                 else np.ascontiguousarray(centre, dtype=np.float64).reshape(n_stats))
+            n_parts = max(1, min(MAX_PARTS, n_stats, PART_BUDGET // max(geo.n_params, 1),
                                  x.size // PART_ELEMENTS))
             gw = np.zeros(n_parts * geo.n_params, sd)
             gb = np.zeros(n_parts * geo.n_params, sd)

@@ -33,6 +33,17 @@ def _vector(n, fill, dtype=np.float64):
     return lambda a: const if a is None else _stat_vector(a, n, fill, dtype)
 
 
+def _float32_as_is(a, n, fill):
+    """:func:`_vector` of float64 for the parameter ``a`` of a prepared call,
+    except that a writable float32 ``a`` is passed as it is (a flat view):
+    the per-statistic coefficient kernels widen its values exactly, and a
+    call saves the conversion.  Decided once: dtype and writability are part
+    of a call's signature."""
+    if a is not None and a.dtype == np.float32 and a.flags.writeable:
+        return lambda a: np.ascontiguousarray(a).reshape(n)
+    return _vector(n, fill)
+
+
 def _strides(a):
     return tuple(_layout.element_strides(a, "array"))
 

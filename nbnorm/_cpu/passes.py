@@ -207,9 +207,12 @@ def _raw_state(x, plan, skipna):
     return count, mean, lo, m2
 
 
-def _dual_sums(dy, x, plan, mu, args=None, split=None):
+def _dual_sums(dy, x, plan, mu, args=None, split=None, signed_zeros=False):
     """``(Σ dy, Σ dy·(x − mu))`` per statistic of a plan over ``(dy, x)``
-    (float64, flat C-order statistic arrays; ``mu`` per statistic)."""
+    (float64, flat C-order statistic arrays; ``mu`` per statistic).  With
+    ``signed_zeros`` and one chunk, that chunk's sums as they are: a zero sum
+    may then be −0.0 where adding the chunks gives +0.0, which a caller that
+    adds the sums to +0.0 itself does not see."""
     args = _kernel_args(plan, [0, 1]) if args is None else args
     dyf, xf = _flat(dy), _flat(x)
     tile, chunk, n_chunks = _split(plan) if split is None else split
@@ -219,6 +222,8 @@ def _dual_sums(dy, x, plan, mu, args=None, split=None):
         K.dual_sums_inner_kept(dyf, xf, args, mu, tile, chunk, n_chunks, p1, p2)
     else:
         K.dual_sums_inner_reduced(dyf, xf, args, mu, chunk, n_chunks, p1, p2)
+    if signed_zeros and n_chunks == 1:
+        return p1[0], p2[0]
     s1 = np.empty(plan.n_stats)
     s2 = np.empty(plan.n_stats)
     K.merge_sums(p1, p2, s1, s2)
