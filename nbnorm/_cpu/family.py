@@ -175,7 +175,8 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     sd = stat_dtype(x.dtype)
     eps, rms = float(eps), bool(rms)
     serial = x.size < SERIAL_ELEMENTS
-    # group/instance norm's per-(n, c) coefficients take the parameters in float64
+    # group/instance norm's per-(n, c) coefficients: the parameters in float64
+    # (float32 ones as they are: the kernels widen them exactly)
     w_of, b_of = _float32_as_is(weight, geo.n_params, 1.0), _float32_as_is(bias, geo.n_params, 0.0)
     # the per-element passes take the parameters in the statistics' type
     wn_of, bn_of = _vector(geo.n_params, 1.0, sd), _vector(geo.n_params, 0.0, sd)
@@ -231,9 +232,9 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     serial = (2 if geo.split == 0 else 1) * x.size < SERIAL_ELEMENTS
     w_of, wn_of = _float32_as_is(weight, geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
     n_stats = int(np.prod(geo.stat_shape, dtype=np.int64))
-    c_of = _float32_as_is(centre, n_stats, 0.0)     # per channel: expanded exactly
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:
+        c_of = _float32_as_is(centre, n_stats, 0.0)     # per channel: expanded exactly
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
         dual_plan = _cached_plan(xshape, spatial, (dys, xs))
         dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
