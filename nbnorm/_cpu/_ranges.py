@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._access import acc_cast, acc_zero, load, maybe_window, window
+from ._access import acc_cast, acc_zero, load
 from numba import types
 from numba.extending import overload
 
 from ._jit import (_EXACT, BLOCK, _exact, _inline, _jit, _strict, chan_merge,
                    narrow_coefficients, shifted_moments)
 from ._memory import LINE, prefetch, prefetch_l2, store_fence
-from ._runs import (affine_at, dual_at, finite_or_zero, run_affine, run_after, run_at, run_cursor,
-                    run_dual, run_sums, sums_at)
+from ._runs import affine_at, dual_at, finite_or_zero, run_after, run_at, run_cursor, sums_at
 
 
 # ------------------------------------------------------------------ blocks
@@ -87,12 +86,7 @@ def sums_about(x, xb, rsz, rstr, a, b, c, skipna):
     if pos < b:
         base, r2, off, m = run_cursor(pos, b, rsz, rstr)
     while pos < b:
-        # sums_at's unit-stride case written out, as in the loops below: a
-        # call per run cost about as much as summing a short run
-        if rstr[-1] == 1:
-            t1, t2, k = run_sums(window(x, xb + off, m), 0, 1, m, c, skipna)
-        else:
-            t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
+        t1, t2, k = sums_at(x, xb + off, rstr[-1], m, c, skipna)
         s1 += t1
         s2 += t2
         n += k
@@ -238,11 +232,7 @@ def dual_sums_range(dy, db, x, xb, rsz, rstr_dy, rstr_x, a, b, mu):
         bd, rd, od, m = run_cursor(pos, e, rsz, rstr_dy)
         bx, rx, ox, _ = run_cursor(pos, e, rsz, rstr_x)
         while pos < e:
-            if rstr_dy[-1] == 1 and rstr_x[-1] == 1:
-                u1, u2 = run_dual(window(dy, db + od, m), 0, 1, window(x, xb + ox, m), 0, 1, m,
-                                  mu)
-            else:
-                u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
+            u1, u2 = dual_at(dy, db + od, rstr_dy[-1], x, xb + ox, rstr_x[-1], m, mu)
             s1 += u1
             s2 += u2
             pos += m
@@ -285,12 +275,8 @@ def affine_range(out, ob, u, ub, v, vb, rsz, rstr_o, rstr_u, rstr_v, a, b, cu, c
         bu, ru, ou, _ = run_cursor(pos, b, rsz, rstr_u)
         bv, rv, ov, _ = run_cursor(pos, b, rsz, rstr_v)
     while pos < b:
-        if stream is None and rstr_o[-1] == 1 and rstr_u[-1] == 1 and rstr_v[-1] == 1:
-            run_affine(window(out, ob + oo, m), 0, 1, window(u, ub + ou, m), 0, 1,
-                       maybe_window(v, vb + ov, m), 0, 1, m, cu, ca, cv, cb, cc)
-        else:
-            affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov,
-                      rstr_v[-1], m, cu, ca, cv, cb, cc, stream)
+        affine_at(out, ob + oo, rstr_o[-1], u, ub + ou, rstr_u[-1], v, vb + ov, rstr_v[-1],
+                  m, cu, ca, cv, cb, cc, stream)
         if ahead >= 0:
             prefetch_range(u, ahead, rsz, rstr_u, pos, pos + m, True)
         pos += m
