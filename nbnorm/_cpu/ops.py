@@ -225,7 +225,7 @@ def update_running(running, batch, momentum, scale):
     for the statistics where ``scale·batch`` is finite (``scale`` a float, or
     one per statistic); returns how many were skipped."""
     dt = running.dtype
-    if (isinstance(scale, float) and (dt is _F32 or dt is _F64 or dt in (_F32, _F64))
+    if (isinstance(scale, float) and dt in (_F32, _F64)     # `in` tests identity first
             and running.flags.c_contiguous and batch.flags.c_contiguous):
         return _update_running(running.ravel(), batch.ravel(), float(momentum), float(scale))
     batch = batch.astype(np.float64) * scale
