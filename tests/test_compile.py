@@ -89,3 +89,99 @@ def test_a_callee_has_one_build_per_argument_types():
         seen += len(builds)
         assert len(set(builds)) == len(builds), (d.py_func.__qualname__, d.signatures)
     assert seen > 20      # the check looked at the kernels' callees
+
+
+RESULTS = """
+import hashlib, json, sys
+import numpy as np
+import nbnorm
+from nbnorm._cpu import _threads
+cases = [((8, 16, 40, 40), (0, 2, 3), False), ((8, 16, 40, 40), (0, 2, 3), True),
+         ((256, 1000), 0, False), ((300, 700), 1, False)]
+bits = {}
+with _threads.serial_if(sys.argv[1] == "serial"):
+    for shape, axis, channels_last in cases:
+        for dtype in (np.float32, np.float64):
+            rng = np.random.default_rng(len(bits))
+            x = (rng.standard_normal(shape) * 3 + 100).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            if channels_last:
+                x, dy = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+                         for a in (x, dy))
+            w = np.linspace(0.5, 2, x.shape[1]).astype(dtype) if axis != 1 else None
+            y, mean, invstd = nbnorm.batch_norm_forward(x, w, axis=axis)
+            outputs = (y, mean, invstd, *nbnorm.batch_norm_backward(dy, x, mean, invstd, w, axis=axis),
+                       *nbnorm.moments(x, axis))
+            for i, a in enumerate(outputs):
+                if a is not None:
+                    key = f"{shape}{axis}{channels_last}{np.dtype(dtype).name}[{i}]"
+                    bits[key] = hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
+    x = (np.random.default_rng(9).standard_normal((8, 16, 40, 40)) * 3 + 100).astype(np.float32)
+    dy = np.cos(x)
+    family = {"layer": (nbnorm.layer_norm, nbnorm.layer_norm_backward, ()),
+              "rms": (nbnorm.rms_norm, nbnorm.rms_norm_backward, ()),
+              "group": (nbnorm.group_norm, nbnorm.group_norm_backward, (4,)),
+              "instance": (nbnorm.instance_norm, nbnorm.instance_norm_backward, ())}
+    for name, (forward, backward, groups) in family.items():
+        y, *stats = forward(x, *groups)
+        for i, a in enumerate((y, *stats, *backward(dy, x, *stats, *groups))):
+            if a is not None:
+                bits[f"{name}[{i}]"] = hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
+    x.flat[::7] = np.nan
+    for i, a in enumerate(nbnorm.moments(x, (0, 2, 3), skipna=True)):
+        bits[f"skipna[{i}]"] = hashlib.sha1(a.tobytes()).hexdigest()
+print(json.dumps(bits))
+"""
+
+
+def test_results_do_not_depend_on_which_process_compiled_the_kernels(tmp_path):
+    """One fresh Numba cache and three processes: the first compiles the
+    parallel builds, the second loads them, the third compiles the serial
+    builds next to the first one's cache.  Every output (batch norm's forward,
+    backward and moments in four layouts and two dtypes, the family's
+    forwards and backwards, NaN-skipping moments) agrees to the bit (before
+    the fast-math callees were inlined, batch norm's Σdy of the shapes
+    reduced along contiguous runs did not)."""
+    import json
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = {}
+    for name, build in (("compiled", "parallel"), ("loaded", "parallel"),
+                        ("serial next to loaded", "serial")):
+        done = subprocess.run([sys.executable, "-c", RESULTS, build], capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = json.loads(done.stdout.splitlines()[-1])
+    first = runs.pop("compiled")
+    assert len(first) > 4 * 2 * 8 + 4 * 3 + 2
+    for name, bits in runs.items():
+        differ = sorted(k for k in first if bits[k] != first[k])
+        assert not differ, (name, differ)
+
+
+CRASH_SEQUENCE = """
+import numpy as np
+import nbnorm
+from nbnorm._cpu import _threads
+x = (np.random.default_rng(0).standard_normal((64, 1000)) * 3 + 100).astype(np.float16)
+y, rms = nbnorm.rms_norm(x)
+nbnorm.rms_norm_backward(x, x, rms)
+x.flat[::7] = np.nan
+with _threads.serial_if(True):
+    mean, var = nbnorm.moments(x, 0, skipna=True)
+reference = np.nanmean(x.astype(np.float64), 0)
+print("largest error", np.abs(mean - reference).max())
+"""
+
+
+def test_loops_with_128_bit_bounds_find_their_division_helper(tmp_path):
+    """In a fresh cache this sequence compiles the channels-last
+    ``moments`` serial build with loop bounds in 128-bit integers, which
+    x86-64 code divides with libgcc's ``__udivti3``; unless nbnorm makes that
+    helper known to Numba's JIT, the kernel calls address 0 (a segmentation
+    fault)."""
+    done = subprocess.run([sys.executable, "-c", CRASH_SEQUENCE], capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert float(done.stdout.split()[-1]) < 1e-3, done.stdout

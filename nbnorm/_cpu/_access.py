@@ -81,7 +81,7 @@ _F32_INF = np.uint32(255 << 23)
 _DENORM_MAGIC = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, forceinline=False)
 def half_to_float(h):
     """IEEE binary16 bits → float32 (exact, subnormals/inf/nan included)."""
     h = np.uint32(h)
@@ -92,7 +92,7 @@ def half_to_float(h):
     return _bits_f32(u | ((h & np.uint32(0x8000)) << np.uint32(16)))
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, forceinline=False)
 def float_to_half(f):
     """float32 → IEEE binary16 bits, rounding to nearest even."""
     u = _f32_bits(np.float32(f))

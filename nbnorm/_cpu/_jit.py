@@ -5,6 +5,10 @@ See :mod:`.kernels` for the overview of the CPU kernels.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
+
+import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 from numba.core.registry import CPUDispatcher
@@ -50,8 +54,49 @@ def _callee(**options):
     return build
 
 
-_jit = _callee(cache=True, fastmath=_FAST, error_model="numpy")
-_exact = _callee(cache=True, fastmath=_EXACT, error_model="numpy")
+def _provide_int128_helpers():
+    """Make LLVM's 128-bit division helpers (``__udivti3`` and kin) known to
+    Numba's JIT; whether they now are.
+
+    Inlined into a kernel, a range's loop bounds can be computed by LLVM in
+    128-bit integers, and x86-64 code divides those by calling a helper from
+    the compiler's runtime (libgcc_s on Linux).  The process has that library
+    loaded, but not in the global scope Numba's JIT links against: an
+    unresolved helper becomes a call to address 0.
+    """
+    names = ("__udivti3", "__divti3", "__umodti3", "__modti3")
+    if sys.platform.startswith("linux"):
+        libraries = ("libgcc_s.so.1",)
+    elif sys.platform == "darwin":
+        libraries = (None, "/usr/lib/system/libcompiler_rt.dylib")
+    else:
+        return False
+    for name in names:
+        if llvm.address_of_symbol(name):
+            continue
+        for library in libraries:
+            try:
+                address = ctypes.cast(getattr(ctypes.CDLL(library), name),
+                                      ctypes.c_void_p).value
+            except (OSError, AttributeError):
+                continue
+            llvm.add_symbol(name, address)
+            break
+        else:
+            return False
+    return True
+
+
+# Callees with fast-math flags are inlined into every kernel (LLVM
+# ``alwaysinline``), never called: a call leaves what it reaches to the
+# linking, and a kernel compiled next to callees loaded from Numba's cache
+# was seen to sum in another order than the one that compiled them (the
+# backward's Σdy, last bits), so the result depended on which process
+# compiled what.  Where the 128-bit helpers such inlined loops may need
+# cannot be provided, the callees stay calls.
+_INLINE = _provide_int128_helpers()
+_jit = _callee(cache=True, fastmath=_FAST, error_model="numpy", forceinline=_INLINE)
+_exact = _callee(cache=True, fastmath=_EXACT, error_model="numpy", forceinline=_INLINE)
 # run/row bodies are inlined at each call site so that LLVM sees the literal
 # offset 0 and stride 1 of the contiguous call and vectorizes that copy
 _inline = njit(cache=True, fastmath=_FAST, error_model="numpy", inline="always")
@@ -59,11 +104,12 @@ _inline_exact = njit(cache=True, fastmath=_EXACT, error_model="numpy", inline="a
 # parallel kernels come in a parallel and a serial build (see ``_threads``);
 # prange indices are cast to int64: uint64 parfor indices would turn index
 # arithmetic into float64
-_pjit = kernel(cache=True, fastmath=_FAST, error_model="numpy")
-_pjit_exact = kernel(cache=True, fastmath=_EXACT, error_model="numpy")
-# A callee compiled without its own fastmath option inherits its caller's
-# flags, so the merge formulas state theirs: none at all.
-_strict = _callee(cache=True, fastmath=False, error_model="numpy")
+# (a callee compiled without its own ``fastmath`` or ``forceinline`` option
+# inherits its caller's, so every decorator states both)
+_pjit = kernel(cache=True, fastmath=_FAST, error_model="numpy", forceinline=False)
+_pjit_exact = kernel(cache=True, fastmath=_EXACT, error_model="numpy", forceinline=False)
+# the merge formulas: no fast-math flags at all
+_strict = _callee(cache=True, fastmath=False, error_model="numpy", forceinline=False)
 
 chan_merge = _strict(_welford.chan_merge)
 shifted_moments = _strict(_welford.shifted_moments)
