@@ -46,20 +46,15 @@ import tempfile
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-# Each xdist worker compiles into a Numba cache of its own, empty at the start
-# of the run (unless NUMBA_CACHE_DIR is set).  A process that compiles a kernel
-# and a process that loads the same kernel from the cache can get different
-# last bits (both within the error bounds; see docs/testing.md), so a worker
-# that loaded some kernels from another worker's cache and compiled others
-# could see two paths of one operation disagree in the last bit: every worker
-# process compiles all it runs.
-_WORKER_CACHE = None
-if "PYTEST_XDIST_WORKER" in os.environ and "NUMBA_CACHE_DIR" not in os.environ:
-    _WORKER_CACHE = os.path.join(
-        tempfile.gettempdir(), "nbnorm-tests-numba-{}-{}".format(
-            os.environ.get("PYTEST_XDIST_TESTRUNUID", os.getpid()),
-            os.environ["PYTEST_XDIST_WORKER"]))
-    os.environ["NUMBA_CACHE_DIR"] = _WORKER_CACHE
+# One Numba cache for the run, empty at its start and shared by the xdist
+# workers (unless NUMBA_CACHE_DIR is set): what one worker compiled, the
+# others load.  Results do not depend on which process compiled a kernel
+# (tests/test_compile.py, docs/testing.md).  The controller makes it before it
+# starts the workers, which inherit the variable, and removes it at the end.
+_RUN_CACHE = None
+if "NUMBA_CACHE_DIR" not in os.environ:
+    _RUN_CACHE = tempfile.mkdtemp(prefix="nbnorm-tests-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = _RUN_CACHE
 
 from collections import Counter  # noqa: E402
 from functools import wraps  # noqa: E402
@@ -208,6 +203,6 @@ def large_backend(request):
 
 
 def pytest_unconfigure(config):
-    """Remove this worker's Numba cache (see the top of this module)."""
-    if _WORKER_CACHE is not None:
-        shutil.rmtree(_WORKER_CACHE, ignore_errors=True)
+    """Remove the run's Numba cache (see the top of this module)."""
+    if _RUN_CACHE is not None:
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
