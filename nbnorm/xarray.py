@@ -182,8 +182,10 @@ def _quiet(skipna, dtype):
     field) is NaN without a warning, as in xarray's own reductions."""
     with warnings.catch_warnings():
         if _skipna(skipna, dtype):
-            warnings.filterwarnings("ignore", "(moments|Moments.var): [Dd]egrees of freedom",
-                                    RuntimeWarning)
+            # (on Dask-backed objects the graph carries the decision, see
+            # nbnorm._dask.backend.state_variance)
+            warnings.filterwarnings("ignore", "(nbnorm|moments|Moments.var): [Dd]egrees of "
+                                    "freedom", RuntimeWarning)
         yield
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nbnorm
+
 xr = pytest.importorskip("xarray")
 nbx = pytest.importorskip("nbnorm.xarray")
 
@@ -108,6 +110,32 @@ def test_dask_backed_stays_lazy_and_matches():
                                    rtol=1e-6)
         xr.testing.assert_allclose(z.compute(), nbx.standardize(da, "time"), rtol=1e-6,
                                    atol=1e-6)
+
+
+def test_dask_backed_land_pixels_compute_without_warnings():
+    """A statistic without values (land) is NaN without a warning, as in
+    xarray's own reductions and the NumPy-backed call, also when a Dask-backed
+    result is computed after the call has returned (the graph carries the
+    decision the call's warning filters made)."""
+    pytest.importorskip("dask.array")
+    import warnings
+
+    import dask
+    da = field()
+    lazy = da.chunk({"time": 100})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = (*nbx.moments(lazy, "time", ddof=1), nbx.standardize(lazy, "time"),
+                   *nbx.moments(lazy, "time", by="month"),
+                   nbx.standardize(lazy, "time", by="month"))
+        with dask.config.set(scheduler="sync"):
+            got = [r.compute() for r in results]
+    var, z, grouped_var, grouped_z = got[1], got[2], got[4], got[5]
+    assert np.isnan(var.values[1, 2]) and not np.isnan(var.values[0, 1])
+    for a in (z, grouped_var, grouped_z):
+        assert np.isnan(a.values[:, 1, 2]).all() and not np.isnan(a.values[:, 0, 1]).all()
+    with pytest.warns(RuntimeWarning, match="degrees of freedom"):     # nbnorm's own call warns
+        nbnorm.moments(lazy.data, 0, skipna=True)[1].compute(scheduler="sync")
 
 
 def test_accessor_and_errors():

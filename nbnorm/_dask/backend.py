@@ -273,12 +273,25 @@ def _merge_pair(*fields):
     return tuple(_router.backend_of(fields[1]).merge_states(fields[:4], fields[4:]))
 
 
-def _block_variance(count, m2, ddof):
+_SHORT = "nbnorm: degrees of freedom <= 0 for some statistics; their variance is NaN"
+
+
+def _block_variance(count, m2, ddof, warn):
     var, short = _router.backend_of(m2).state_variance(count, m2, ddof)
-    if short:
-        warnings.warn("nbnorm: degrees of freedom <= 0 for some statistics; their variance "
-                      "is NaN", RuntimeWarning, stacklevel=2)
+    if short and warn:
+        warnings.warn(_SHORT, RuntimeWarning, stacklevel=2)
     return var
+
+
+def _shown(message, category):
+    """Whether ``warnings.warn(message, category)`` would be shown (or
+    raised) under the warning filters in force now."""
+    with warnings.catch_warnings(record=True) as seen:
+        try:
+            warnings.warn(message, category)
+        except category:
+            return True
+    return bool(seen)
 
 
 def _divide(m2, dof, dtype):
@@ -427,8 +440,12 @@ def merge_states(a, b):
 def state_variance(count, m2, ddof):
     """Lazy ``m2/(count − ddof)`` (NaN where ``count − ddof ≤ 0``).  Whether
     that happens is not known before computing: the flag returned is False
-    and the computation itself raises the ``RuntimeWarning``."""
-    var = da.map_blocks(_block_variance, count, m2, ddof, dtype=F64, meta=_meta(m2, m2.ndim, F64))
+    and the computation itself warns (``RuntimeWarning``) — if the warning
+    filters in force when the graph is *built* would show that warning
+    (computed later, outside a ``warnings.catch_warnings()`` that ignored it,
+    it stays quiet, as :mod:`nbnorm.xarray` needs for all-NaN land pixels)."""
+    var = da.map_blocks(_block_variance, count, m2, ddof, _shown(_SHORT, RuntimeWarning),
+                        dtype=F64, meta=_meta(m2, m2.ndim, F64))
     return var, False
 
 
