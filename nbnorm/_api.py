@@ -133,8 +133,6 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False, by=None):
         ``keepdims``).
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
-    NotImplementedError
-        If ``by`` is given for CUDA arrays.
 
     Warns
     -----

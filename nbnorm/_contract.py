@@ -31,10 +31,12 @@ class Backend(Protocol):
     #: ``wrap(result, like)`` reads ``like`` (the caller's array decides the
     #: result's type), so a :class:`nbnorm.Moments` state keeps it
     wrap_reads_like: bool
-    #: the import name of the module whose ``stack``, ``concatenate``,
-    #: ``full_like`` and ``sqrt`` work on this backend's arrays ("numpy",
-    #: "dask.array"), or None: grouped statistics (``by=``) need one
-    array_module: str | None
+    #: the import name of the module whose ``stack`` and ``zeros`` work on
+    #: this backend's arrays, with ``sqrt``, ``concatenate`` and ``full_like``
+    #: ("numpy", "dask.array") or, where the arrays do no arithmetic,
+    #: ``to_host``, ``from_host`` and ``output_like``
+    #: ("nbnorm._cuda.array_module"): for grouped statistics (``by=``)
+    array_module: str
 
     # -- arrays in and out
     def asarray(self, obj, argname: str) -> Array:

@@ -7,9 +7,12 @@ axis is cut into *runs* of equal labels (daily data by month: one run per
 month of each year) and each run, a view of ``x`` (no copy), is reduced by
 :meth:`Moments.of` — one exact pass over every element — and the runs of a
 group merged by Chan's formula; where labels change so often that runs
-would be many and short, each group is gathered first (one copy).  Results
-have a leading dimension of the sorted distinct non-negative labels.
-Backends with an array module (NumPy, Dask) take ``by``; CUDA arrays not yet.
+would be many and short, each group is gathered first (one copy) where the
+backend's array module can (``take``: NumPy, Dask; on CUDA arrays each run
+is reduced on the device as it is).  Results have a leading dimension of
+the sorted distinct non-negative labels.  Every backend has an array module
+for this (:attr:`nbnorm._contract.Backend.array_module`; CUDA's computes
+the small per-group arrays on the host, :mod:`nbnorm._cuda.array_module`).
 """
 from __future__ import annotations
 
@@ -51,12 +54,10 @@ def labels_of(by, length, axis):
 
 
 def array_module(backend):
-    """The module whose ``stack``, ``concatenate``, ``full_like`` and ``sqrt``
-    work on the backend's arrays (:attr:`nbnorm._contract.Backend.array_module`):
-    ``by`` needs one."""
-    if backend.array_module is None:
-        raise NotImplementedError(f"by: grouped statistics are not implemented for "
-                                  f"{backend.name} arrays yet (NumPy and Dask arrays take by)")
+    """The module whose ``stack`` and ``zeros`` work on the backend's arrays
+    (:attr:`nbnorm._contract.Backend.array_module`), with ``to_host`` and
+    ``from_host`` where its arrays do no arithmetic (CUDA's), else
+    ``sqrt``, ``concatenate`` and ``full_like``."""
     return importlib.import_module(backend.array_module)
 
 
@@ -74,7 +75,7 @@ def _take(x, a, start, stop):
     return x[(slice(None),) * a + (slice(start, stop),)]
 
 
-def grouped_states(x, axis, by, skipna):
+def grouped_states(xp, x, axis, by, skipna):
     """``(groups, [Moments per group])`` of ``x`` (a backend array) over the
     reduced axes, per distinct non-negative label of ``by``."""
     a, ax = labelled_axis(axis, x.ndim)
@@ -82,10 +83,10 @@ def grouped_states(x, axis, by, skipna):
     groups = np.unique(lab[lab >= 0])
     pieces = [r for r in runs(lab) if r[2] >= 0]
     states = {g: [] for g in groups.tolist()}
-    if len(pieces) > 8 * max(len(groups), 1) + 64:     # many short runs: gather each group
-        for g in groups.tolist():
+    if len(pieces) > 8 * max(len(groups), 1) + 64 and hasattr(xp, "take"):
+        for g in groups.tolist():          # many short runs: gather each group
             idx = np.flatnonzero(lab == g)
-            states[g].append(Moments.of(x[(slice(None),) * a + (idx,)], ax, skipna=skipna))
+            states[g].append(Moments.of(xp.take(x, idx, axis=a), ax, skipna=skipna))
     else:
         for start, stop, g in pieces:
             states[g].append(Moments.of(_take(x, a, start, stop), ax, skipna=skipna))
@@ -99,18 +100,29 @@ def stack_states(xp, states, backend, like):
     return Moments(*fields, _backend=backend, _like=like if backend.wrap_reads_like else None)
 
 
+def _coefficients(xp, state, ddof, eps):
+    """``(hi, var, −lo·α)`` of a group's state (mean ``hi + lo``, ``α =
+    1/√(var + eps)``), computed on the host where the array module's arrays
+    do no arithmetic (one value per kept index: small)."""
+    var = state.var(ddof)
+    on_host = getattr(xp, "to_host", None)
+    lo = state._mean_lo if on_host is None else on_host(state._mean_lo)
+    v = var if on_host is None else on_host(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = 1.0 / (np if on_host else xp).sqrt(v + eps)
+    bias = -(lo * alpha)
+    return state._mean, var, bias if on_host is None else xp.from_host(bias)
+
+
 def standardize_groups(xp, x, states, groups, a, ax, lab, ddof, eps, out, inference):
     """``z`` of every element by its group's statistics (NaN where the label
     is negative): per run, ``(x − hi)·α − lo·α`` with the group's mean
     ``hi + lo`` and ``α = 1/√(var + eps)``."""
-    coef = {}
-    for g, s in zip(groups.tolist(), states):
-        var = s.var(ddof)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            alpha = 1.0 / xp.sqrt(var + eps)
-        coef[g] = (s._mean, var, -(s._mean_lo * alpha))
+    coef = {g: _coefficients(xp, s, ddof, eps) for g, s in zip(groups.tolist(), states)}
     if out is None and xp is np:     # one output, written run by run (no concatenation),
         out = _router.load("cpu").empty_like(x)     # from the pool of large outputs
+    elif out is None and hasattr(xp, "output_like"):
+        out = xp.output_like(x)
     parts = []
     for start, stop, g in runs(lab):
         xs = _take(x, a, start, stop)
@@ -153,7 +165,7 @@ def moments(x, axis, ddof, keepdims, skipna, by):
         raise ValueError("keepdims: not supported with by (the statistics have a leading "
                          "group dimension instead of the labelled axis)")
     backend, xp, xa = _setup("moments", x)
-    _, states, _, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    _, states, _, ax, _ = grouped_states(xp, xa, axis, by, bool(skipna))
     sd = backend.stat_dtype(xa.dtype)
     if not states:
         empty = xp.zeros((0,) + stat_shape(xa.shape, ax), sd)
@@ -166,7 +178,7 @@ def moments(x, axis, ddof, keepdims, skipna, by):
 def moment_states(x, axis, skipna, by):
     """:meth:`nbnorm.Moments.of` with ``by``: grouped states."""
     backend, xp, xa = _setup("Moments.of", x)
-    _, states, _, ax, _ = grouped_states(xa, axis, by, bool(skipna))
+    _, states, _, ax, _ = grouped_states(xp, xa, axis, by, bool(skipna))
     if not states:
         shape = (0,) + stat_shape(xa.shape, ax)
         return Moments(xp.zeros(shape, np.int64), xp.zeros(shape), xp.zeros(shape),
@@ -182,14 +194,12 @@ def standardize(x, axis, ddof, eps, skipna, out, by):
     ddof = V.ddof_value(ddof)
     eps = V.eps_value(eps)
     backend, xp, xa = _setup("standardize", x)
+    target = None
     if out is not None:      # checked whole before any run writes into it
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out: expected a NumPy array (it is written in place), got "
-                            f"{type(out).__module__}.{type(out).__qualname__}")
-        V.out_array(out, xa)
-        if out is not x and np.shares_memory(out, xa):
-            raise ValueError("out: shares memory with x without being x")
-    groups, states, a, ax, lab = grouped_states(xa, axis, by, bool(skipna))
-    z = standardize_groups(xp, xa, states, groups, a, ax, lab, ddof, eps, out,
+        target = backend.target(out, "out")
+        V.out_array(target, xa)
+        V.no_aliasing({"out": target}, {"x": xa}, exact_ok=(("out", "x"),))
+    groups, states, a, ax, lab = grouped_states(xp, xa, axis, by, bool(skipna))
+    z = standardize_groups(xp, xa, states, groups, a, ax, lab, ddof, eps, target,
                            batch_norm_inference)
-    return z if out is not None else backend.wrap(z, x)
+    return out if out is not None else backend.wrap(z, x)

@@ -71,8 +71,6 @@ def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None, by=Non
         finite, ``out`` has another shape or dtype, is read-only or
         shares memory with ``x`` without being ``x``, or ``by`` is not one
         integer label per index of the labelled axis.
-    NotImplementedError
-        If ``by`` is given for CUDA arrays.
     numpy.exceptions.AxisError
         If an entry of ``axis`` is out of range for ``x.ndim``.
 

@@ -1,6 +1,7 @@
 """Statistics per group of a labelled axis (``by=``) in ``moments``,
 ``Moments.of`` and ``standardize``: against float64 NumPy per group, with
-negative labels left out, interleaved and many short runs, NaNs, Dask."""
+negative labels left out, interleaved and many short runs, NaNs; on every
+backend (``backend`` fixture: CPU, CUDA) and on Dask."""
 from __future__ import annotations
 
 import warnings
@@ -22,6 +23,13 @@ def daily(years=3, shape=(4, 5), dtype=np.float32, seed=0, loc=288.0):
     return x, month
 
 
+def sized(backend, **kwargs):
+    """``daily(**kwargs)``, one year of a 2 × 3 grid on the CUDA simulator."""
+    if backend.small:
+        kwargs.update(years=1, shape=(2, 3))
+    return daily(**kwargs)
+
+
 def per_group(x, labels, axis, fn):
     """``fn`` (a NumPy reduction over ``axis``) of each group, stacked."""
     a = axis[0] if isinstance(axis, tuple) else axis
@@ -31,9 +39,9 @@ def per_group(x, labels, axis, fn):
 
 @pytest.mark.parametrize("axis", [0, (0, 2), (0, 1, 2)])
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_moments_by_month(axis, ddof):
-    x, month = daily()
-    mean, var = nbnorm.moments(x, axis, ddof=ddof, by=month)
+def test_moments_by_month(backend, axis, ddof):
+    x, month = sized(backend)
+    mean, var = backend.back(nbnorm.moments(backend.put(x), axis, ddof=ddof, by=month))
     x64 = x.astype(np.float64)
     want_m = per_group(x64, month, axis, lambda v, ax: v.mean(ax))
     want_v = per_group(x64, month, axis, lambda v, ax: v.var(ax, ddof=ddof))
@@ -42,11 +50,11 @@ def test_moments_by_month(axis, ddof):
     np.testing.assert_allclose(var, want_v, rtol=2e-6)
 
 
-def test_float32_kelvin_variance_is_within_1e6_of_the_exact_one():
+def test_float32_kelvin_variance_is_within_1e6_of_the_exact_one(backend):
     """288 K ± 3 in float32: E[x²] − E[x]² would lose every digit; the
     grouped one-pass variance is within 1e-6 of the exact value."""
-    x, month = daily(years=4, shape=(3, 3))
-    _, var = nbnorm.moments(x, 0, by=month)
+    x, month = sized(backend, years=4, shape=(3, 3))
+    _, var = backend.back(nbnorm.moments(backend.put(x), 0, by=month))
     for g in range(12):
         _, exact = exact_moments(x[month == g], 0)
         rel = np.abs(var[g].astype(np.float64) - exact.astype(np.float64)) / exact.astype(
@@ -54,12 +62,13 @@ def test_float32_kelvin_variance_is_within_1e6_of_the_exact_one():
         assert rel.max() < 1e-6, (g, rel.max())
 
 
-def test_negative_labels_interleaved_and_many_short_runs():
+def test_negative_labels_interleaved_and_many_short_runs(backend):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((500, 6))
-    for labels in (rng.integers(-1, 4, 500),                 # ~400 runs: gathered per group
-                   np.repeat([3, 0, -5, 3, 1, 0], [90, 80, 70, 100, 60, 100])):
-        mean, var = nbnorm.moments(x, 0, ddof=1, by=labels)
+    n = 120 if backend.small else 500
+    x = rng.standard_normal((n, 6))
+    for labels in (rng.integers(-1, 4, n),    # ~0.8 n runs: gathered per group (not on CUDA)
+                   np.repeat([3, 0, -5, 3, 1, 0], [90, 80, 70, 100, 60, 100])[:: 500 // n][:n]):
+        mean, var = backend.back(nbnorm.moments(backend.put(x), 0, ddof=1, by=labels))
         np.testing.assert_allclose(mean, per_group(x, labels, 0, lambda v, a: v.mean(a)),
                                    rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(var, per_group(x, labels, 0, lambda v, a: v.var(a, ddof=1)),
@@ -67,39 +76,42 @@ def test_negative_labels_interleaved_and_many_short_runs():
         assert mean.shape[0] == np.unique(labels[labels >= 0]).size
 
 
-def test_skipna_counts_each_group_and_statistic():
-    x, month = daily(shape=(3, 4), dtype=np.float64)
+def test_skipna_counts_each_group_and_statistic(backend):
+    x, month = sized(backend, shape=(3, 4), dtype=np.float64)
     x[::7, 0, 0] = np.nan
     x[:, 1, 1] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean, var = nbnorm.moments(x, 0, by=month, skipna=True)
+        mean, var = backend.back(nbnorm.moments(backend.put(x), 0, by=month, skipna=True))
         want = per_group(x, month, 0, lambda v, a: np.nanmean(v, a))
     np.testing.assert_allclose(mean, want, rtol=1e-13)
     assert np.isnan(mean[:, 1, 1]).all()
-    state = nbnorm.Moments.of(x, 0, by=month, skipna=True)
-    assert state.shape == (12, 3, 4)
-    np.testing.assert_array_equal(state.count[:, 0, 1], np.bincount(month))
+    state = nbnorm.Moments.of(backend.put(x), 0, by=month, skipna=True)
+    assert state.shape == (12,) + x.shape[1:]
+    np.testing.assert_array_equal(backend.get(state.count)[:, 0, 1], np.bincount(month))
 
 
-def test_grouped_states_merge_year_by_year():
-    x, month = daily(years=3, dtype=np.float64)
+def test_grouped_states_merge_year_by_year(backend):
+    years = 2 if backend.small else 3
+    x, month = daily(years=years, dtype=np.float64, shape=(2, 3) if backend.small else (4, 5))
     acc = None
-    for y in range(3):
-        s = nbnorm.Moments.of(x[365 * y:365 * (y + 1)], 0, by=month[:365])
+    for y in range(years):
+        s = nbnorm.Moments.of(backend.put(x[365 * y:365 * (y + 1)]), 0, by=month[:365])
         acc = s if acc is None else acc + s
-    whole = nbnorm.Moments.of(x, 0, by=month)
-    np.testing.assert_array_equal(acc.count, whole.count)
-    np.testing.assert_allclose(acc.mean, whole.mean, rtol=1e-14)
-    np.testing.assert_allclose(acc.var(), whole.var(), rtol=1e-12)
+    whole = nbnorm.Moments.of(backend.put(x), 0, by=month)
+    acc_count, acc_mean, acc_var, count, mean, var = backend.back(
+        (acc.count, acc.mean, acc.var(), whole.count, whole.mean, whole.var()))
+    np.testing.assert_array_equal(acc_count, count)
+    np.testing.assert_allclose(acc_mean, mean, rtol=1e-14)
+    np.testing.assert_allclose(acc_var, var, rtol=1e-12)
 
 
 @pytest.mark.parametrize("ddof,skipna", [(0, False), (1, True)])
-def test_standardize_by_group(ddof, skipna):
-    x, month = daily(shape=(3, 4))
+def test_standardize_by_group(backend, ddof, skipna):
+    x, month = sized(backend, shape=(3, 4))
     labels = month.copy()
     labels[40:50] = -1
-    z = nbnorm.standardize(x, 0, ddof=ddof, skipna=skipna, by=labels)
+    z = backend.get(nbnorm.standardize(backend.put(x), 0, ddof=ddof, skipna=skipna, by=labels))
     x64 = x.astype(np.float64)
     want = np.full_like(x64, np.nan)
     for g in np.unique(labels[labels >= 0]):
@@ -109,12 +121,13 @@ def test_standardize_by_group(ddof, skipna):
     np.testing.assert_array_equal(np.isnan(z), np.isnan(want))
     ok = ~np.isnan(want)
     assert (np.abs(z[ok] - want[ok]) <= 4e-7 * (np.abs(want[ok]) + 1)).all()
-    out = np.zeros_like(x)
-    assert nbnorm.standardize(x, 0, ddof=ddof, skipna=skipna, by=labels, out=out) is out
-    np.testing.assert_array_equal(out, z)
-    xi = x.copy()
+    out = backend.put(np.zeros_like(x))
+    assert nbnorm.standardize(backend.put(x), 0, ddof=ddof, skipna=skipna, by=labels,
+                              out=out) is out
+    np.testing.assert_array_equal(backend.get(out), z)
+    xi = backend.put(x.copy())
     assert nbnorm.standardize(xi, 0, ddof=ddof, skipna=skipna, by=labels, out=xi) is xi
-    np.testing.assert_array_equal(xi, z)
+    np.testing.assert_array_equal(backend.get(xi), z)
 
 
 def test_dask_grouped_is_lazy_and_matches():
@@ -151,13 +164,10 @@ def test_bad_labels_name_what_to_fix():
     with pytest.raises(ValueError, match=r"out: expected shape"):
         nbnorm.standardize(x, 0, by=np.zeros(6, int), out=out)
     assert (out == 1).all()
-
-
-@pytest.mark.cuda
-def test_cuda_arrays_say_by_is_not_there_yet():
-    pytest.importorskip("numba.cuda")
-    from nbnorm._cuda.backend import to_device_like
-    xd = to_device_like(np.zeros((6, 2)))
-    with pytest.raises(NotImplementedError, match="by: grouped statistics are not implemented "
-                                                  "for cuda arrays"):
-        nbnorm.moments(xd, 0, by=np.zeros(6, int))
+    x = np.arange(12.0).reshape(6, 2)
+    with pytest.raises(ValueError, match=r"out: shares memory with x"):
+        nbnorm.standardize(x, 0, by=np.zeros(6, int), out=x[::-1])
+    np.testing.assert_array_equal(x, np.arange(12.0).reshape(6, 2))
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match=r"out: not supported with Dask input"):
+        nbnorm.standardize(da.from_array(x), 0, by=np.zeros(6, int), out=np.empty_like(x))

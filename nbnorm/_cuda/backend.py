@@ -45,7 +45,7 @@ from .launch import (
 name = "cuda"
 remembers_calls = False     # see nbnorm._contract.Backend
 wrap_reads_like = True
-array_module = None
+array_module = "nbnorm._cuda.array_module"
 SIM = K.SIM
 TPB = K.TPB
 
