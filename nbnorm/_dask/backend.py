@@ -285,13 +285,19 @@ def _block_variance(count, m2, ddof, warn):
 
 def _shown(message, category):
     """Whether ``warnings.warn(message, category)`` would be shown (or
-    raised) under the warning filters in force now."""
-    with warnings.catch_warnings(record=True) as seen:
-        try:
-            warnings.warn(message, category)
-        except category:
-            return True
-    return bool(seen)
+    raised) under the warning filters in force now (the probe leaves no
+    trace in the registry of ``"once"`` warnings)."""
+    once = dict(warnings.onceregistry)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            try:
+                warnings.warn(message, category)
+            except category:
+                return True
+        return bool(seen)
+    finally:
+        warnings.onceregistry.clear()
+        warnings.onceregistry.update(once)
 
 
 def _divide(m2, dof, dtype):
