@@ -46,15 +46,18 @@ import tempfile
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-# One Numba cache for the run, empty at its start and shared by the xdist
-# workers (unless NUMBA_CACHE_DIR is set): what one worker compiled, the
-# others load.  Results do not depend on which process compiled a kernel
-# (tests/test_compile.py, docs/testing.md).  The controller makes it before it
-# starts the workers, which inherit the variable, and removes it at the end.
-_RUN_CACHE = None
-if "NUMBA_CACHE_DIR" not in os.environ:
-    _RUN_CACHE = tempfile.mkdtemp(prefix="nbnorm-tests-numba-")
-    os.environ["NUMBA_CACHE_DIR"] = _RUN_CACHE
+# Each xdist worker compiles into a Numba cache of its own, empty at the start
+# of the run (unless NUMBA_CACHE_DIR is set).  Numba keeps one index file per
+# function, rewritten whole by whichever process saves a build of it, so
+# workers sharing a cache can drop each other's entries, and a shared cache
+# was followed by a CI failure of a forked child (see docs/testing.md).
+_WORKER_CACHE = None
+if "PYTEST_XDIST_WORKER" in os.environ and "NUMBA_CACHE_DIR" not in os.environ:
+    _WORKER_CACHE = os.path.join(
+        tempfile.gettempdir(), "nbnorm-tests-numba-{}-{}".format(
+            os.environ.get("PYTEST_XDIST_TESTRUNUID", os.getpid()),
+            os.environ["PYTEST_XDIST_WORKER"]))
+    os.environ["NUMBA_CACHE_DIR"] = _WORKER_CACHE
 
 from collections import Counter  # noqa: E402
 from functools import wraps  # noqa: E402
@@ -203,6 +206,6 @@ def large_backend(request):
 
 
 def pytest_unconfigure(config):
-    """Remove the run's Numba cache (see the top of this module)."""
-    if _RUN_CACHE is not None:
-        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
+    """Remove this worker's Numba cache (see the top of this module)."""
+    if _WORKER_CACHE is not None:
+        shutil.rmtree(_WORKER_CACHE, ignore_errors=True)
