@@ -11,17 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .arrays import empty_like as _empty_like
-from .arrays import to_device_like
+from .backend import from_host, to_host
 
-
-def to_host(a):
-    """A device array's contents as a NumPy array."""
-    return a.copy_to_host()
-
-
-def from_host(a):
-    """A NumPy array copied to the device (C order)."""
-    return to_device_like(np.ascontiguousarray(a))
+__all__ = ["to_host", "from_host", "stack", "zeros", "output_like"]
 
 
 def stack(arrays):
