@@ -669,7 +669,8 @@ def instance_norm(x, weight=None, bias=None, *, channel_axis=1, eps=1e-5, runnin
         momentum = V.momentum_value(momentum)
     return _run("instance_norm", _RUNNING, (x, weight, bias, running_mean, running_var, out),
                 (channel_axis, eps, momentum), _forward, _instances(channel_axis), eps, False,
-                _PER_CHANNEL, lambda *r: _instance_finish(momentum, *r), _check_running)
+                _PER_CHANNEL, _y_mean_invstd if running_mean is None and running_var is None
+                else lambda *r: _instance_finish(momentum, *r), _check_running)
 
 
 def _instance_finish(momentum, backend, arrays, geo, y, mean, var, inv, x, out):

@@ -241,9 +241,9 @@ def test_parameter_gradients_over_part_counts(name, shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float32_and_float64_parameters_give_the_same_bits(name, shape, dtype):
     """Group and instance norm's per-channel coefficients take a float32
-    weight/bias/mean as they are and widen them exactly: the same bits as
-    the same values in float64 (and as a read-only float32 copy, which a
-    prepared call converts)."""
+    weight/bias/mean (the backward also invstd) as they are and widen them
+    exactly: the same bits as the same values in float64 (and as a
+    read-only float32 copy, which a prepared call converts)."""
     x = normal(shape, dtype, seed=24, loc=1.0, scale=3.0)
     dy = normal(shape, dtype, seed=25)
     m = member(name, shape)
@@ -254,7 +254,10 @@ def test_float32_and_float64_parameters_give_the_same_bits(name, shape, dtype):
     for ww, bb in ((w, b), (w.astype(np.float64), b.astype(np.float64)), (frozen_w, frozen_b)):
         y, mean, inv = m.forward(nbnorm, x, ww, bb)
         got = [y, mean, inv]
-        for stats in ((mean, inv), (mean.astype(np.float32), inv), (mean.astype(np.float64), inv)):
+        frozen_inv = inv.copy()
+        frozen_inv.flags.writeable = False
+        for stats in ((mean, inv), (mean.astype(np.float32), inv), (mean.astype(np.float64), inv),
+                      (mean, inv.astype(np.float64)), (mean, frozen_inv)):
             got += list(m.backward(nbnorm, dy, x, stats, ww))
         runs.append([g.tobytes() for g in got])
     assert runs[1] == runs[0] and runs[2] == runs[0]

@@ -84,23 +84,28 @@ def _group_statistics(x, geo, x_plan):
     return plan, (_kernel_args(plan, [0]), _split(plan)), parts
 
 
-def _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args, parts, affine_plan):
+def _forward_per_channel(x, y, sizes, w, b, eps, stat_plan, stat_args, affine_plan, sd):
     """Statistics per group (:func:`_group_statistics`), merged and turned
     into the affine map per (n, c) in one compiled call, then batch norm's
-    affine pass."""
+    affine pass; ``(mean, var, invstd, mean and invstd in sd)``.  ``sizes``:
+    (groups, channels per group, parts per group, N·G, N·C, values per part)."""
+    groups, per, parts, n_groups, n_c, n_part = sizes
     _, mean_rel, m2, pivots = _relative_moments(x, stat_plan, False, *stat_args)
-    n_groups, n_c = geo.shape[0] * geo.groups, geo.shape[0] * geo.shape[geo.split]
     mean, var, inv = np.empty(n_groups), np.empty(n_groups), np.empty(n_groups)
+    if sd == np.float64:
+        mean_st, inv_st = mean, inv
+    else:
+        mean_st, inv_st = np.empty(n_groups, sd), np.empty(n_groups, sd)
     centre, alpha, shift = np.empty(n_c), np.empty(n_c), np.empty(n_c)
-    group_forward_coefficients(pivots, mean_rel, m2, float(stat_plan.n), geo.groups,
-                               geo.shape[geo.split] // geo.groups, parts, eps, w, b, mean, var,
-                               inv, centre, alpha, shift)
+    group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts, eps, w, b, mean,
+                               var, inv, centre, alpha, shift, mean_st, inv_st)
     _affine_prepared(y, x, None, affine_plan, centre, alpha, centre, alpha, shift)
-    return mean, var, inv
+    return mean, var, inv, mean_st, inv_st
 
 
 def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, affine_plan,
                           zero):
+    """``(dweight, dbias)`` in ``sd``; ``dx`` written."""
     n_c, C = dual_plan.n_stats, geo.shape[geo.split]
     per = C // geo.groups
     mu, mu64 = np.empty(n_c, sd), np.empty(n_c)
@@ -109,10 +114,14 @@ def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, a
     s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args, signed_zeros=True)
     a, cb, cc = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     dweight, dbias = np.empty(C), np.empty(C)
+    if sd == np.float64:
+        dweight_st, dbias_st = dweight, dbias
+    else:
+        dweight_st, dbias_st = np.empty(C, sd), np.empty(C, sd)
     group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
-                                dweight, dbias)
+                                dweight, dbias, dweight_st, dbias_st)
     _affine_prepared(dx, dy, x, affine_plan, zero, a, mu64, cb, cc)
-    return dweight, dbias
+    return dweight_st, dbias_st
 
 
 def _plans(geo, *arrays):
@@ -179,7 +188,8 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     # (float32 ones as they are: the kernels widen them exactly)
     w_of, b_of = _float32_as_is(weight, geo.n_params, 1.0), _float32_as_is(bias, geo.n_params, 0.0)
     # the per-element passes take the parameters in the statistics' type
-    wn_of, bn_of = _vector(geo.n_params, 1.0, sd), _vector(geo.n_params, 0.0, sd)
+    wn_of = _vector(geo.n_params, 1.0, sd, like=weight)
+    bn_of = _vector(geo.n_params, 0.0, sd, like=bias)
     view_plans = _plans(geo, x)
     # the statistics' plan: over x alone, as batch norm's (out and the
     # parameters do not change how the statistics are summed)
@@ -189,6 +199,9 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
     if geo.split > 0:           # group/instance: statistics per (n, g) or (n, c) first
         xshape, spatial, xs = x.shape, _spatial(geo), _strides(x)
         stat_plan, stat_args, parts = _group_statistics(x, geo, x_plan)
+        C = geo.shape[geo.split]
+        sizes = (geo.groups, C // geo.groups, parts, geo.shape[0] * geo.groups, geo.shape[0] * C,
+                 float(stat_plan.n))
         outputs = _Outputs(lambda y: (view_plans(y), False, False,
                                       _cached_plan(xshape, spatial, (xs, _strides(y), xs))))
     else:
@@ -199,10 +212,11 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
         try:
             y = empty_like(x) if out is None else out
             plan, same_runs, one_run, affine_plan = outputs.get(y)
+            c_st = inv_st = None
             if _per_channel(geo, plan, True, x.nbytes):
                 w, b = w_of(weight), b_of(bias)
-                c, var, inv = _forward_per_channel(x, y, geo, w, b, eps, stat_plan, stat_args,
-                                                   parts, affine_plan)
+                c, var, inv, c_st, inv_st = _forward_per_channel(
+                    x, y, sizes, w, b, eps, stat_plan, stat_args, affine_plan, sd)
             else:
                 w, b = wn_of(weight), bn_of(bias)
                 c, var, inv = _forward_per_statistic(x, _flat(x), _flat(y), plan, same_runs,
@@ -211,8 +225,10 @@ def prepare_norm_forward(x, geo, weight, bias, eps, rms, out):
                 _refit(x, y, plan, eps, rms, c, var, inv,
                        lambda s: _stats_of(w, plan, [s], 2)[0].reshape(-1),
                        lambda s: _stats_of(b, plan, [s], 2)[0].reshape(-1))
-            return (y, narrowed(c, sd).reshape(shape), var.reshape(shape),
-                    narrowed(inv, sd).reshape(shape))
+                c_st = inv_st = None
+            if c_st is None:
+                c_st, inv_st = narrowed(c, sd), narrowed(inv, sd)
+            return y, c_st.reshape(shape), var.reshape(shape), inv_st.reshape(shape)
         finally:
             _threads.leave_serial(before)
     return run
@@ -230,11 +246,14 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
     sd = stat_dtype(x.dtype)
     rms = bool(rms)
     serial = (2 if geo.split == 0 else 1) * x.size < SERIAL_ELEMENTS
-    w_of, wn_of = _float32_as_is(weight, geo.n_params, 1.0), _vector(geo.n_params, 1.0, sd)
+    w_of = _float32_as_is(weight, geo.n_params, 1.0)
+    wn_of = _vector(geo.n_params, 1.0, sd, like=weight)
     n_stats = int(np.prod(geo.stat_shape, dtype=np.int64))
+    inv_of = _vector(n_stats, 0.0, like=invstd)
     view_plans = _plans(geo, dy, x)
     if geo.split > 0:
         c_of = _float32_as_is(centre, n_stats, 0.0)     # per channel: expanded exactly
+        inv_as_is = _float32_as_is(invstd, n_stats, 0.0)
         xshape, spatial, xs, dys = x.shape, _spatial(geo), _strides(x), _strides(dy)
         dual_plan = _cached_plan(xshape, spatial, (dys, xs))
         dual_args = (_kernel_args(dual_plan, [0, 1]), _split(dual_plan))
@@ -249,13 +268,12 @@ def prepare_norm_backward(dy, x, centre, invstd, geo, weight, rms, out):
         try:
             dx = empty_like(x) if out is None else out
             plan, one_run, affine_plan = outputs.get(dx)
-            inv = np.ascontiguousarray(invstd, dtype=np.float64).reshape(n_stats)
             if _per_channel(geo, plan, False, x.nbytes):
-                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c_of(centre), inv,
-                                                       w_of(weight), sd, dual_plan, dual_args,
-                                                       affine_plan, zero)
-                return (dx, narrowed(dweight, sd).reshape(geo.param_shape),
-                        narrowed(dbias, sd).reshape(geo.param_shape))
+                dweight, dbias = _backward_per_channel(dy, x, dx, geo, c_of(centre),
+                                                       inv_as_is(invstd), w_of(weight), sd,
+                                                       dual_plan, dual_args, affine_plan, zero)
+                return dx, dweight.reshape(geo.param_shape), dbias.reshape(geo.param_shape)
+            inv = inv_of(invstd)
             c = (np.zeros(n_stats) if centre is None
                  else np.ascontiguousarray(centre, dtype=np.float64).reshape(n_stats))
             n_parts = max(1, min(MAX_PARTS, n_stats, PART_BUDGET // max(geo.n_params, 1),

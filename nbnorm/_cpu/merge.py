@@ -133,14 +133,17 @@ def update_running(running, batch, momentum, scale):
 
 @_strict
 def group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts, eps, w, b,
-                               mean_out, var_out, inv_out, centre, alpha, shift):
+                               mean_out, var_out, inv_out, centre, alpha, shift, mean_st,
+                               inv_st):
     """Group norm from ``parts`` moments per group (flat ``(N·G·parts,)``,
     ``n_part`` values each: per (n, c), ``parts = per``, or per (n, g),
     ``parts = 1``): each group's parts merged in order by Chan's formula with
     compensated means (:func:`nbnorm._welford.merge_states`), its biased
     variance and invstd (``(N·G,)``), and the per-(n, c) affine map ``y =
     (x − centre)·alpha + shift`` with ``alpha = invstd·weight[c]``,
-    ``centre`` the group's mean (0 where alpha is 0), ``shift = bias[c]``."""
+    ``centre`` the group's mean (0 where alpha is 0), ``shift = bias[c]``.
+    ``mean_st``/``inv_st``: the mean and invstd again, in the statistics'
+    dtype (rounded as ``astype`` rounds; they may be ``mean_out``/``inv_out``)."""
     for s in range(mean_out.size):
         p0 = s * parts
         cnt = n_part
@@ -158,6 +161,8 @@ def group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts,
         mean_out[s] = hi
         var_out[s] = var
         inv_out[s] = inv
+        mean_st[s] = hi
+        inv_st[s] = inv
         k0 = s * per
         for j in range(per):
             c = (s % groups) * per + j
@@ -169,30 +174,37 @@ def group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts,
 
 @_strict
 def group_backward_coefficients(s1c, s2c, inv, w, groups, per, n_group, a_out, b_out, c_out,
-                                dweight, dbias):
+                                dweight, dbias, dweight_st, dbias_st):
     """Group norm's backward from per-(n, c) sums ``s1c = Σdy``, ``s2c =
     Σdy·(x − mean)`` (flat ``(N·C,)``) and per-(n, g) ``centre``/``inv``:
     the per-(n, c) map ``dx = dy·a + (x − mu)·b + c`` (the group's sums
     weighted by ``weight[c]``, :func:`nbnorm._welford.backward_coefficients`)
-    and ``dweight[c] = Σ_n s2c·invstd``, ``dbias[c] = Σ_n s1c`` (float64)."""
+    and ``dweight[c] = Σ_n s2c·invstd``, ``dbias[c] = Σ_n s1c`` (float64),
+    then again in ``dweight_st``/``dbias_st``'s dtype (rounded as ``astype``
+    rounds; they may be ``dweight``/``dbias``).  ``inv`` and ``w`` may be
+    float32: their values are widened exactly."""
     C = groups * per
     dweight[:] = 0.0
     dbias[:] = 0.0
     for s in range(inv.size):
         k0 = (s // groups) * C + (s % groups) * per
         c0 = (s % groups) * per
+        inv_s = np.float64(inv[s])
         t1 = 0.0
         t2 = 0.0
         for j in range(per):
-            t1 += s1c[k0 + j] * w[c0 + j]
-            t2 += s2c[k0 + j] * w[c0 + j]
-        _, cb, cc = backward_coefficients(n_group, inv[s], 1.0, t1, t2, True)
+            t1 += s1c[k0 + j] * np.float64(w[c0 + j])
+            t2 += s2c[k0 + j] * np.float64(w[c0 + j])
+        _, cb, cc = backward_coefficients(n_group, inv_s, 1.0, t1, t2, True)
         for j in range(per):
-            a_out[k0 + j] = inv[s] * w[c0 + j]
+            a_out[k0 + j] = inv_s * np.float64(w[c0 + j])
             b_out[k0 + j] = cb
             c_out[k0 + j] = cc
-            dweight[c0 + j] += s2c[k0 + j] * inv[s]
+            dweight[c0 + j] += s2c[k0 + j] * inv_s
             dbias[c0 + j] += s1c[k0 + j]
+    for c in range(C):
+        dweight_st[c] = dweight[c]
+        dbias_st[c] = dbias[c]
 
 
 @_strict

@@ -23,14 +23,29 @@ from .merge import (backward_coefficient_vectors, forward_coefficients, inferenc
                     update_running as _update_running)
 
 
-def _vector(n, fill, dtype=np.float64):
+def _vector(n, fill, dtype=np.float64, like=None):
     """``vector(a)``: a parameter as a flat vector of ``n`` in ``dtype``
     (:func:`.arrays._stat_vector`), one constant vector of ``fill`` shared by
     the calls of a signature when absent.  Never written, it is not flagged
     read-only: Numba would compile another specialization of every kernel
-    that reads it."""
+    that reads it.  ``like``: the parameter of the call being prepared; where
+    it is already a C-contiguous vector in ``dtype``, ``a`` itself is passed
+    (dtype, shape and strides are part of a call's signature)."""
     const = np.full(n, fill, dtype)
+    direct = _direct(like, dtype)
+    if direct is not None:
+        return direct
     return lambda a: const if a is None else _stat_vector(a, n, fill, dtype)
+
+
+def _direct(like, dtype):
+    """``a`` or a flat view of it, for parameters like ``like`` that need no
+    conversion to a C-contiguous vector in ``dtype``; else None."""
+    if like is None or like.dtype != dtype or not like.flags.c_contiguous:
+        return None
+    if like.ndim == 1:
+        return lambda a: a
+    return lambda a: a.reshape(-1)
 
 
 def _float32_as_is(a, n, fill):
@@ -40,8 +55,8 @@ def _float32_as_is(a, n, fill):
     call saves the conversion.  Decided once: dtype and writability are part
     of a call's signature."""
     if a is not None and a.dtype == np.float32 and a.flags.writeable:
-        return lambda a: np.ascontiguousarray(a).reshape(n)
-    return _vector(n, fill)
+        return _direct(a, a.dtype) or (lambda a: np.ascontiguousarray(a).reshape(n))
+    return _vector(n, fill, like=a)
 
 
 def _strides(a):
@@ -107,7 +122,7 @@ def prepare_forward(x, weight, bias, axis, eps, out):
     xplan = _plan(x.shape, axis, x)
     n_stats, n = xplan.n_stats, xplan.n
     serial = _serial(x.size)
-    w_of, b_of = _vector(n_stats, 1.0), _vector(n_stats, 0.0)
+    w_of, b_of = _vector(n_stats, 1.0, like=weight), _vector(n_stats, 0.0, like=bias)
     xshape, xs = x.shape, _strides(x)
     outputs = _Outputs(lambda y: (_cached_plan(xshape, axis, (xs, _strides(y))),
                                   _cached_plan(xshape, axis, (xs, _strides(y), xs))))
@@ -151,7 +166,8 @@ def prepare_inference(x, mean, var, weight, bias, axis, eps, out):
     n_stats = int(np.prod(_layout.stat_shape(x.shape, axis), dtype=np.int64))
     eps = float(eps)
     serial = _serial(x.size)
-    w_of, b_of = _vector(n_stats, 1.0), _vector(n_stats, 0.0)
+    w_of, b_of = _vector(n_stats, 1.0, like=weight), _vector(n_stats, 0.0, like=bias)
+    var_of, mean_of = _vector(n_stats, 0.0, like=var), _vector(n_stats, 0.0, like=mean)
     xshape, xs = x.shape, _strides(x)
     outputs = _Outputs(lambda y: _cached_plan(xshape, axis, (xs, _strides(y), xs)))
 
@@ -160,8 +176,8 @@ def prepare_inference(x, mean, var, weight, bias, axis, eps, out):
         try:
             y = empty_like(x) if out is None else out
             alpha = np.empty(n_stats)
-            inference_scale(_stat_vector(var, n_stats, 0.0), eps, w_of(weight), alpha)
-            mu = _stat_vector(mean, n_stats, 0.0)
+            inference_scale(var_of(var), eps, w_of(weight), alpha)
+            mu = mean_of(mean)
             _affine_prepared(y, x, None, outputs.get(y), mu, alpha, mu, alpha, b_of(bias))
             return y
         finally:
@@ -179,7 +195,7 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
     dual = _plan(x.shape, axis, dy, x)
     n_stats, n = dual.n_stats, dual.n
     serial = _serial(x.size)
-    w_of = _vector(n_stats, 1.0)
+    w_of, inv_of = _vector(n_stats, 1.0, like=weight), _vector(n_stats, 0.0, like=invstd)
     xshape, xs, dys = x.shape, _strides(x), _strides(dy)
     outputs = _Outputs(lambda dx: (_cached_plan(xshape, axis, (dys, xs, _strides(dx))),
                                    _cached_plan(xshape, axis, (dys, _strides(dx),
@@ -194,7 +210,7 @@ def prepare_backward(dy, x, mean, invstd, weight, axis, training, out):
             dx = empty_like(x) if out is None else out
             plan, affine_plan = outputs.get(dx)
             mu = np.ascontiguousarray(mean, dtype=sd).reshape(n_stats)
-            inv = _stat_vector(invstd, n_stats, 0.0)
+            inv = inv_of(invstd)
             w = w_of(weight)
             if dx.strides in strides and _fusable(plan, itemsize, 2):
                 dweight = np.empty(n_stats)
