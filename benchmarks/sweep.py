@@ -34,6 +34,7 @@ ROWS = {"1 KB": (4, 64), "16 KB": (16, 256), "256 KB": (64, 1024), "1 MB": (256,
 OPS = ("moments", "bn_forward", "bn_inference", "bn_backward", "layer_norm",
        "layer_norm_backward", "rms_norm", "group_norm", "group_norm_backward")
 GROUPS = 4
+SETTLE = 0.02   # seconds of untimed calls opening a turn (see _round)
 
 
 def _calls(op, shape, torch):
@@ -95,24 +96,30 @@ def _calls(op, shape, torch):
             "torch": th("group_norm_backward", tdy, tx, tm, ti, GROUPS, tw)}
 
 
-def _round(calls, seconds):
+def _round(calls, seconds, settle=SETTLE):
     """Median seconds per call of each implementation.  The implementations
-    take turns; a turn is one untimed call, then a timed batch of
-    consecutive calls lasting about a millisecond (one call for longer
-    ones).  A call right after the other implementation's is slower for
-    both, the two thread pools sharing the cores (1 MB batch-norm
-    inference: nbnorm 62 µs after PyTorch, 42 after itself; PyTorch 44 µs
-    after nbnorm, 29 after itself): the untimed call keeps that out, so each
-    is timed as a loop of its own calls runs."""
+    take turns; a turn is ``settle`` seconds of untimed calls (at least one),
+    then a timed batch of consecutive calls lasting about a millisecond (one
+    call for longer ones), so each is timed as a loop of its own calls runs.
+    The untimed calls outlast what the previous turn leaves behind:
+    PyTorch's OpenMP workers spin on the cores for some milliseconds after
+    its last call (about 7 ms here; 1 MB batch-norm inference: nbnorm 32 µs
+    per call for the first 220 calls after PyTorch's, 21 µs after its own;
+    PyTorch's calls are the same after nbnorm's as after its own).  With a
+    single implementation there is nothing to outlast: one untimed call."""
+    if len(calls) == 1:
+        settle = 0.0
     for f in calls.values():
         f()
     samples = {k: [] for k in calls}
     start = time.perf_counter()
     while time.perf_counter() - start < seconds * len(calls) or len(samples["nbnorm"]) < 3:
         for k, f in calls.items():
-            t0 = time.perf_counter()
+            turn = t0 = time.perf_counter()
             f()
             dt = time.perf_counter() - t0
+            while time.perf_counter() - turn < settle:
+                f()
             reps = max(1, int(1e-3 / max(dt, 1e-7)))
             t0 = time.perf_counter()
             for _ in range(reps):
