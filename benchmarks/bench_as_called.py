@@ -68,11 +68,14 @@ GOALS = {"batch_norm_forward": ("torch", 3.0), "batch_norm_inference": ("torch",
 #: at the copy bandwidth, the best of copies timed in the same rounds as the
 #: forward calls (a machine that slows down for a while slows both)
 OUT_GOAL = 0.8
+#: untimed calls before each timed one when a peer takes turns (see timing.alternating)
+SETTLE = 0.02
 
 
 def one_run(repeat=7):
     """One process's medians (ms) of nbnorm as called and of its peers, calls
-    alternating between them, and the ``out=`` forward's fraction of the
+    alternating between them (each timed call after ``SETTLE`` seconds of
+    untimed calls of its own), and the ``out=`` forward's fraction of the
     2-pass limit: a dict for :func:`table`."""
     from nbnorm._bandwidth import copier
     res = {}
@@ -82,7 +85,7 @@ def one_run(repeat=7):
             cases[peer] = Case(op, "nchw", "float32", "large", impl=peer)
         except NotImplementedError:
             pass
-        times = alternating([c.run for c in cases.values()], repeat)
+        times = alternating([c.run for c in cases.values()], repeat, settle=SETTLE)
         res[op] = {k: float(np.median(v)) * 1e3 for k, v in zip(cases, times)}
         del cases
     fwd = Case("batch_norm_forward", "nchw", "float32", "large", out=True)

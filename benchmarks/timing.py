@@ -21,13 +21,22 @@ def best_time(fn, repeat=5):
     return best
 
 
-def alternating(fns, rounds):
+def alternating(fns, rounds, settle=0.0):
     """Wall times (seconds) of ``rounds`` rounds in which each of ``fns`` is
     called once, in turn — so the drifts of a shared machine hit all alike:
-    one list per function, in the order of ``fns``."""
+    one list per function, in the order of ``fns``.  With ``settle`` > 0 each
+    timed call follows untimed calls of the same function lasting at least
+    ``settle`` seconds (at least one): what the previous function left
+    running — PyTorch's OpenMP workers spin for milliseconds after its last
+    call — is then not charged to the next (see ``benchmarks/sweep.py``)."""
     times = [[] for _ in fns]
     for _ in range(rounds):
         for t, fn in zip(times, fns):
+            if settle > 0:
+                turn = time.perf_counter()
+                fn()
+                while time.perf_counter() - turn < settle:
+                    fn()
             t0 = time.perf_counter()
             fn()
             t.append(time.perf_counter() - t0)
