@@ -106,8 +106,8 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, skipna=False, by=None):
         or its first entry): statistics per group of equal labels (a
         climatology by month), negative labels left out.  The results then
         have a leading dimension of the sorted distinct non-negative labels
-        (``np.unique`` order), then ``x.shape`` without ``axis``.  NumPy and
-        Dask arrays; not with ``keepdims``.
+        (``np.unique`` order), then ``x.shape`` without ``axis``.  NumPy,
+        CUDA and Dask arrays; not with ``keepdims``.
 
     Returns
     -------

@@ -140,7 +140,7 @@ class Moments:
             its first entry): states per group of equal labels, with a
             leading dimension of the sorted distinct non-negative labels
             (negative ones left out); they merge like any state, so a
-            climatology can be built year by year.  NumPy and Dask arrays.
+            climatology can be built year by year.  NumPy, CUDA and Dask arrays.
 
         Returns
         -------

@@ -53,7 +53,7 @@ def standardize(x, axis=None, *, ddof=0, eps=0.0, skipna=False, out=None, by=Non
         One integer label per index of the labelled axis (``axis``, or its
         first entry): every element is standardized by the statistics of its
         own group (standardized anomalies against a climatology by month);
-        elements with a negative label get NaN.  NumPy and Dask arrays.
+        elements with a negative label get NaN.  NumPy, CUDA and Dask arrays.
 
     Returns
     -------

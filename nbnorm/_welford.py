@@ -152,7 +152,9 @@ def narrow_coefficients(cu, ca, cv, cb, cc, has_v):
     map may stand in for the float64 one: every centre and the constant at
     most 2⁶⁴ in magnitude (so ``u − cu'`` cannot overflow for any float32
     ``u``), every scale 0 or within [2⁻⁶⁴, 2⁶⁴] (neither overflows nor loses
-    bits to the subnormal range).  The float32 map is then within
+    bits to the subnormal range) — or a NaN coefficient, which makes every
+    output NaN in either map (a statistic of NaN values, e.g. a land pixel
+    in a climate field).  The float32 map is then within
     ``ε₃₂·(|(u − cu)·ca| + |(v − cv)·cb| + |cc|)`` (ε₃₂ = 2⁻²³) of the
     exact one, besides the output's own rounding."""
     u32 = np.float32(cu)
@@ -163,14 +165,16 @@ def narrow_coefficients(cu, ca, cv, cb, cc, has_v):
     # (each test is false for NaN; written out: a backend compiles this
     # function alone, no helper)
     ok = abs(u32) <= NARROW_TOP and (ca == 0 or NARROW_LOW <= abs(a32) <= NARROW_TOP)
+    nan = cu != cu or ca != ca or cc != cc
     if has_v:
         v32 = np.float32(cv)
         b32 = np.float32(cb)
         c -= (cv - float(v32)) * cb
         ok = (ok and abs(v32) <= NARROW_TOP
               and (cb == 0 or NARROW_LOW <= abs(b32) <= NARROW_TOP))
+        nan = nan or cv != cv or cb != cb
     c32 = np.float32(c)
-    return ok and abs(c32) <= NARROW_TOP, u32, a32, v32, b32, c32
+    return (ok and abs(c32) <= NARROW_TOP) or nan, u32, a32, v32, b32, c32
 
 
 # ----------------------------------------------- statistics near float64's top

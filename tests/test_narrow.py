@@ -84,7 +84,13 @@ def test_the_rule_refuses_what_float32_cannot_hold():
     assert not n(1.0, 1.0, 0.0, 0.0, 1e30, False)[0]          # the constant
     assert not n(1.0, 1.0, 1e30, 1.0, 0.0, True)[0]           # the second centre
     assert n(1.0, 1.0, 1e30, 1.0, 0.0, False)[0]              # ... only with v
-    assert not n(float("nan"), 1.0, 0.0, 0.0, 0.0, False)[0]
+    nan = float("nan")
+    # a NaN coefficient makes every output NaN in either map: float32 allowed
+    for args in ((nan, 1.0, 0.0, 0.0, 0.0, False), (1.0, nan, 0.0, 0.0, 0.0, False),
+                 (1.0, 1.0, 0.0, 0.0, nan, False), (1.0, 1.0, nan, 0.0, 0.0, True),
+                 (1.0, 1.0, 0.0, nan, 0.0, True), (nan, 0.0, 0.0, 0.0, 0.0, False)):
+        assert n(*args)[0], args
+    assert not n(1e30, 1e-30, nan, 0.0, 0.0, False)[0]        # a NaN v-centre without v
     ok, u32, a32, _, _, c32 = n(1.0 + 2.0 ** -30, 3.0, 0.0, 0.0, 0.5, False)
     assert ok and u32 == 1.0 and a32 == 3.0
     # the centre's rounding moves into the constant: 0.5 − 2⁻³⁰·3, rounded
@@ -145,3 +151,27 @@ def test_each_statistic_chooses_its_arithmetic_alone(dtype, layout, in_place):
     dx_alone = np.empty_like(dys)
     _affine(dx_alone, dys, xs, (0, 2, 3), zero[keep], a[keep], mu[keep], cb[keep], cc[keep])
     np.testing.assert_array_equal(dx[:, keep], dx_alone)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_statistics_of_nan_take_the_float32_map(dtype, layout):
+    """A statistic whose mean or variance is NaN (a channel of NaN values:
+    a land pixel) gives NaN everywhere, and the other statistics' outputs
+    are bitwise those of a call on them alone — also where one of them
+    needs float64 (channel 1), so the NaN statistic neither forces nor
+    hides a choice of arithmetic."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 4, 5, 6)) * 2 + 1).astype(dtype)
+    x = LAYOUTS[layout](x)
+    mean = np.array([1.0, 1.0, np.nan, -1.0], np.float32)
+    var = np.array([4.0, 4.0, 1.0, np.nan], np.float32)
+    w = np.array([1.0, 1e30 if dtype == np.float32 else 1e20, 1.0, 2.0], np.float32)
+    b = np.array([0.5, 0.0, 0.0, -1.0], np.float32)
+    y = nbnorm.batch_norm_inference(x, mean, var, w, b, axis=(0, 2, 3))
+    assert np.isnan(y[:, 2:]).all()
+    keep = [0, 1]
+    xs = LAYOUTS[layout](np.ascontiguousarray(x[:, keep]))
+    alone = nbnorm.batch_norm_inference(xs, mean[keep], var[keep], w[keep], b[keep],
+                                        axis=(0, 2, 3))
+    np.testing.assert_array_equal(y[:, keep], alone)

@@ -33,6 +33,28 @@ def merge_moments(part_count, part_mean, part_m2, n, chunk, mean_out, m2_out):
 
 
 @_strict
+def absolute_state(part_count, mean_rel, pivots, n, count, mean, lo):
+    """A reduction's per-statistic state from the kernels' relative one:
+    ``mean + lo = pivot + (mean − pivot)`` (:func:`two_sum`: the rounded sum
+    and its error; ``lo`` 0 where the mean is not finite) and ``count``, the
+    chunks' counts of non-NaN values added (``part_count``, with skipna:
+    the mean NaN where it is 0) or ``n`` (``part_count`` None)."""
+    for s in range(mean.size):
+        m, e = two_sum(pivots[s], mean_rel[s])
+        if part_count is None:
+            c = n
+        else:
+            c = 0.0
+            for k in range(part_count.shape[0]):
+                c += part_count[k, s]
+            if c == 0:
+                m = np.nan
+        count[s] = c
+        mean[s] = m
+        lo[s] = e if np.isfinite(m) else 0.0
+
+
+@_strict
 def merge_states(count_a, mean_a, m2_a, lo_a, count_b, mean_b, m2_b, lo_b, count, mean, m2, lo):
     """Merge two ``(count, mean, M2, mean_lo)`` states elementwise into the
     last four arrays (:func:`nbnorm._welford.merge_states`: compensated

@@ -15,6 +15,7 @@ from .. import _extremes, _layout, _welford
 from . import _memory
 from . import kernels as K
 from .arrays import _flat
+from .merge import absolute_state
 
 MIN_ITEMS = 64            # work items to aim for (load balance across threads)
 MIN_CHUNK = 32768         # fewest elements a chunk of one statistic may hold
@@ -197,13 +198,9 @@ def _raw_state(x, plan, skipna):
     there are none), else of all ``plan.n``.  The kernels work relative to a
     pivot per statistic, added back here as ``mean + mean_lo`` (the rounded
     sum and its error)."""
-    pc, mean, m2, pivots = _relative_moments(x, plan, skipna)
-    mean, lo = _welford.two_sum(pivots, mean)   # NumPy arithmetic: not reassociated
-    if not skipna:
-        return np.full(plan.n_stats, float(plan.n)), mean, np.where(np.isfinite(mean), lo, 0.0), m2
-    count = pc.sum(axis=0)
-    lo = np.where(np.isfinite(mean) & (count > 0), lo, 0.0)
-    mean[count == 0] = np.nan   # (counts are integers below 2⁵³: exact)
+    pc, mean_rel, m2, pivots = _relative_moments(x, plan, skipna)
+    count, mean, lo = (np.empty(plan.n_stats) for _ in range(3))
+    absolute_state(pc, mean_rel, pivots, float(plan.n), count, mean, lo)
     return count, mean, lo, m2
 
 
