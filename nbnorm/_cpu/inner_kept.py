@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from ._access import acc_zero, load, maybe_window, store, plus_term, window
+from ._access import acc_zero, load, maybe_window, store, plus_term, unowned, window
 from ._jit import (BLOCK, GROUP_ROWS, ROWS_BLOCK, SUPER_ROW, _exact, _inline_exact, _jit, _pjit,
                    chan_merge, shifted_moments)
 from ._runs import _count, affine_at, finite_or_zero, offset, pivot_at, run_affine, run_at
@@ -236,7 +236,12 @@ def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_
     (float32 for 16/32-bit data: twice the lanes of float64) before a
     float64 fold.
     """
-    ksz, kstat, kstr, rsz, rstr, bases = p
+    # operands without reference counts (part_count stays the argument: a
+    # branch on it being None is pruned when the kernel compiles)
+    x, counts, part_mean, part_m2 = (unowned(x), unowned(part_count), unowned(part_mean),
+                                     unowned(part_m2))
+    pivots = unowned(pivots)
+    ksz, kstat, kstr, rsz, rstr, bases = unowned(p)
     r0 = rstr[0]
     k0 = kstr[0]
     n = _count(rsz)
@@ -253,15 +258,15 @@ def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_
         q = _super_rows(nt, sj == 1 and r0[-1] == nt)
         zero = acc_zero(x)
         shift = np.full(q * nt, zero)
-        s0 = count_columns(part_count, q * nt, zero)
+        s0 = count_columns(counts, q * nt, zero)
         s1 = np.full(q * nt, zero)
         s2 = np.full(q * nt, zero)
-        t0 = count_columns(part_count, nt, 0.0)
+        t0 = count_columns(counts, nt, 0.0)
         t1 = np.zeros(nt)      # float64 columns: long blocks stay exact
         t2 = np.zeros(nt)
         pivot = np.empty(nt)
         for j in range(nt):
-            pivot[j] = pivot_at(x, xb + j * sj, rsz, r0, part_count)
+            pivot[j] = pivot_at(x, xb + j * sj, rsz, r0, counts)
         cnt = np.zeros(nt)
         mean = np.zeros(nt)
         m2 = np.zeros(nt)
@@ -291,7 +296,7 @@ def moments_inner_kept(x, p, tile, chunk, n_chunks, part_count, part_mean, part_
             tile_columns(shift, nt)
         for j in range(nt):
             if part_count is not None:
-                part_count[c, sb + j * ss] = cnt[j]
+                counts[c, sb + j * ss] = cnt[j]
             part_mean[c, sb + j * ss] = mean[j]
             part_m2[c, sb + j * ss] = m2[j]
             if c == 0:
@@ -379,7 +384,9 @@ def rows_dual(t1, t2, s1, s2, dy, db, rstr_dy, sd, x, xb, rstr_x, sx, rsz, a, b,
 @_pjit
 def dual_sums_inner_kept(dy, x, p, mu, tile, chunk, n_chunks, part_s1, part_s2):
     """Channels-last chunk partials of ``Σ dy`` and ``Σ dy·(x − mean)``."""
-    ksz, kstat, kstr, rsz, rstr, bases = p
+    dy, x, mu, part_s1, part_s2 = (unowned(dy), unowned(x), unowned(mu), unowned(part_s1),
+                                   unowned(part_s2))
+    ksz, kstat, kstr, rsz, rstr, bases = unowned(p)
     r0 = rstr[0]
     r1 = rstr[1]
     n = _count(rsz)

@@ -40,7 +40,7 @@ def moments_inner_reduced(x, p, chunk, n_chunks, part_count, part_mean, part_m2,
     pivots into ``pivots[stat]``; ``p`` = plan arrays.  ``part_count``: None,
     or the chunks' counts of non-NaN values (NaNs are then left out)."""
     x, part_mean, part_m2 = unowned(x), unowned(part_mean), unowned(part_m2)
-    pivots = unowned(pivots)
+    pivots, counts = unowned(pivots), unowned(part_count)  # (see moments_inner_kept)
     ksz, kstat, kstr, rsz, rstr, bases = unowned(p)
     n = _count(rsz)
     n_stats = part_mean.shape[1]
@@ -56,11 +56,11 @@ def moments_inner_reduced(x, p, chunk, n_chunks, part_count, part_mean, part_m2,
             continue
         k, s, c, a, b = statistic_chunk_item(i_, n_chunks, chunk, n, ksz, kstat)
         xb = bases[0] + offset(k, ksz, kstr[0], ksz.size)
-        pivot = pivot_at(x, xb, rsz, rstr[0], part_count)
+        pivot = pivot_at(x, xb, rsz, rstr[0], counts)
         nc, part_mean[c, s], part_m2[c, s] = welford_range(x, xb, rsz, rstr[0], a, b, pivot,
-                                                           part_count)
+                                                           counts)
         if part_count is not None:
-            part_count[c, s] = nc
+            counts[c, s] = nc
         if c == 0:
             pivots[s] = pivot
 
