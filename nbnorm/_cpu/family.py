@@ -84,6 +84,15 @@ def _group_statistics(x, geo, x_plan):
     return plan, (_kernel_args(plan, [0]), _split(plan)), parts
 
 
+def _in_dtype(sd, a, b):
+    """Where a coefficient kernel writes the float64 vectors ``a``, ``b``
+    again in the statistics' dtype ``sd``: ``a``, ``b`` themselves for
+    float64, else fresh vectors of their sizes."""
+    if sd == np.float64:
+        return a, b
+    return np.empty(a.size, sd), np.empty(b.size, sd)
+
+
 def _forward_per_channel(x, y, sizes, w, b, eps, stat_plan, stat_args, affine_plan, sd):
     """Statistics per group (:func:`_group_statistics`), merged and turned
     into the affine map per (n, c) in one compiled call, then batch norm's
@@ -92,10 +101,7 @@ def _forward_per_channel(x, y, sizes, w, b, eps, stat_plan, stat_args, affine_pl
     groups, per, parts, n_groups, n_c, n_part = sizes
     _, mean_rel, m2, pivots = _relative_moments(x, stat_plan, False, *stat_args)
     mean, var, inv = np.empty(n_groups), np.empty(n_groups), np.empty(n_groups)
-    if sd == np.float64:
-        mean_st, inv_st = mean, inv
-    else:
-        mean_st, inv_st = np.empty(n_groups, sd), np.empty(n_groups, sd)
+    mean_st, inv_st = _in_dtype(sd, mean, inv)
     centre, alpha, shift = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     group_forward_coefficients(pivots, mean_rel, m2, n_part, groups, per, parts, eps, w, b, mean,
                                var, inv, centre, alpha, shift, mean_st, inv_st)
@@ -114,10 +120,7 @@ def _backward_per_channel(dy, x, dx, geo, c, inv, w, sd, dual_plan, dual_args, a
     s1c, s2c = _dual_sums(dy, x, dual_plan, mu, *dual_args, signed_zeros=True)
     a, cb, cc = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     dweight, dbias = np.empty(C), np.empty(C)
-    if sd == np.float64:
-        dweight_st, dbias_st = dweight, dbias
-    else:
-        dweight_st, dbias_st = np.empty(C, sd), np.empty(C, sd)
+    dweight_st, dbias_st = _in_dtype(sd, dweight, dbias)
     group_backward_coefficients(s1c, s2c, inv, w, geo.groups, per, float(geo.n), a, cb, cc,
                                 dweight, dbias, dweight_st, dbias_st)
     _affine_prepared(dx, dy, x, affine_plan, zero, a, mu64, cb, cc)

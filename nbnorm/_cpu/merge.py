@@ -6,7 +6,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import (_pjit, _strict, backward_coefficients, chan_merge, forward_scale, invstd_of,
-                   merge_state, two_sum)
+                   merge_state, narrow, two_sum)
 
 
 # ------------------------------------------------------- chunk merging
@@ -224,9 +224,8 @@ def group_backward_coefficients(s1c, s2c, inv, w, groups, per, n_group, a_out, b
             c_out[k0 + j] = cc
             dweight[c0 + j] += s2c[k0 + j] * inv_s
             dbias[c0 + j] += s1c[k0 + j]
-    for c in range(C):
-        dweight_st[c] = dweight[c]
-        dbias_st[c] = dbias[c]
+    narrow(dweight, dweight_st)
+    narrow(dbias, dbias_st)
 
 
 @_strict

@@ -31,10 +31,10 @@ def _vector(n, fill, dtype=np.float64, like=None):
     that reads it.  ``like``: the parameter of the call being prepared; where
     it is already a C-contiguous vector in ``dtype``, ``a`` itself is passed
     (dtype, shape and strides are part of a call's signature)."""
-    const = np.full(n, fill, dtype)
     direct = _direct(like, dtype)
     if direct is not None:
         return direct
+    const = np.full(n, fill, dtype)
     return lambda a: const if a is None else _stat_vector(a, n, fill, dtype)
 
 
