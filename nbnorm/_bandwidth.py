@@ -18,6 +18,8 @@ import time
 import numpy as np
 from numba import njit, prange
 
+from ._cache import lock_saves
+
 
 @njit(parallel=True, cache=True)
 def _parallel_copy(dst, src):
@@ -28,6 +30,9 @@ def _parallel_copy(dst, src):
         lo = i * step
         hi = min(lo + step, n)
         dst[lo:hi] = src[lo:hi]
+
+
+lock_saves(_parallel_copy)
 
 
 def copier(nbytes, backend="cpu"):

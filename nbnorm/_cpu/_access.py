@@ -15,6 +15,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .._cache import lock_saves
+
 
 @intrinsic
 def _f32_bits(typingctx, x):
@@ -107,6 +109,9 @@ def float_to_half(f):
         u += np.uint32(((15 - 127) << 23) & 0xFFFFFFFF) + np.uint32(0xFFF) + odd
         o = u >> np.uint32(13)
     return np.uint16(o | (sign >> np.uint32(16)))
+
+
+lock_saves(half_to_float)       # this directory's saves go under a lock (nbnorm._cache)
 
 
 def load(a, i):

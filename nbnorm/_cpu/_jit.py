@@ -14,6 +14,7 @@ from numba import njit, types
 from numba.core.registry import CPUDispatcher
 
 from .. import _welford
+from .._cache import lock_saves
 from ._threads import kernel
 
 BLOCK = 4096    # elements per Welford block (16 KiB of float32: stays in L1)
@@ -154,3 +155,9 @@ def all_finite(a, b):
         if not (np.isfinite(a.flat[i]) and np.isfinite(b.flat[i])):
             return False
     return True
+
+
+# saves to Numba's cache go under a lock (see nbnorm._cache): the kernels of
+# this directory (exact_ratio's) and nbnorm._welford's formulas (chan_merge's)
+lock_saves(exact_ratio)
+lock_saves(chan_merge)
