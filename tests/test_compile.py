@@ -1,14 +1,17 @@
-"""``python -m nbnorm --compile`` builds Numba's cache ahead of time: after
-it, a new process's first training step (and the family, channels-last,
-``moments``) compiles nothing.  Both processes use a fresh
-``NUMBA_CACHE_DIR`` of their own (float32 only: about two minutes)."""
+"""``python -m nbnorm --compile`` builds Numba's cache ahead of time: every
+build a first training step (and the family, channels-last, ``moments``)
+uses is one that ``--compile`` made, and after it such a step compiles
+nothing.  Then: results do not depend on which process compiled the kernels,
+and what a fresh cache needs from the process (LLVM's 128-bit helpers)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 FIRST_STEP = """
+import json
 import numpy as np
 from numba.core import event
 import nbnorm
@@ -34,17 +37,53 @@ with event.install_recorder("numba:compile") as rec:
     _memory.STREAM_BYTES = None
     nbnorm.batch_norm_inference(x + big[:, None, None], big, w, w, b, axis=(0, 2, 3))
 print("compiled", len(rec.buffer) // 2)
+print(json.dumps(builds()))
+"""
+
+#: the CPU kernel builds a process holds (compiled or loaded from the cache)
+BUILDS = """
+import json, sys
+def builds():
+    held = set()
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("nbnorm."):
+            continue
+        for value in vars(module).values():
+            for d in (value, getattr(value, "parallel", None), getattr(value, "serial", None)):
+                if hasattr(d, "signatures") and hasattr(d, "targetoptions"):
+                    kind = "parallel" if d.targetoptions.get("parallel") else "serial"
+                    f = d.py_func
+                    held.update(f"{f.__module__}.{f.__qualname__} {kind} {sig}"
+                                for sig in d.signatures)
+    return sorted(held)
+"""
+
+COMPILE = """
+import runpy, sys
+sys.argv = ["nbnorm", "--compile", "--dtype", "float32"]
+try:
+    runpy.run_module("nbnorm", run_name="__main__", alter_sys=True)   # python -m nbnorm
+except SystemExit as e:
+    assert not e.code, e.code
+print(json.dumps(builds()))
 """
 
 
-def test_compile_builds_the_cache_for_a_first_training_step(tmp_path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    build = subprocess.run([sys.executable, "-m", "nbnorm", "--compile", "--dtype", "float32"],
-                           capture_output=True, text=True, timeout=1200, env=env)
+def test_compile_builds_the_cache_for_a_first_training_step():
+    """``--compile --dtype float32`` holds every build a first step uses,
+    and a step after it compiles nothing.  Both run in the test run's Numba
+    cache (shared with the other tests, so that ``--compile`` warms it for
+    them); the first check does not depend on what else the cache holds."""
+    build = subprocess.run([sys.executable, "-c", BUILDS + COMPILE], capture_output=True,
+                           text=True, timeout=1200)
     assert build.returncode == 0 and "the cache is ready" in build.stdout, build.stderr[-3000:]
-    first = subprocess.run([sys.executable, "-c", FIRST_STEP], capture_output=True, text=True,
-                           timeout=300, env=env)
-    assert "compiled 0" in first.stdout, first.stdout + first.stderr[-3000:]
+    first = subprocess.run([sys.executable, "-c", BUILDS + FIRST_STEP], capture_output=True,
+                           text=True, timeout=300)
+    assert "compiled 0" in first.stdout, first.stdout[:3000] + first.stderr[-3000:]
+    made = set(json.loads(build.stdout.splitlines()[-1]))
+    used = set(json.loads(first.stdout.splitlines()[-1]))
+    assert len(used) > 20 and any(" parallel " in b for b in used)
+    assert not used - made, sorted(used - made)
 
 
 def test_without_the_cache_a_first_call_compiles(tmp_path):
@@ -56,39 +95,6 @@ def test_without_the_cache_a_first_call_compiles(tmp_path):
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=300, env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
     assert "compiled" in first.stdout and "compiled 0" not in first.stdout, first.stderr[-3000:]
-
-
-def test_a_callee_has_one_build_per_argument_types():
-    """Numba types an integer or boolean constant at a call site as a literal;
-    a callee reached with a stride written out as ``1`` in one kernel and as
-    a variable in another would be compiled twice (33 such extra builds in a
-    forward, backward, layer norm, group norm and moments of both dtypes).
-    Every CPU callee is compiled once per argument *types*."""
-    import gc
-
-    import numpy as np
-    from numba.core import types
-    from numba.core.registry import CPUDispatcher
-
-    import nbnorm
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((4, 8, 5, 6)).astype(np.float32)
-    y, m, inv = nbnorm.batch_norm_forward(x, axis=(0, 2, 3))
-    nbnorm.batch_norm_backward(y, x, m, inv, axis=(0, 2, 3))
-    nbnorm.layer_norm_backward(x, x, *nbnorm.layer_norm(x)[1:])
-    nbnorm.group_norm(x, 4)
-    nbnorm.moments(x, (0, 2, 3))
-    seen = 0
-    for d in gc.get_objects():
-        # type(), not isinstance(): the heap holds weak proxies (PyTorch's),
-        # and isinstance() on a dead one raises ReferenceError
-        if not (issubclass(type(d), CPUDispatcher)
-                and str(d.py_func.__module__).startswith("nbnorm")):
-            continue
-        builds = [tuple(types.unliteral(a) for a in sig) for sig in d.signatures]
-        seen += len(builds)
-        assert len(set(builds)) == len(builds), (d.py_func.__qualname__, d.signatures)
-    assert seen > 20      # the check looked at the kernels' callees
 
 
 RESULTS = """
@@ -130,6 +136,22 @@ with _threads.serial_if(sys.argv[1] == "serial"):
     x.flat[::7] = np.nan
     for i, a in enumerate(nbnorm.moments(x, (0, 2, 3), skipna=True)):
         bits[f"skipna[{i}]"] = hashlib.sha1(a.tobytes()).hexdigest()
+# a callee compiled in this process: one build per argument *types* (Numba
+# types an integer or boolean constant at a call site as a literal; a stride
+# written as ``1`` in one kernel and as a variable in another would compile
+# the callee twice: 33 such extra builds before the literals were removed)
+import gc
+from numba.core import types
+from numba.core.registry import CPUDispatcher
+callees, twice = 0, []
+for d in gc.get_objects():
+    # type(), not isinstance(): the heap may hold dead weak proxies
+    if issubclass(type(d), CPUDispatcher) and str(d.py_func.__module__).startswith("nbnorm"):
+        builds = [tuple(types.unliteral(a) for a in sig) for sig in d.signatures]
+        callees += len(builds)
+        if len(set(builds)) != len(builds):
+            twice.append(d.py_func.__qualname__)
+print(json.dumps({"callee builds": callees, "twice": twice}))
 print(json.dumps(bits))
 """
 
@@ -141,8 +163,8 @@ def test_results_do_not_depend_on_which_process_compiled_the_kernels(tmp_path):
     backward and moments in four layouts and two dtypes, the family's
     forwards and backwards, NaN-skipping moments) agrees to the bit (before
     the fast-math callees were inlined, batch norm's Σdy of the shapes
-    reduced along contiguous runs did not)."""
-    import json
+    reduced along contiguous runs did not).  The compiling process also
+    checks that it compiled each callee once per argument types."""
 
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     runs = {}
@@ -152,6 +174,9 @@ def test_results_do_not_depend_on_which_process_compiled_the_kernels(tmp_path):
                               text=True, timeout=600, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = json.loads(done.stdout.splitlines()[-1])
+        if name == "compiled":
+            callees = json.loads(done.stdout.splitlines()[-2])
+    assert callees["callee builds"] > 20 and not callees["twice"], callees
     first = runs.pop("compiled")
     assert len(first) > 4 * 2 * 8 + 4 * 3 + 2
     for name, bits in runs.items():
