@@ -64,7 +64,7 @@ def test_float32_kelvin_variance_is_within_1e6_of_the_exact_one(backend):
 
 def test_negative_labels_interleaved_and_many_short_runs(backend):
     rng = np.random.default_rng(1)
-    n = 120 if backend.small else 500
+    n = 60 if backend.small else 500
     x = rng.standard_normal((n, 6))
     for labels in (rng.integers(-1, 4, n),    # ~0.8 n runs: gathered per group (not on CUDA)
                    np.repeat([3, 0, -5, 3, 1, 0], [90, 80, 70, 100, 60, 100])[:: 500 // n][:n]):
