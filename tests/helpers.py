@@ -294,3 +294,16 @@ class Backend:
 
 
 CPU = Backend("cpu")
+
+
+def nbnorm_dispatchers(modules):
+    """The Numba dispatchers of nbnorm's functions among the attributes of
+    ``modules`` (a kernel's parallel and serial builds each; a function
+    imported into several modules comes once per module)."""
+    for module in modules:
+        for value in vars(module).values():
+            for d in (value, getattr(value, "parallel", None), getattr(value, "serial", None)):
+                f = getattr(d, "py_func", None)
+                if hasattr(d, "targetoptions") and f is not None \
+                        and f.__module__.startswith("nbnorm"):
+                    yield d

@@ -80,16 +80,16 @@ def test_every_cached_kernel_saves_under_the_lock():
     import nbnorm
     from nbnorm import _cache
 
+    from helpers import nbnorm_dispatchers
+
+    modules = [importlib.import_module(info.name)
+               for info in pkgutil.walk_packages(nbnorm.__path__, "nbnorm.")
+               if not ("._cuda" in info.name or "._dask" in info.name
+                       or info.name == "nbnorm.xarray")]
     seen = 0
-    for info in pkgutil.walk_packages(nbnorm.__path__, "nbnorm."):
-        if "._cuda" in info.name or "._dask" in info.name or info.name == "nbnorm.xarray":
-            continue
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            for d in (value, getattr(value, "parallel", None), getattr(value, "serial", None)):
-                path = getattr(getattr(d, "_cache", None), "_cache_path", None)
-                if path is not None and getattr(d, "py_func", None) is not None \
-                        and d.py_func.__module__.startswith("nbnorm"):
-                    assert path in _cache.DIRECTORIES, (info.name, d)
-                    seen += 1
+    for d in nbnorm_dispatchers(modules):
+        path = getattr(d._cache, "_cache_path", None)
+        if path is not None:
+            assert path in _cache.DIRECTORIES, d
+            seen += 1
     assert seen > 50

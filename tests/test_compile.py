@@ -41,20 +41,17 @@ print(json.dumps(builds()))
 """
 
 #: the CPU kernel builds a process holds (compiled or loaded from the cache)
-BUILDS = """
+BUILDS = f"""
 import json, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from helpers import nbnorm_dispatchers
 def builds():
     held = set()
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("nbnorm."):
-            continue
-        for value in vars(module).values():
-            for d in (value, getattr(value, "parallel", None), getattr(value, "serial", None)):
-                if hasattr(d, "signatures") and hasattr(d, "targetoptions"):
-                    kind = "parallel" if d.targetoptions.get("parallel") else "serial"
-                    f = d.py_func
-                    held.update(f"{f.__module__}.{f.__qualname__} {kind} {sig}"
-                                for sig in d.signatures)
+    for d in nbnorm_dispatchers([m for n, m in list(sys.modules.items())
+                                 if n.startswith("nbnorm.")]):
+        kind = "parallel" if d.targetoptions.get("parallel") else "serial"
+        f = d.py_func
+        held.update(f"{{f.__module__}}.{{f.__qualname__}} {{kind}} {{sig}}" for sig in d.signatures)
     return sorted(held)
 """
 
